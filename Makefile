@@ -1,0 +1,61 @@
+# observe — the verbs. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTO_FILES := $(wildcard proto/observe/v1/*.proto)
+PROTOBUF_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+BUF    := $(VENV)/bin/buf
+
+.DEFAULT_GOAL := help
+.PHONY: help setup gen gen-check run test lint fmt bench clean
+
+help: ## list the verbs
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install observe with its dev tools
+
+# grpcio-tools' protoc writes the messages and gRPC stubs, mypy-protobuf the
+# type stubs. google/api protos come from googleapis-common-protos at run time,
+# so only observe/v1 is generated (a copy would shadow the package).
+gen: $(STAMP) ## regenerate gen/ from proto/ (grpcio-tools + mypy-protobuf)
+	rm -rf gen/observe && mkdir -p gen/observe/v1
+	$(PY) -m grpc_tools.protoc -Iproto -I$(PROTOBUF_INCLUDE) \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=gen $(PROTO_FILES)
+	touch gen/observe/__init__.py gen/observe/v1/__init__.py
+
+gen-check: gen ## fail if gen/ is not what proto/ generates
+	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit it" && exit 1)
+
+run: $(STAMP) ## serve REST + gRPC on the embedded SQLite default
+	$(VENV)/bin/observe serve
+
+test: $(STAMP) ## run the test suite (SQLite; PostgreSQL/Redis too when OBSERVE_TEST_* are set)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff, mypy, buf lint/format (and buf breaking against main when there is one)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	@if git rev-parse --verify -q main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  echo "$(BUF) breaking --against .git#branch=main"; $(BUF) breaking --against '.git#branch=main'; fi
+
+fmt: $(STAMP) ## apply ruff and buf formatting
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	$(BUF) format -w
+
+bench: $(STAMP) ## benchmarks in bench/ (needs wrk: apt-get install wrk)
+	$(PY) -m bench.api_me
+
+clean: ## remove the venv and local data
+	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
