@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) ## create .venv and install observe with its dev tools
 
 # grpcio-tools' protoc writes the messages and gRPC stubs, mypy-protobuf the
-# type stubs. google/api protos come from googleapis-common-protos at run time,
+# type stubs; descriptors.binpb keeps the comments for OpenAPI. google/api protos come from googleapis-common-protos at run time,
 # so only observe/v1 is generated (a copy would shadow the package).
 gen: $(STAMP) ## regenerate gen/ from proto/ (grpcio-tools + mypy-protobuf)
 	rm -rf gen/observe && mkdir -p gen/observe/v1
 	$(PY) -m grpc_tools.protoc -Iproto -I$(PROTOBUF_INCLUDE) \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
-	  --python_out=gen --grpc_python_out=gen --mypy_out=gen $(PROTO_FILES)
+	  --python_out=gen --grpc_python_out=gen --mypy_out=gen \
+	  --include_source_info --descriptor_set_out=gen/observe/v1/descriptors.binpb $(PROTO_FILES)
 	touch gen/observe/__init__.py gen/observe/v1/__init__.py
 
 gen-check: gen ## fail if gen/ is not what proto/ generates

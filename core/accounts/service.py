@@ -1,0 +1,306 @@
+"""Sign-up, sign-in, sessions, password recovery and the caller's own account."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+
+from observe.v1 import accounts_pb2, accounts_pb2_grpc, options_pb2
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core import clock
+from core.accounts import passwords, plans
+from core.config import Settings
+from core.errors import ErrorCode, ObserveError, Violations, not_found
+from core.mail.sender import Mailer
+from core.rpc.auth import SESSION_COOKIE
+from core.rpc.context import ROLE_NAMES, CallContext
+from core.storage import tables as t
+from core.storage.db import Database
+from core.tokens import secrets
+
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+RESET_TTL = timedelta(hours=1)
+
+
+def normalize_email(violations: Violations, path: str, email: str) -> str:
+    email = email.strip().lower()
+    if not email:
+        violations.add(path, "required", "Required")
+    elif len(email) > 320 or not EMAIL_RE.fullmatch(email):
+        violations.add(path, "invalid_string", "Invalid email")
+    return email
+
+
+def session_cookie(token: str, max_age: int) -> tuple[str, str]:
+    return ("set-cookie", f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax")
+
+
+async def insert_account(
+    conn: AsyncConnection, *, email: str, name: str, org_name: str, password_hash: str | None
+) -> tuple[int, int]:
+    """Inserts a user, an organisation and the owner membership; returns
+    (user id, org id). A taken e-mail raises IntegrityError."""
+    now = clock.now()
+    user_id = (
+        await conn.execute(
+            insert(t.users)
+            .values(email=email, name=name, password_hash=password_hash, created_at=now, updated_at=now)
+            .returning(t.users.c.id)
+        )
+    ).scalar_one()
+    org_id = (
+        await conn.execute(
+            insert(t.orgs).values(name=org_name, plan=plans.DEFAULT_PLAN, created_at=now).returning(t.orgs.c.id)
+        )
+    ).scalar_one()
+    await conn.execute(insert(t.memberships).values(org_id=org_id, user_id=user_id, role="owner", created_at=now))
+    return user_id, org_id
+
+
+class AuthService(accounts_pb2_grpc.AuthServiceServicer):
+    def __init__(self, *, db: Database, settings: Settings, mailer: Mailer) -> None:
+        self.db = db
+        self.settings = settings
+        self.mailer = mailer
+
+    async def Register(
+        self, request: accounts_pb2.RegisterRequest, ctx: CallContext
+    ) -> accounts_pb2.RegisterResponse:
+        v = Violations()
+        email = normalize_email(v, "email", request.email)
+        passwords.validate(v, "password", request.password)
+        v.require_string("name", request.name, min_len=0, max_len=100)
+        v.require_string("orgName", request.org_name, min_len=0, max_len=200)
+        if request.invite_token:
+            # Invites are created by the members API; an unknown token never joins anyone.
+            v.add("inviteToken", "custom", "Unknown or expired invite")
+        v.raise_if_any()
+        password_hash = await passwords.hash_password(request.password)
+        org_name = request.org_name.strip() or f"{request.name.strip() or email}'s organisation"
+        try:
+            async with self.db.write() as conn:
+                user_id, org_id = await insert_account(
+                    conn, email=email, name=request.name.strip(), org_name=org_name, password_hash=password_hash
+                )
+                token, expires = await self._new_session(conn, user_id, org_id)
+        except IntegrityError as exc:
+            raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "an account with this email exists") from exc
+        ctx.response_headers.append(session_cookie(token, self._session_seconds))
+        return accounts_pb2.RegisterResponse(
+            user=accounts_pb2.User(id=user_id, email=email, name=request.name.strip()),
+            org=accounts_pb2.Org(id=org_id, name=org_name),
+            role=options_pb2.ROLE_OWNER,
+            session_token=token,
+            expires_at=clock.to_timestamp(expires),
+        )
+
+    async def Login(self, request: accounts_pb2.LoginRequest, ctx: CallContext) -> accounts_pb2.LoginResponse:
+        v = Violations()
+        email = normalize_email(v, "email", request.email)
+        v.require_string("password", request.password, max_len=passwords.MAX_LENGTH)
+        v.raise_if_any()
+        async with self.db.read() as conn:
+            user = (
+                await conn.execute(
+                    select(t.users, t.memberships.c.org_id)
+                    .join(t.memberships, t.memberships.c.user_id == t.users.c.id)
+                    .where(t.users.c.email == email)
+                )
+            ).first()
+        stored = user.password_hash if user else None
+        if not await passwords.verify_password(stored, request.password) or user is None:
+            raise ObserveError(ErrorCode.ERROR_CODE_INVALID_CREDENTIALS, "email or password is wrong")
+        async with self.db.write() as conn:
+            if passwords.needs_rehash(user.password_hash):
+                await conn.execute(
+                    update(t.users)
+                    .where(t.users.c.id == user.id)
+                    .values(password_hash=await passwords.hash_password(request.password))
+                )
+            token, expires = await self._new_session(conn, user.id, user.org_id)
+        ctx.response_headers.append(session_cookie(token, self._session_seconds))
+        return accounts_pb2.LoginResponse(
+            user=accounts_pb2.User(id=user.id, email=user.email, name=user.name),
+            session_token=token,
+            expires_at=clock.to_timestamp(expires),
+        )
+
+    async def Logout(self, request: accounts_pb2.LogoutRequest, ctx: CallContext) -> accounts_pb2.LogoutResponse:
+        principal = ctx.require_principal()
+        # Only the calling session ends; a PAT is revoked with DELETE /me/tokens/:id.
+        if principal.token_kind == "session":
+            async with self.db.write() as conn:
+                await conn.execute(
+                    update(t.api_tokens).where(t.api_tokens.c.id == principal.token_id).values(revoked_at=clock.now())
+                )
+            ctx.response_headers.append(session_cookie("", 0))
+        return accounts_pb2.LogoutResponse()
+
+    async def ForgotPassword(
+        self, request: accounts_pb2.ForgotPasswordRequest, ctx: CallContext
+    ) -> accounts_pb2.ForgotPasswordResponse:
+        v = Violations()
+        email = normalize_email(v, "email", request.email)
+        v.raise_if_any()
+        async with self.db.write() as conn:
+            user_id = (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).scalar_one_or_none()
+            if user_id is not None:
+                token = secrets.new_token(secrets.RESET_PREFIX)
+                now = clock.now()
+                await conn.execute(
+                    insert(t.password_resets).values(
+                        user_id=user_id, token_hash=secrets.token_hash(token), expires_at=now + RESET_TTL, created_at=now
+                    )
+                )
+        if user_id is not None:
+            link = f"{self.settings.public_url}/reset-password?token={token}"
+            self.mailer.send_later(
+                email,
+                "Reset your observe password",
+                f"Someone asked to reset the password of your observe account.\n\n"
+                f"Reset token: {token}\nLink: {link}\n\n"
+                "The token works once, for one hour. If it was not you, ignore this mail.\n",
+            )
+        return accounts_pb2.ForgotPasswordResponse()
+
+    async def ResetPassword(
+        self, request: accounts_pb2.ResetPasswordRequest, ctx: CallContext
+    ) -> accounts_pb2.ResetPasswordResponse:
+        v = Violations()
+        v.require_string("token", request.token, max_len=64)
+        passwords.validate(v, "password", request.password)
+        v.raise_if_any()
+        password_hash = await passwords.hash_password(request.password)
+        now = clock.now()
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    select(t.password_resets).where(
+                        t.password_resets.c.token_hash == secrets.token_hash(request.token)
+                    )
+                )
+            ).first()
+            if row is None or row.used_at is not None:
+                raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "reset token is unknown or already used")
+            if row.expires_at <= now:
+                raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_EXPIRED, "reset token has expired")
+            # Conditional update: of two racing resets with one token, one wins.
+            claimed = await conn.execute(
+                update(t.password_resets)
+                .where((t.password_resets.c.id == row.id) & t.password_resets.c.used_at.is_(None))
+                .values(used_at=now)
+            )
+            if claimed.rowcount != 1:
+                raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "reset token is unknown or already used")
+            await conn.execute(
+                update(t.users).where(t.users.c.id == row.user_id).values(password_hash=password_hash, updated_at=now)
+            )
+            await end_sessions(conn, row.user_id, keep=None)
+        return accounts_pb2.ResetPasswordResponse()
+
+    @property
+    def _session_seconds(self) -> int:
+        return self.settings.session_ttl_days * 86400
+
+    async def _new_session(self, conn: AsyncConnection, user_id: int, org_id: int) -> tuple[str, datetime]:
+        token = secrets.new_token(secrets.SESSION_PREFIX)
+        now = clock.now()
+        expires = now + timedelta(days=self.settings.session_ttl_days)
+        await conn.execute(
+            insert(t.api_tokens).values(
+                org_id=org_id,
+                user_id=user_id,
+                kind="session",
+                name="session",
+                prefix=secrets.display_prefix(token),
+                token_hash=secrets.token_hash(token),
+                scopes=json.dumps(["*"]),
+                expires_at=expires,
+                created_at=now,
+            )
+        )
+        return token, expires
+
+
+async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: int | None) -> None:
+    """Revokes every live session of ``user_id`` except ``keep``."""
+    condition = (
+        (t.api_tokens.c.user_id == user_id) & (t.api_tokens.c.kind == "session") & t.api_tokens.c.revoked_at.is_(None)
+    )
+    if keep is not None:
+        condition &= t.api_tokens.c.id != keep
+    await conn.execute(update(t.api_tokens).where(condition).values(revoked_at=clock.now()))
+
+
+class MeService(accounts_pb2_grpc.MeServiceServicer):
+    def __init__(self, *, db: Database) -> None:
+        self.db = db
+
+    async def GetMe(self, request: accounts_pb2.GetMeRequest, ctx: CallContext) -> accounts_pb2.GetMeResponse:
+        principal = ctx.require_principal()
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        t.users.c.email,
+                        t.users.c.name,
+                        t.orgs.c.name.label("org_name"),
+                        t.orgs.c.plan,
+                    )
+                    .select_from(t.users.join(t.orgs, t.orgs.c.id == principal.org_id))
+                    .where(t.users.c.id == principal.user_id)
+                )
+            ).first()
+            if row is None:
+                raise not_found("user")
+            used = await plans.usage(conn, principal.org_id)
+        limits = plans.limits_for(row.plan)
+        return accounts_pb2.GetMeResponse(
+            user=accounts_pb2.User(id=principal.user_id, email=row.email, name=row.name),
+            org=accounts_pb2.Org(id=principal.org_id, name=row.org_name),
+            role=principal.role,
+            plan=accounts_pb2.Plan(
+                name=row.plan,
+                limits=accounts_pb2.PlanLimits(
+                    monitors=limits.monitors,
+                    monthly_checks=limits.monthly_checks,
+                    monthly_log_bytes=limits.monthly_log_bytes,
+                ),
+            ),
+            usage=accounts_pb2.Usage(
+                monitors=used.monitors, monthly_checks=used.monthly_checks, monthly_log_bytes=used.monthly_log_bytes
+            ),
+        )
+
+    async def ChangePassword(
+        self, request: accounts_pb2.ChangePasswordRequest, ctx: CallContext
+    ) -> accounts_pb2.ChangePasswordResponse:
+        principal = ctx.require_principal()
+        v = Violations()
+        v.require_string("currentPassword", request.current_password, max_len=passwords.MAX_LENGTH)
+        passwords.validate(v, "newPassword", request.new_password)
+        v.raise_if_any()
+        async with self.db.read() as conn:
+            stored = (
+                await conn.execute(select(t.users.c.password_hash).where(t.users.c.id == principal.user_id))
+            ).scalar_one_or_none()
+        if not await passwords.verify_password(stored, request.current_password):
+            raise ObserveError(ErrorCode.ERROR_CODE_PASSWORD_INVALID, "current password is wrong")
+        new_hash = await passwords.hash_password(request.new_password)
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(t.users)
+                .where(t.users.c.id == principal.user_id)
+                .values(password_hash=new_hash, updated_at=clock.now())
+            )
+            await end_sessions(
+                conn, principal.user_id, keep=principal.token_id if principal.token_kind == "session" else None
+            )
+        return accounts_pb2.ChangePasswordResponse()
+
+
+__all__ = ["ROLE_NAMES", "AuthService", "MeService"]

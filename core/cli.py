@@ -1,0 +1,124 @@
+"""The ``observe`` command: serve, migrate, admin."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from core.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env().with_overrides(
+        http_host=getattr(args, "host", None),
+        http_port=getattr(args, "port", None),
+        grpc_host=getattr(args, "grpc_host", None),
+        grpc_port=getattr(args, "grpc_port", None),
+        data_dir=Path(args.data_dir) if getattr(args, "data_dir", None) else None,
+        database_url=getattr(args, "database_url", None),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="observe", description="Uptime monitoring, status pages, heartbeats, logs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve REST and gRPC (and, later, the scheduler) in one process")
+    serve.add_argument("--host", help="REST host (OBSERVE_HTTP_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="REST port (OBSERVE_HTTP_PORT, default 8080)")
+    serve.add_argument("--grpc-host", help="gRPC host (OBSERVE_GRPC_HOST, default 127.0.0.1)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (OBSERVE_GRPC_PORT, default 50051)")
+    serve.add_argument("--data-dir", help="data directory (OBSERVE_DATA_DIR, default ./data)")
+    serve.add_argument("--database-url", help="database URL (OBSERVE_DATABASE_URL)")
+    serve.add_argument(
+        "--grpc-upstream",
+        metavar="HOST:PORT",
+        help="run only the REST gateway, proxying every call to this remote gRPC core",
+    )
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--data-dir")
+    migrate.add_argument("--database-url")
+
+    admin = sub.add_parser("admin", help="administration")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    create_user = admin_sub.add_parser("create-user", help="create a user and organisation (owner)")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--name", default="")
+    create_user.add_argument("--org-name", default="")
+    create_user.add_argument("--password", help="sign-in password (10-256 chars); omit for token-only access")
+    create_user.add_argument("--print-token", action="store_true", help="mint a PAT with scope * and print it")
+    create_user.add_argument("--data-dir")
+    create_user.add_argument("--database-url")
+
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.command == "serve":
+        from core.server import serve as run_server
+
+        try:
+            asyncio.run(run_server(settings, grpc_upstream=args.grpc_upstream))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if args.command == "admin" and args.admin_command == "create-user":
+        return asyncio.run(_create_user(settings, args))
+    parser.error("unknown command")
+    return 2
+
+
+async def _migrate(settings: Settings) -> int:
+    from core.storage.db import Database
+    from core.storage.migrate import migrate
+
+    db = Database(settings.effective_database_url)
+    try:
+        await migrate(db)
+    finally:
+        await db.close()
+    print("database is up to date")
+    return 0
+
+
+async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from core.accounts.admin import create_owner
+    from core.errors import ObserveError
+    from core.storage.db import Database
+    from core.storage.migrate import migrate
+
+    db = Database(settings.effective_database_url)
+    try:
+        await migrate(db)
+        result = await create_owner(
+            db,
+            email=args.email,
+            name=args.name,
+            org_name=args.org_name,
+            password=args.password,
+            mint_token=args.print_token,
+        )
+    except ObserveError as err:
+        detail = "; ".join(f"{f.path}: {f.message}" for f in err.fields) or err.message
+        print(f"error: {err.name}: {detail}", file=sys.stderr)
+        return 1
+    finally:
+        await db.close()
+    if args.print_token:
+        print(result["token"])
+    else:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Settings from ``OBSERVE_*`` environment variables, with safe defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Outgoing mail. Without a host, mails are logged (recipient and subject only)."""
+
+    host: str | None = None
+    port: int = 25
+    user: str | None = None
+    password: str | None = None
+    sender: str = "observe@localhost"
+    tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server reads from its environment."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    allow_private_targets: bool = False
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    session_ttl_days: int = 30
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ.get
+        return cls(
+            http_host=env("OBSERVE_HTTP_HOST", "127.0.0.1"),
+            http_port=_env_int("OBSERVE_HTTP_PORT", 8080),
+            grpc_host=env("OBSERVE_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_env_int("OBSERVE_GRPC_PORT", 50051),
+            data_dir=Path(env("OBSERVE_DATA_DIR", "./data")),
+            database_url=env("OBSERVE_DATABASE_URL") or None,
+            redis_url=env("OBSERVE_REDIS_URL") or None,
+            public_url=env("OBSERVE_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/"),
+            allow_private_targets=_env_bool("OBSERVE_ALLOW_PRIVATE_TARGETS", False),
+            smtp=SmtpSettings(
+                host=env("OBSERVE_SMTP_HOST") or None,
+                port=_env_int("OBSERVE_SMTP_PORT", 25),
+                user=env("OBSERVE_SMTP_USER") or None,
+                password=env("OBSERVE_SMTP_PASSWORD") or None,
+                sender=env("OBSERVE_SMTP_FROM", "observe@localhost"),
+                tls=_env_bool("OBSERVE_SMTP_TLS", False),
+            ),
+            log_level=env("OBSERVE_LOG_LEVEL", "info"),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the non-None ``changes`` applied (command-line flags)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'observe.db').resolve()}"

@@ -1,0 +1,148 @@
+"""The gRPC transport: grpc.aio with generic handlers that enter the pipeline,
+plus the standard health service and server reflection."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from core.errors import ObserveError
+from core.metrics import ApiMetrics
+from core.rpc.auth import SESSION_COOKIE
+from core.rpc.context import CallContext
+from core.rpc.methods import Method
+from core.rpc.pipeline import Pipeline
+from core.rpc.status import to_status
+
+_COOKIE_KEY = SESSION_COOKIE + "="
+
+
+def _is_loopback(peer: str) -> bool:
+    # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:..."
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _peer_ip(peer: str) -> str:
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return ""
+
+
+def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
+    ctx = CallContext(transport="grpc")
+    peer = context.peer() or ""
+    ctx.ip = _peer_ip(peer)
+    forwarded: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        text = value if isinstance(value, str) else value.decode("latin-1")
+        if key == "authorization":
+            ctx.authorization = text
+        elif key == "idempotency-key":
+            ctx.idempotency_key = text
+        elif key == "user-agent":
+            ctx.user_agent = text
+        elif key == "cookie":
+            for part in text.split(";"):
+                part = part.strip()
+                if part.startswith(_COOKIE_KEY):
+                    ctx.session_cookie = part[len(_COOKIE_KEY) :] or None
+        elif key in ("x-forwarded-for", "x-forwarded-user-agent"):
+            forwarded[key] = text
+    # Only a gateway on this machine may speak for the real client.
+    if forwarded and _is_loopback(peer):
+        ctx.ip = forwarded.get("x-forwarded-for", ctx.ip)
+        ctx.user_agent = forwarded.get("x-forwarded-user-agent", ctx.user_agent)
+    return ctx
+
+
+async def _send_headers(context: grpc.aio.ServicerContext[Any, Any], ctx: CallContext) -> None:
+    if ctx.response_headers:
+        await context.send_initial_metadata(tuple((k.lower(), v) for k, v in ctx.response_headers))
+
+
+def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        ctx = context_from_grpc(context)
+        try:
+            response = await pipeline.unary(method, request, ctx)
+        except ObserveError as err:
+            metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
+            await context.abort_with_status(to_status(err))
+            raise AssertionError("abort_with_status returned")  # pragma: no cover
+        await _send_headers(context, ctx)
+        metrics.observe_grpc(method.grpc_path, "OK", time.perf_counter() - started)
+        return response
+
+    return grpc.unary_unary_rpc_method_handler(
+        handle,
+        request_deserializer=method.input_class.FromString,
+        response_serializer=method.output_class.SerializeToString,
+    )
+
+
+def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        ctx = context_from_grpc(context)
+        try:
+            async for item in pipeline.stream(method, request, ctx):
+                yield item
+        except ObserveError as err:
+            metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
+            await context.abort_with_status(to_status(err))
+        metrics.observe_grpc(method.grpc_path, "OK", time.perf_counter() - started)
+
+    return grpc.unary_stream_rpc_method_handler(
+        handle,
+        request_deserializer=method.input_class.FromString,
+        response_serializer=method.output_class.SerializeToString,
+    )
+
+
+def generic_handlers(
+    pipeline: Pipeline, methods: Iterable[Method], metrics: ApiMetrics
+) -> list[grpc.GenericRpcHandler]:
+    by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
+    for method in methods:
+        if method.handler is None:
+            continue
+        make = _stream_handler if method.server_streaming else _unary_handler
+        handler = make(pipeline, method, metrics)
+        by_service.setdefault(method.service, {})[method.name] = handler
+    return [grpc.method_handlers_generic_handler(name, handlers) for name, handlers in by_service.items()]
+
+
+async def start_grpc(
+    pipeline: Pipeline, methods: Iterable[Method], address: str, metrics: ApiMetrics
+) -> tuple[grpc.aio.Server, int]:
+    """Starts the server on ``address`` ("host:port", port 0 for any);
+    returns it and the bound port."""
+    methods = list(methods)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
+    server.add_generic_rpc_handlers(generic_handlers(pipeline, methods, metrics))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = sorted({m.service for m in methods if m.handler is not None})
+    reflection.enable_server_reflection(
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(address)
+    await server.start()
+    for name in ["", *services]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port

@@ -1,0 +1,55 @@
+"""Outgoing e-mail over SMTP (stdlib smtplib in a worker thread).
+
+Without ``OBSERVE_SMTP_HOST`` nothing is sent: the log says to whom and what
+subject, never the body (it may carry a reset or invite link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+from email.message import EmailMessage
+
+from core.config import SmtpSettings
+
+log = logging.getLogger("observe.mail")
+
+
+class Mailer:
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def send(self, to: str, subject: str, body: str) -> None:
+        if not self.settings.host:
+            log.warning("SMTP not configured; mail to %s (%r) not sent", to, subject)
+            return
+        msg = EmailMessage()
+        msg["From"] = self.settings.sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg.set_content(body)
+        await asyncio.to_thread(self._deliver, msg)
+
+    def send_later(self, to: str, subject: str, body: str) -> None:
+        """Sends in the background so a reply's timing says nothing about it."""
+        task = asyncio.get_running_loop().create_task(self._send_logged(to, subject, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_logged(self, to: str, subject: str, body: str) -> None:
+        try:
+            await self.send(to, subject, body)
+        except Exception:
+            log.exception("sending mail to %s failed", to)
+
+    def _deliver(self, msg: EmailMessage) -> None:
+        s = self.settings
+        assert s.host is not None
+        with smtplib.SMTP(s.host, s.port, timeout=30) as smtp:
+            if s.tls:
+                smtp.starttls()
+            if s.user and s.password:
+                smtp.login(s.user, s.password)
+            smtp.send_message(msg)

@@ -1,0 +1,143 @@
+"""The RPC table: every method of observe.v1 with its rule and HTTP bindings.
+
+Built once at start-up by walking the service descriptors; nothing here is
+looked up again per request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from observe.v1 import options_pb2
+
+DEFAULT_BODY_LIMIT = 1 << 20
+
+Handler = Callable[[Any, Any], Awaitable[Message]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpBinding:
+    """One REST route of a method (a google.api.HttpRule, flattened)."""
+
+    verb: str  # GET, POST, PUT, PATCH, DELETE or a custom kind such as HEAD
+    path: str  # "/api/v1/me/tokens/{id}"
+    body: str  # "", "*" or a field name
+    response_body: str
+
+
+@dataclass(slots=True)
+class Method:
+    """An RPC with everything the pipeline and the transports need."""
+
+    descriptor: MethodDescriptor
+    rule: options_pb2.Rule
+    input_class: type[Message]
+    output_class: type[Message]
+    bindings: list[HttpBinding]
+    allowed_roles: frozenset[int]
+    body_limit: int
+    success_status: int
+    handler: Handler | None = None
+    sensitive_fields: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def service(self) -> str:
+        return self.descriptor.containing_service.full_name
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    @property
+    def grpc_path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+    @property
+    def server_streaming(self) -> bool:
+        return bool(self.descriptor.server_streaming)
+
+    @property
+    def has_rule(self) -> bool:
+        return self.descriptor.GetOptions().HasExtension(options_pb2.rule)
+
+
+def _bindings(rule: http_pb2.HttpRule) -> list[HttpBinding]:
+    out: list[HttpBinding] = []
+    kind = rule.WhichOneof("pattern")
+    if kind == "custom":
+        out.append(HttpBinding(rule.custom.kind.upper(), rule.custom.path, rule.body, rule.response_body))
+    elif kind:
+        out.append(HttpBinding(kind.upper(), getattr(rule, kind), rule.body, rule.response_body))
+    for extra in rule.additional_bindings:
+        out.extend(_bindings(extra))
+    return out
+
+
+def sensitive_paths(descriptor: Any, prefix: str = "", depth: int = 0) -> frozenset[str]:
+    """JSON paths of fields marked ``(observe.v1.field).sensitive``."""
+    paths: set[str] = set()
+    for fd in descriptor.fields:
+        path = f"{prefix}{fd.json_name}"
+        if fd.GetOptions().Extensions[options_pb2.field].sensitive:
+            paths.add(path)
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE and depth < 4 and not fd.message_type.GetOptions().map_entry:
+            paths |= sensitive_paths(fd.message_type, path + ".", depth + 1)
+    return frozenset(paths)
+
+
+def build_method(descriptor: MethodDescriptor) -> Method:
+    options = descriptor.GetOptions()
+    rule = options.Extensions[options_pb2.rule]
+    http = options.Extensions[annotations_pb2.http]
+    return Method(
+        descriptor=descriptor,
+        rule=rule,
+        input_class=message_factory.GetMessageClass(descriptor.input_type),
+        output_class=message_factory.GetMessageClass(descriptor.output_type),
+        bindings=_bindings(http),
+        allowed_roles=frozenset(rule.roles),
+        body_limit=rule.body_limit_bytes or DEFAULT_BODY_LIMIT,
+        success_status=rule.success_status or 200,
+        sensitive_fields=sensitive_paths(descriptor.input_type),
+    )
+
+
+def observe_files() -> list[FileDescriptor]:
+    """Every generated observe.v1 file (imports each ``*_pb2`` module)."""
+    import observe.v1 as package
+
+    modules: list[ModuleType] = [
+        importlib.import_module(f"observe.v1.{info.name}")
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.endswith("_pb2")
+    ]
+    return [m.DESCRIPTOR for m in modules]
+
+
+def build_methods(files: Iterable[FileDescriptor], implementations: Iterable[object]) -> dict[str, Method]:
+    """Methods of every service in ``files``, bound to the implementation
+    whose class derives from that service's generated servicer."""
+    by_service: dict[str, object] = {}
+    for impl in implementations:
+        for cls in type(impl).__mro__:
+            if cls.__name__.endswith("Servicer"):
+                by_service[cls.__name__.removesuffix("Servicer")] = impl
+    methods: dict[str, Method] = {}
+    for file in files:
+        for service in file.services_by_name.values():
+            impl = by_service.get(service.name)
+            for md in service.methods:
+                method = build_method(md)
+                if impl is not None:
+                    method.handler = getattr(impl, md.name)
+                methods[method.grpc_path] = method
+    return methods

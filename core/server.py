@@ -1,0 +1,89 @@
+"""``observe serve``: REST and gRPC in one process on one event loop."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from core.app import build_core
+from core.config import Settings
+from core.grpc_server import start_grpc
+from core.metrics import ApiMetrics
+from core.rpc.methods import build_methods, observe_files
+from core.storage.migrate import migrate
+from gateway.app import create_app
+from gateway.dispatch import InProcess, Upstream
+
+log = logging.getLogger("observe.server")
+
+
+def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(settings: Settings, *, grpc_upstream: str | None = None) -> None:
+    if grpc_upstream:
+        await _serve_gateway_only(settings, grpc_upstream)
+        return
+    core = build_core(settings)
+    await migrate(core.db)
+    metrics = ApiMetrics()
+    app = create_app(core.methods, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
+    grpc_server, grpc_port = await start_grpc(
+        core.pipeline, core.methods.values(), f"{settings.grpc_host}:{settings.grpc_port}", metrics
+    )
+    http = _uvicorn(app, settings)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    print(
+        f"observe is serving\n"
+        f"  REST  {base}/api/v1   docs {base}/docs   OpenAPI {base}/openapi.json\n"
+        f"  gRPC  {settings.grpc_host}:{grpc_port}\n"
+        f"  data  {core.db.url.split('://', 1)[0]}\n"
+        f"First token: observe admin create-user --email you@example.com --print-token",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await http.serve()
+    finally:
+        await grpc_server.stop(grace=5)
+        await core.close()
+
+
+async def _serve_gateway_only(settings: Settings, upstream: str) -> None:
+    methods = build_methods(observe_files(), [])
+    dispatcher = Upstream(upstream)
+
+    async def upstream_ready() -> None:
+        stub = health_pb2_grpc.HealthStub(dispatcher.channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise grpc.RpcError("upstream not serving")
+
+    app = create_app(methods, dispatcher, metrics=ApiMetrics(), ready=upstream_ready)
+    http = _uvicorn(app, settings)
+    print(
+        f"observe gateway is serving http://{settings.http_host}:{settings.http_port}/api/v1 -> gRPC {upstream}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await http.serve()
+    finally:
+        await dispatcher.close()

@@ -1,0 +1,115 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in ``migrations/`` create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from core.storage.types import Id, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(100), nullable=False, default=""),
+    # Argon2id PHC string; null for accounts made without a password.
+    Column("password_hash", String(255), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("plan", String(50), nullable=False, default="unlimited"),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# A user belongs to one organisation (unique user_id).
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "org_id"),
+)
+
+# PATs (kind "pat", obs_…) and login sessions (kind "session", obss_…).
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of the plaintext, hex. The plaintext is never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    # JSON array of scope strings.
+    Column("scopes", Text, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("daily_mutation_limit", BigInteger, nullable=True),
+    Column("daily_log_bytes_limit", BigInteger, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_used_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Index(None, "user_id", "kind"),
+)
+
+# Per-token usage for one UTC day: what daily caps count against.
+token_usage = Table(
+    "token_usage",
+    metadata,
+    Column("token_id", Id, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("mutations", BigInteger, nullable=False, default=0),
+    Column("log_bytes", BigInteger, nullable=False, default=0),
+)
+
+# Per-organisation usage for one UTC month ("2026-11"): what plan caps count against.
+org_usage = Table(
+    "org_usage",
+    metadata,
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), primary_key=True),
+    Column("month", String(7), primary_key=True),
+    Column("checks", BigInteger, nullable=False, default=0),
+    Column("log_bytes", BigInteger, nullable=False, default=0),
+)
+
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", Id, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("token_hash"),
+)

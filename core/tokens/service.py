@@ -1,0 +1,185 @@
+"""Personal access tokens: mint, list, revoke."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from observe.v1 import tokens_pb2, tokens_pb2_grpc
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core import clock
+from core.errors import ErrorCode, ObserveError, Violations, not_found
+from core.rpc import scopes
+from core.rpc.context import CallContext
+from core.storage import tables as t
+from core.storage.db import Database
+from core.tokens import secrets
+
+MAX_DAILY_MUTATIONS = 1_000_000
+MAX_DAILY_LOG_BYTES = 1 << 40  # 1 TiB
+
+
+def validate_scopes(v: Violations, requested: list[str]) -> list[str]:
+    """The requested scopes, de-duplicated in order; ["*"] when none."""
+    out: list[str] = []
+    for i, scope in enumerate(requested):
+        if not scopes.is_valid(scope):
+            v.add(
+                f"scopes[{i}]",
+                "invalid_enum_value",
+                f"Unknown scope '{scope}'; expected one of the 24 scopes, 'resource:*' or '*'",
+            )
+        elif scope not in out:
+            out.append(scope)
+    return out or [scopes.WILDCARD]
+
+
+async def insert_pat(
+    conn: AsyncConnection,
+    *,
+    org_id: int,
+    user_id: int,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+    daily_mutation_limit: int | None = None,
+    daily_log_bytes_limit: int | None = None,
+    now: datetime,
+) -> tuple[int, str]:
+    """Stores a new PAT's hash; returns (id, plaintext). The plaintext is not kept."""
+    token = secrets.new_token(secrets.PAT_PREFIX)
+    token_id = (
+        await conn.execute(
+            insert(t.api_tokens)
+            .values(
+                org_id=org_id,
+                user_id=user_id,
+                kind="pat",
+                name=name,
+                prefix=secrets.display_prefix(token),
+                token_hash=secrets.token_hash(token),
+                scopes=json.dumps(scopes),
+                expires_at=expires_at,
+                daily_mutation_limit=daily_mutation_limit,
+                daily_log_bytes_limit=daily_log_bytes_limit,
+                created_at=now,
+            )
+            .returning(t.api_tokens.c.id)
+        )
+    ).scalar_one()
+    return token_id, token
+
+
+class TokenService(tokens_pb2_grpc.TokenServiceServicer):
+    def __init__(self, *, db: Database) -> None:
+        self.db = db
+
+    async def CreateToken(
+        self, request: tokens_pb2.CreateTokenRequest, ctx: CallContext
+    ) -> tokens_pb2.CreateTokenResponse:
+        principal = ctx.require_principal()
+        now = clock.now()
+        v = Violations()
+        name = request.name.strip()
+        v.require_string("name", name, max_len=100)
+        expires_at: datetime | None = None
+        if request.HasField("expires_at"):
+            expires_at = clock.from_timestamp(request.expires_at)
+            if expires_at <= now:
+                v.add("expiresAt", "too_small", "Must be in the future")
+        granted = validate_scopes(v, list(request.scopes))
+        if request.HasField("daily_mutation_limit"):
+            v.int_range("dailyMutationLimit", request.daily_mutation_limit, 1, MAX_DAILY_MUTATIONS)
+        if request.HasField("daily_log_bytes_limit"):
+            v.int_range("dailyLogBytesLimit", request.daily_log_bytes_limit, 1, MAX_DAILY_LOG_BYTES)
+        v.raise_if_any()
+        missing = scopes.covers(principal.scopes, granted)
+        if missing:
+            raise ObserveError(
+                ErrorCode.ERROR_CODE_PAT_SCOPE_INSUFFICIENT,
+                f"a token cannot grant scopes it lacks itself: {', '.join(missing)}",
+            )
+        async with self.db.write() as conn:
+            token_id, token = await insert_pat(
+                conn,
+                org_id=principal.org_id,
+                user_id=principal.user_id,
+                name=name,
+                scopes=granted,
+                expires_at=expires_at,
+                daily_mutation_limit=request.daily_mutation_limit if request.HasField("daily_mutation_limit") else None,
+                daily_log_bytes_limit=request.daily_log_bytes_limit
+                if request.HasField("daily_log_bytes_limit")
+                else None,
+                now=now,
+            )
+        return tokens_pb2.CreateTokenResponse(
+            id=token_id,
+            name=name,
+            prefix=secrets.display_prefix(token),
+            token=token,
+            expires_at=clock.to_timestamp(expires_at) if expires_at else None,
+            created_at=clock.to_timestamp(now),
+        )
+
+    async def ListTokens(
+        self, request: tokens_pb2.ListTokensRequest, ctx: CallContext
+    ) -> tokens_pb2.ListTokensResponse:
+        principal = ctx.require_principal()
+        today = clock.now().date()
+        query = (
+            select(t.api_tokens, t.token_usage.c.mutations, t.token_usage.c.log_bytes)
+            .outerjoin(
+                t.token_usage,
+                and_(t.token_usage.c.token_id == t.api_tokens.c.id, t.token_usage.c.day == today),
+            )
+            .where(
+                (t.api_tokens.c.user_id == principal.user_id)
+                & (t.api_tokens.c.org_id == principal.org_id)
+                & (t.api_tokens.c.kind == "pat")
+                & t.api_tokens.c.revoked_at.is_(None)
+            )
+            .order_by(t.api_tokens.c.id.desc())
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return tokens_pb2.ListTokensResponse(
+            tokens=[
+                tokens_pb2.Token(
+                    id=row.id,
+                    name=row.name,
+                    prefix=row.prefix,
+                    scopes=json.loads(row.scopes),
+                    expires_at=clock.to_timestamp(row.expires_at) if row.expires_at else None,
+                    created_at=clock.to_timestamp(row.created_at),
+                    last_used_at=clock.to_timestamp(row.last_used_at) if row.last_used_at else None,
+                    daily_mutation_limit=row.daily_mutation_limit,
+                    daily_mutation_used_today=row.mutations or 0,
+                    daily_log_bytes_limit=row.daily_log_bytes_limit,
+                    daily_log_bytes_used_today=row.log_bytes or 0,
+                )
+                for row in rows
+            ]
+        )
+
+    async def RevokeToken(
+        self, request: tokens_pb2.RevokeTokenRequest, ctx: CallContext
+    ) -> tokens_pb2.RevokeTokenResponse:
+        principal = ctx.require_principal()
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(t.api_tokens)
+                .where(
+                    (t.api_tokens.c.id == request.id)
+                    & (t.api_tokens.c.user_id == principal.user_id)
+                    & (t.api_tokens.c.org_id == principal.org_id)
+                    & (t.api_tokens.c.kind == "pat")
+                    & t.api_tokens.c.revoked_at.is_(None)
+                )
+                .values(revoked_at=clock.now())
+            )
+        if result.rowcount != 1:
+            raise not_found("token")
+        return tokens_pb2.RevokeTokenResponse()

@@ -1,0 +1,341 @@
+"""REST ⇄ RPC transcoding, generated from the descriptors' HttpRules.
+
+One :class:`Route` per binding is built at start-up; a request is matched,
+its path variables, query string and JSON body are decoded into the input
+message, the call goes to the dispatcher (pipeline or remote core), and the
+reply is encoded with the method's success status. Server-streaming methods
+answer as Server-Sent Events. Everything non-2xx is the error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
+from core.rpc.auth import SESSION_COOKIE
+from core.rpc.context import CallContext
+from core.rpc.methods import HttpBinding, Method
+from gateway.dispatch import Dispatcher
+from gateway.envelope import error_payload, error_response, framework_error
+from gateway.jsonmap import JsonCodec
+from gateway.routes import Router, Template
+
+log = logging.getLogger("observe.gateway")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+HTTP_BODY = "google.api.HttpBody"
+JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+_COOKIE_KEY = SESSION_COOKIE + "="
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Route:
+    """One REST binding of one method."""
+
+    method: Method
+    binding: HttpBinding
+    template: Template | None = None
+    body_field: FieldDescriptor | None = None
+    http_body_in: bool = False
+    http_body_out: bool = False
+    query_allowed: bool = True
+
+    @classmethod
+    def build(cls, method: Method, binding: HttpBinding) -> Route:
+        route = cls(method, binding)
+        in_desc = method.descriptor.input_type
+        if binding.body not in ("", "*"):
+            route.body_field = in_desc.fields_by_name[binding.body]
+            route.http_body_in = route.body_field.message_type is not None and (
+                route.body_field.message_type.full_name == HTTP_BODY
+            )
+        else:
+            route.http_body_in = binding.body == "*" and in_desc.full_name == HTTP_BODY
+        route.http_body_out = method.descriptor.output_type.full_name == HTTP_BODY and not binding.response_body
+        route.query_allowed = binding.body != "*"
+        return route
+
+
+def build_router(methods: Iterable[Method]) -> Router[Route]:
+    router: Router[Route] = Router()
+    for method in methods:
+        for binding in method.bindings:
+            route = Route.build(method, binding)
+            route.template = router.add(binding.verb, binding.path, route)
+    return router
+
+
+def _header_map(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def _session_from_cookie(cookie: str) -> str | None:
+    for part in cookie.split(";"):
+        part = part.strip()
+        if part.startswith(_COOKIE_KEY):
+            return part[len(_COOKIE_KEY) :] or None
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ObserveError(ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+async def send_reply(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    if status != 204:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, err: ObserveError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    status, headers, body = error_response(err)
+    if extra:
+        headers.extend(extra)
+    await send_reply(send, status, headers, body)
+
+
+class Transcoder:
+    """The ASGI app for every generated route."""
+
+    def __init__(self, methods: Iterable[Method], dispatcher: Dispatcher, codec: JsonCodec | None = None) -> None:
+        self.codec = codec or JsonCodec()
+        self.router = build_router(methods)
+        self.dispatcher = dispatcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        verb = scope["method"]
+        matched = self.router.match(verb, scope["path"])
+        if isinstance(matched, list):
+            if verb == "HEAD":  # HEAD on a GET route: the GET without a body
+                again = self.router.match("GET", scope["path"])
+                if not isinstance(again, list):
+                    await self._serve(again[0], again[2], scope, receive, _drop_body(send))
+                    return
+            await send_error(send, framework_error(405 if matched else 404, matched))
+            return
+        route, template, variables = matched
+        scope["observe.route"] = template.text
+        await self._serve(route, variables, scope, receive, send)
+
+    async def _serve(self, route: Route, variables: dict[str, str], scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _header_map(scope)
+        ctx = CallContext(transport="rest")
+        auth = headers.get(b"authorization")
+        if auth is not None:
+            ctx.authorization = auth.decode("latin-1")
+        cookie = headers.get(b"cookie")
+        if cookie is not None:
+            ctx.session_cookie = _session_from_cookie(cookie.decode("latin-1"))
+        key = headers.get(b"idempotency-key")
+        if key is not None:
+            ctx.idempotency_key = key.decode("latin-1")
+        ua = headers.get(b"user-agent")
+        if ua is not None:
+            ctx.user_agent = ua.decode("latin-1")
+        client = scope.get("client")
+        if client:
+            ctx.ip = client[0]
+        try:
+            request = await self._decode(route, variables, scope, headers, receive)
+            if route.method.server_streaming:
+                await self._stream(route, request, ctx, receive, send)
+                return
+            response = await self.dispatcher.unary(route.method, request, ctx)
+        except ObserveError as err:
+            await send_error(send, err, _encode_headers(ctx.response_headers))
+            return
+        except ClientDisconnected:
+            return
+        await self._reply(route, response, ctx, send)
+
+    async def _decode(
+        self, route: Route, variables: dict[str, str], scope: Scope, headers: dict[bytes, bytes], receive: Receive
+    ) -> Message:
+        method = route.method
+        request = method.input_class()
+        v = Violations()
+        binding = route.binding
+        if binding.body:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > method.body_limit:
+                raise ObserveError(
+                    ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, f"request body is larger than {method.body_limit} bytes"
+                )
+            raw = await _read_body(receive, method.body_limit)
+            content_type = headers.get(b"content-type", b"")
+            if route.http_body_in:
+                target = getattr(request, route.body_field.name) if route.body_field else request
+                target.content_type = content_type.decode("latin-1")
+                target.data = raw
+            elif raw.strip():
+                if not _is_json(content_type):
+                    raise framework_error(415)
+                try:
+                    data = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise validation_failed([FieldViolation("", "invalid_type", f"Malformed JSON: {exc}")]) from None
+                if route.body_field is None:
+                    self.codec.decode_object(request, data, "", v)
+                else:
+                    fd = route.body_field
+                    entry = self.codec.field_table(method.descriptor.input_type)[fd.name]
+                    entry[1](request, data, fd.json_name, v)
+        for var, text in variables.items():
+            self.codec.assign_text(request, var, [text], _json_path(self.codec, method, var), v)
+        query = scope.get("query_string", b"")
+        if query:
+            self._decode_query(route, request, variables, query, v)
+        if v:
+            raise validation_failed(v.items)
+        return request
+
+    def _decode_query(
+        self, route: Route, request: Message, variables: dict[str, str], query: bytes, v: Violations
+    ) -> None:
+        params: dict[str, list[str]] = {}
+        for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            params.setdefault(key, []).append(value)
+        table = self.codec.field_table(route.method.descriptor.input_type)
+        bound = {table[var.split(".")[0]][0].name for var in variables if var.split(".")[0] in table}
+        if route.body_field is not None:
+            bound.add(route.body_field.name)
+        for key, values in params.items():
+            head = table.get(key.split(".")[0])
+            if not route.query_allowed or head is None or head[0].name in bound:
+                v.add(key, "unrecognized_keys", f"Unrecognized query parameter: '{key}'")
+                continue
+            self.codec.assign_text(request, key, values, key, v)
+
+    async def _reply(self, route: Route, response: Message, ctx: CallContext, send: Send) -> None:
+        extra = _encode_headers(ctx.response_headers)
+        status = route.method.success_status
+        if status == 204:
+            await send_reply(send, 204, [(b"cache-control", b"no-store"), *extra], b"")
+            return
+        if route.http_body_out:
+            content_type = getattr(response, "content_type", "") or "application/octet-stream"
+            headers = [(b"content-type", content_type.encode()), *extra]
+            await send_reply(send, status, headers, getattr(response, "data", b""))
+            return
+        if route.binding.response_body:
+            payload: Any = getattr(response, route.binding.response_body)
+            fd = response.DESCRIPTOR.fields_by_name[route.binding.response_body]
+            if fd.is_repeated:
+                payload = [self.codec.encode_value(x) if isinstance(x, Message) else x for x in payload]
+            elif isinstance(payload, Message):
+                payload = self.codec.encode_value(payload)
+        else:
+            payload = self.codec.encode(response)
+        await send_reply(send, status, [*JSON_HEADERS, *extra], orjson.dumps(payload))
+
+    async def _stream(self, route: Route, request: Message, ctx: CallContext, receive: Receive, send: Send) -> None:
+        iterator = self.dispatcher.stream(route.method, request, ctx).__aiter__()
+        # The first item is awaited before the headers go out, so a refused
+        # call (auth, scope) is an ordinary error reply, not a broken stream.
+        try:
+            first: Message | None = await iterator.__anext__()
+        except StopAsyncIteration:
+            first = None
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+            *_encode_headers(ctx.response_headers),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+        async def pump() -> None:
+            item = first
+            try:
+                while item is not None:
+                    data = orjson.dumps(self.codec.encode(item))
+                    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+                    try:
+                        item = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        item = None
+            except ObserveError as err:
+                payload = orjson.dumps(error_payload(err))
+                await send({"type": "http.response.body", "body": b"event: error\ndata: " + payload + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        pump_task = asyncio.ensure_future(pump())
+        watch_task = asyncio.ensure_future(watch())
+        done, pending = await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if pump_task in done and pump_task.exception() is not None:
+            log.error("stream %s failed", route.method.grpc_path, exc_info=pump_task.exception())
+
+
+def _json_path(codec: JsonCodec, method: Method, field_path: str) -> str:
+    """``monitor_id`` → ``monitorId`` for violation paths."""
+    desc = method.descriptor.input_type
+    parts = []
+    for part in field_path.split("."):
+        entry = codec.field_table(desc).get(part) if desc is not None else None
+        if entry is None:
+            parts.append(part)
+            desc = None
+            continue
+        parts.append(entry[0].json_name)
+        desc = entry[0].message_type
+    return ".".join(parts)
+
+
+def _encode_headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+
+
+def _drop_body(send: Send) -> Send:
+    async def send_head(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
