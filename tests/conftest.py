@@ -1,0 +1,218 @@
+"""Fixtures: a real `observe serve` per database backend, an SMTP sink, personas.
+
+SQLite always; PostgreSQL too when OBSERVE_TEST_DATABASE_URL is set (CI sets
+it). Every test makes its own users and organisations, so tests share a
+server without sharing state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("OBSERVE_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reset_postgres(url: str) -> None:
+    """Drops and re-creates the public schema of the test database."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd hook)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def wait_for(self, to: str, timeout: float = 10) -> Message:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.messages:
+                if msg["To"] == to:
+                    return msg
+            time.sleep(0.05)
+        raise AssertionError(f"no mail to {to}")
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.controller.start()
+    yield sink
+    sink.controller.stop()
+
+
+@dataclass
+class Server:
+    """A running `observe serve` subprocess."""
+
+    base_url: str
+    grpc_target: str
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    backend: str
+    log_path: Path
+
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, *, backend: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "OBSERVE_DATA_DIR": str(tmp / "data"),
+        "OBSERVE_HTTP_PORT": str(http_port),
+        "OBSERVE_GRPC_PORT": str(grpc_port),
+        "OBSERVE_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
+        **(extra_env or {}),
+    }
+    if backend == "postgresql":
+        assert PG_URL
+        env["OBSERVE_DATABASE_URL"] = PG_URL
+    else:
+        env.pop("OBSERVE_DATABASE_URL", None)
+    log_path = tmp / f"server-{http_port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", *(args or [])],
+        cwd=ROOT,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    server = Server(
+        f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", tmp / "data", env, process, backend, log_path
+    )
+    wait_ready(server)
+    return server
+
+
+def wait_ready(server: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{server.log()}")
+        try:
+            if httpx.get(server.base_url + "/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready:\n{server.log()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink) -> Iterator[Server]:
+    backend = request.param
+    if backend == "postgresql":
+        assert PG_URL
+        reset_postgres(PG_URL)
+    srv = start_server(
+        tmp_path_factory.mktemp(backend),
+        backend=backend,
+        extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port)},
+    )
+    yield srv
+    stop_server(srv)
+
+
+@dataclass
+class Persona:
+    """A registered user with a session and a wildcard PAT."""
+
+    email: str
+    user_id: int
+    org_id: int
+    session: str
+    pat: str
+    pat_id: int
+    server: Server
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return self.server.client(token or self.pat)
+
+    def mint(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("name", "test token")
+        with self.client() as c:
+            r = c.post("/api/v1/me/tokens", json=body)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+def register(server: Server, **overrides: Any) -> Persona:
+    email = overrides.pop("email", f"user-{uuid.uuid4().hex[:12]}@example.com")
+    body = {"email": email, "password": PASSWORD, "name": "Test User", **overrides}
+    with server.client() as c:
+        r = c.post("/api/v1/auth/register", json=body)
+        assert r.status_code == 201, r.text
+        reg = r.json()
+        session = reg["sessionToken"]
+        r = c.post("/api/v1/me/tokens", json={"name": "persona"}, headers={"authorization": f"Bearer {session}"})
+        assert r.status_code == 201, r.text
+    return Persona(email, reg["user"]["id"], reg["org"]["id"], session, r.json()["token"], r.json()["id"], server)
+
+
+@pytest.fixture
+def owner(server: Server) -> Persona:
+    return register(server)
+
+
+@pytest.fixture
+def outsider(server: Server) -> Persona:
+    """Someone from another organisation."""
+    return register(server)

@@ -1,0 +1,128 @@
+"""Bad input never gets a 500: each kind gets its CONTRACT.md status and code."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Persona
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "code"),
+    [
+        ({"name": "x", "unknown": 1}, "unknown", "unrecognized_keys"),
+        ({"name": 5}, "name", "invalid_type"),
+        ({"name": "x", "scopes": "monitors:read"}, "scopes", "invalid_type"),
+        ({"name": "x", "scopes": [1]}, "scopes[0]", "invalid_type"),
+        ({"name": "x", "dailyMutationLimit": True}, "dailyMutationLimit", "invalid_type"),
+        ({"name": "x", "dailyMutationLimit": 1.5}, "dailyMutationLimit", "invalid_type"),
+        ({"name": "x", "expiresAt": "tomorrow"}, "expiresAt", "invalid_string"),
+        ({"name": "x", "expiresAt": "2027-01-01T00:00:00"}, "expiresAt", "invalid_string"),
+        ({"name": "x", "dailyMutationLimit": 2**70}, "dailyMutationLimit", "too_big"),
+    ],
+)
+def test_wrong_fields_name_their_path(owner: Persona, body: dict[str, object], path: str, code: str) -> None:
+    with owner.client() as c:
+        r = c.post("/api/v1/me/tokens", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "VALIDATION_FAILED"
+    assert {"path": path, "code": code} in [{k: f[k] for k in ("path", "code")} for f in r.json()["fields"]]
+
+
+@pytest.mark.parametrize("raw", [b"{", b"[1,2]", b'"text"', b"null", b"\xff\xfe"])
+def test_malformed_or_non_object_json(owner: Persona, raw: bytes) -> None:
+    with owner.client() as c:
+        r = c.post("/api/v1/me/tokens", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "VALIDATION_FAILED"
+    assert r.json()["fields"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type(owner: Persona, content_type: str) -> None:
+    with owner.client() as c:
+        r = c.post("/api/v1/me/tokens", content=b'{"name":"x"}', headers={"content-type": content_type})
+    assert r.status_code == 415
+    assert r.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_oversized_body(owner: Persona) -> None:
+    with owner.client() as c:
+        r = c.post("/api/v1/me/tokens", json={"name": "x" * 20000})
+    assert r.status_code == 413
+    assert r.json()["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_oversized_chunked_body_without_content_length(owner: Persona) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"name":"'
+        for _ in range(40):
+            yield b"x" * 1000
+        yield b'"}'
+
+    with owner.client() as c:
+        r = c.post("/api/v1/me/tokens", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize("token_id", ["abc", "1.5", "99999999999999999999999"])
+def test_bad_path_ids(owner: Persona, token_id: str) -> None:
+    with owner.client() as c:
+        r = c.delete(f"/api/v1/me/tokens/{token_id}")
+    assert r.status_code == 400
+    assert r.json()["code"] == "VALIDATION_FAILED"
+    assert r.json()["fields"][0]["path"] == "id"
+
+
+def test_unknown_path_id_is_404(owner: Persona) -> None:
+    with owner.client() as c:
+        r = c.delete("/api/v1/me/tokens/987654321")
+    assert r.status_code == 404
+    assert r.json()["code"] == "NOT_FOUND"
+
+
+def test_unknown_query_parameter(owner: Persona) -> None:
+    with owner.client() as c:
+        r = c.get("/api/v1/me/tokens", params={"limit": "5"})
+    assert r.status_code == 400
+    assert r.json()["fields"] == [
+        {"path": "limit", "code": "unrecognized_keys", "message": "Unrecognized query parameter: 'limit'"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "AUTH_REQUIRED"),
+        ("Bearer", "TOKEN_INVALID"),
+        ("Basic dXNlcjpwYXNz", "TOKEN_INVALID"),
+        ("Bearer obs_short", "TOKEN_INVALID"),
+        ("Bearer obs_" + "A" * 43, "TOKEN_INVALID"),
+        ("Bearer obss_" + "A" * 43, "TOKEN_INVALID"),
+    ],
+)
+def test_bad_credentials(owner: Persona, header: str | None, code: str) -> None:
+    headers = {"authorization": header} if header is not None else {}
+    with owner.server.client() as c:
+        r = c.get("/api/v1/me", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["code"] == code
+
+
+def test_unknown_route_and_method(owner: Persona) -> None:
+    with owner.client() as c:
+        missing = c.get("/api/v1/nothing-here")
+        outside = c.get("/not-api")
+        wrong_method = c.put("/api/v1/me/tokens", json={})
+    assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
+    assert (outside.status_code, outside.json()["code"]) == (404, "NOT_FOUND")
+    assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "METHOD_NOT_ALLOWED")
+    assert wrong_method.headers["allow"] == "GET, POST"
+
+
+def test_non_api_wrong_method_gets_the_envelope(owner: Persona) -> None:
+    with owner.server.client() as c:
+        r = c.post("/health/live")
+    assert r.status_code == 405
+    assert r.json()["code"] == "METHOD_NOT_ALLOWED"
