@@ -1,11 +1,12 @@
 # observe — the verbs. `make help` lists them.
 PYTHON ?= python3
 VENV   ?= .venv
-PY     := $(VENV)/bin/python
+PY     := $(abspath $(VENV))/bin/python
 STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/observe/v1/*.proto)
 PROTOBUF_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 BUF    := $(VENV)/bin/buf
+GEN_DIR ?= gen
 
 .DEFAULT_GOAL := help
 .PHONY: help setup gen gen-check run test lint fmt bench clean
@@ -25,12 +26,12 @@ setup: $(STAMP) ## create .venv and install observe with its dev tools
 # type stubs; descriptors.binpb keeps the comments for OpenAPI. google/api protos come from googleapis-common-protos at run time,
 # so only observe/v1 is generated (a copy would shadow the package).
 gen: $(STAMP) ## regenerate gen/ from proto/ (grpcio-tools + mypy-protobuf)
-	rm -rf gen/observe && mkdir -p gen/observe/v1
+	rm -rf $(GEN_DIR)/observe && mkdir -p $(GEN_DIR)/observe/v1
 	$(PY) -m grpc_tools.protoc -Iproto -I$(PROTOBUF_INCLUDE) \
-	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
-	  --python_out=gen --grpc_python_out=gen --mypy_out=gen \
-	  --include_source_info --descriptor_set_out=gen/observe/v1/descriptors.binpb $(PROTO_FILES)
-	touch gen/observe/__init__.py gen/observe/v1/__init__.py
+	  --plugin=protoc-gen-mypy=$(abspath $(VENV))/bin/protoc-gen-mypy \
+	  --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
+	  --include_source_info --descriptor_set_out=$(GEN_DIR)/observe/v1/descriptors.binpb $(PROTO_FILES)
+	touch $(GEN_DIR)/observe/__init__.py $(GEN_DIR)/observe/v1/__init__.py
 
 gen-check: gen ## fail if gen/ is not what proto/ generates
 	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit it" && exit 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -64,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from core.server import serve as run_server
 
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_server(settings, grpc_upstream=args.grpc_upstream))
-        except KeyboardInterrupt:
-            pass
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))

@@ -83,7 +83,7 @@ def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> g
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
             await context.abort_with_status(to_status(err))
-            raise AssertionError("abort_with_status returned")  # pragma: no cover
+            raise AssertionError("abort_with_status returned") from err  # pragma: no cover
         await _send_headers(context, ctx)
         metrics.observe_grpc(method.grpc_path, "OK", time.perf_counter() - started)
         return response
@@ -135,7 +135,7 @@ async def start_grpc(
     methods = list(methods)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 8 << 20)])
     server.add_generic_rpc_handlers(generic_handlers(pipeline, methods, metrics))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = sorted({m.service for m in methods if m.handler is not None})
     reflection.enable_server_reflection(

@@ -118,7 +118,7 @@ class ObserveApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.shell(scope, receive, send)  # type: ignore[arg-type]
+            await self.shell(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
@@ -135,16 +135,13 @@ class ObserveApp:
             if scope["path"].startswith("/api/"):
                 await self.transcoder(scope, receive, send_recording)
             else:
-                await self.shell(scope, receive, send_recording)  # type: ignore[arg-type]
+                await self.shell(scope, receive, send_recording)
         except Exception:
             log.exception("unhandled error serving %s %s", scope["method"], scope.get("observe.route", "?"))
             if not response_started:
                 await send_error(send_recording, ObserveError(ErrorCode.ERROR_CODE_INTERNAL, "internal error"))
         finally:
-            route = scope.get("observe.route")
-            if route is None:
-                starlette_route = scope.get("route")
-                route = getattr(starlette_route, "path", "unmatched")
+            route = str(scope.get("observe.route") or getattr(scope.get("route"), "path", "unmatched"))
             self.metrics.observe_http(route, scope["method"], status, time.perf_counter() - started)
 
 

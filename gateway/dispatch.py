@@ -78,7 +78,7 @@ class Upstream:
             _copy_reply_headers(await call.initial_metadata(), ctx)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def stream(self, method: Method, request: Message, ctx: CallContext) -> AsyncIterator[Message]:
         call = self.channel.unary_stream(

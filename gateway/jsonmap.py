@@ -19,12 +19,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from core.errors import Violations
 
 FD = FieldDescriptor
+# types-protobuf marks message_type and enum_type Optional and tells upb and
+# pure-Python descriptor classes apart; this code checks a field's type tag
+# before it touches either, so descriptors are typed loosely here.
+AnyDesc = Any
+AnyField = Any
+AnyEnum = Any
 _INT_TYPES = {
     FD.TYPE_INT32: (-(2**31), 2**31 - 1),
     FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
@@ -55,14 +61,14 @@ _WRAPPERS = {
 _JSON_WKT = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue", "google.protobuf.Any"}
 
 
-def enum_prefix(enum: EnumDescriptor) -> str:
+def enum_prefix(enum: AnyEnum) -> str:
     """``RateLimitClass`` → ``RATE_LIMIT_CLASS_``: what value names drop in JSON."""
     name = enum.name
     out = [c if not c.isupper() or i == 0 or name[i - 1].isupper() else "_" + c for i, c in enumerate(name)]
     return "".join(out).upper() + "_"
 
 
-def enum_json_names(enum: EnumDescriptor) -> dict[int, str]:
+def enum_json_names(enum: AnyEnum) -> dict[int, str]:
     """Number → JSON name for every value but the zero ("unspecified") one."""
     prefix = enum_prefix(enum)
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values if v.number != 0}
@@ -117,7 +123,7 @@ class JsonCodec:
 
     def __init__(self) -> None:
         self._encoders: dict[str, list[tuple[str, Encoder]]] = {}
-        self._decoders: dict[str, dict[str, tuple[FieldDescriptor, Decoder]]] = {}
+        self._decoders: dict[str, dict[str, tuple[AnyField, Decoder]]] = {}
 
     # ---- output -------------------------------------------------------
 
@@ -148,24 +154,26 @@ class JsonCodec:
             return {}
         return json_format.MessageToDict(msg, preserving_proto_field_name=False)
 
-    def _compile_encoder(self, desc: Descriptor) -> list[tuple[str, Encoder]]:
+    def _compile_encoder(self, desc: AnyDesc) -> list[tuple[str, Encoder]]:
         fields: list[tuple[str, Encoder]] = []
         self._encoders[desc.full_name] = fields  # recursion guard for self-referencing types
         for fd in desc.fields:
             fields.append((fd.json_name, self._field_encoder(fd)))
         return fields
 
-    def _scalar_encoder(self, fd: FieldDescriptor) -> Callable[[Any], Any] | None:
+    def _scalar_encoder(self, fd: AnyField) -> Callable[[Any], Any] | None:
         if fd.type == FD.TYPE_ENUM:
             names = enum_json_names(fd.enum_type)
             return names.get
         if fd.type == FD.TYPE_BYTES:
             return lambda b: base64.b64encode(b).decode()
         if fd.type in _FLOAT_TYPES:
-            return lambda f: f if math.isfinite(f) else ("NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity"))
+            return lambda f: (
+                f if math.isfinite(f) else ("NaN" if math.isnan(f) else ("Infinity" if f > 0 else "-Infinity"))
+            )
         return None
 
-    def _field_encoder(self, fd: FieldDescriptor) -> Encoder:
+    def _field_encoder(self, fd: AnyField) -> Encoder:
         name = fd.name
         if fd.type == FD.TYPE_MESSAGE:
             sub = fd.message_type
@@ -173,10 +181,10 @@ class JsonCodec:
                 value_fd = sub.fields_by_name["value"]
                 if value_fd.type == FD.TYPE_MESSAGE:
                     return lambda m: {str(k): self.encode_value(v) for k, v in getattr(m, name).items()}
-                conv = self._scalar_encoder(value_fd)
-                if conv is None:
+                value_conv = self._scalar_encoder(value_fd)
+                if value_conv is None:
                     return lambda m: {str(k): v for k, v in getattr(m, name).items()}
-                return lambda m: {str(k): conv(v) for k, v in getattr(m, name).items()}
+                return lambda m: {str(k): value_conv(v) for k, v in getattr(m, name).items()}
             if fd.is_repeated:
                 return lambda m: [self.encode_value(x) for x in getattr(m, name)]
             return lambda m: self.encode_value(getattr(m, name)) if m.HasField(name) else None
@@ -213,13 +221,13 @@ class JsonCodec:
                 continue  # null: leave the field unset
             entry[1](msg, value, f"{prefix}{entry[0].json_name}", v)
 
-    def field_table(self, desc: Descriptor) -> dict[str, tuple[FieldDescriptor, Decoder]]:
+    def field_table(self, desc: AnyDesc) -> dict[str, tuple[AnyField, Decoder]]:
         """Field lookup by JSON name and by proto name."""
         table = self._decoders.get(desc.full_name)
         return table if table is not None else self._compile_decoder(desc)
 
-    def _compile_decoder(self, desc: Descriptor) -> dict[str, tuple[FieldDescriptor, Decoder]]:
-        table: dict[str, tuple[FieldDescriptor, Decoder]] = {}
+    def _compile_decoder(self, desc: AnyDesc) -> dict[str, tuple[AnyField, Decoder]]:
+        table: dict[str, tuple[AnyField, Decoder]] = {}
         self._decoders[desc.full_name] = table
         for fd in desc.fields:
             entry = (fd, self._field_decoder(fd))
@@ -227,7 +235,7 @@ class JsonCodec:
             table[fd.name] = entry
         return table
 
-    def _field_decoder(self, fd: FieldDescriptor) -> Decoder:
+    def _field_decoder(self, fd: AnyField) -> Decoder:
         name = fd.name
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
             key_fd = fd.message_type.fields_by_name["key"]
@@ -314,7 +322,11 @@ class JsonCodec:
                 _invalid_type(v, path, "string", value)
                 return
             target.paths.extend(  # type: ignore[attr-defined]
-                json_format._CamelCaseToSnakeCase(p.strip()) for p in value.split(",") if p.strip()
+                json_format._CamelCaseToSnakeCase(  # type: ignore[attr-defined]
+                    p.strip()
+                )
+                for p in value.split(",")
+                if p.strip()
             )
             return
         if full in _JSON_WKT:
@@ -326,7 +338,7 @@ class JsonCodec:
         self.decode_object(target, value, path, v)
         target.SetInParent()
 
-    def _single_value_parser(self, fd: FieldDescriptor) -> Callable[[Any, str, Violations], Any]:
+    def _single_value_parser(self, fd: AnyField) -> Callable[[Any, str, Violations], Any]:
         """Parser of one JSON value (not a list) for a scalar or enum field."""
         if fd.type == FD.TYPE_MESSAGE:
             cls_desc = fd.message_type
@@ -404,7 +416,11 @@ class JsonCodec:
                     _invalid_type(v, path, "string", value)
                     return None
                 try:
-                    return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_" if "-" in value or "_" in value else None, validate=True)
+                    return base64.b64decode(
+                        value + "=" * (-len(value) % 4),
+                        altchars=b"-_" if "-" in value or "_" in value else None,
+                        validate=True,
+                    )
                 except (binascii.Error, ValueError):
                     v.add(path, "invalid_string", "Invalid base64")
                     return None
@@ -453,7 +469,7 @@ class JsonCodec:
                 continue
             self._assign_field_text(target, fd, values, param, v)
 
-    def _assign_field_text(self, msg: Message, fd: FieldDescriptor, values: list[str], param: str, v: Violations) -> None:
+    def _assign_field_text(self, msg: Message, fd: AnyField, values: list[str], param: str, v: Violations) -> None:
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.full_name not in _WRAPPERS | {
             "google.protobuf.Timestamp",
             "google.protobuf.FieldMask",
@@ -475,7 +491,7 @@ class JsonCodec:
             setattr(msg, fd.name, parsed)
 
 
-def parse_scalar_text(fd: FieldDescriptor, text: str, path: str, v: Violations, codec: JsonCodec | None = None) -> Any:
+def parse_scalar_text(fd: AnyField, text: str, path: str, v: Violations, codec: JsonCodec | None = None) -> Any:
     """A scalar from its text form (query strings, path segments, map keys)."""
     value: Any = text
     if fd.type == FD.TYPE_BOOL:
@@ -504,7 +520,7 @@ def parse_scalar_text(fd: FieldDescriptor, text: str, path: str, v: Violations, 
 _DEFAULT = JsonCodec()
 
 
-def iter_message_types(desc: Descriptor, seen: set[str] | None = None) -> Iterable[Descriptor]:
+def iter_message_types(desc: AnyDesc, seen: set[str] | None = None) -> Iterable[AnyDesc]:
     """``desc`` and every message type reachable from its fields."""
     seen = seen if seen is not None else set()
     if desc.full_name in seen:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 
 from core.errors import CODES
 from core.rpc.context import ROLE_NAMES
 from core.rpc.methods import Method
-from gateway.jsonmap import enum_json_names
+from gateway.jsonmap import AnyDesc, AnyField, enum_json_names
 from gateway.routes import compile_template
 
 FD = FieldDescriptor
@@ -130,7 +130,7 @@ class _Schemas:
         self.components: dict[str, Any] = {}
         self._names: dict[tuple[str, bool], str] = {}
 
-    def ref(self, desc: Descriptor, output: bool) -> dict[str, Any]:
+    def ref(self, desc: AnyDesc, output: bool) -> dict[str, Any]:
         if desc.full_name in _WKT_SCHEMAS:
             return dict(_WKT_SCHEMAS[desc.full_name])
         key = (desc.full_name, output)
@@ -145,14 +145,18 @@ class _Schemas:
             self.components[name] = self._message(desc, output)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def _message(self, desc: Descriptor, output: bool) -> dict[str, Any]:
+    def _message(self, desc: AnyDesc, output: bool) -> dict[str, Any]:
         props: dict[str, Any] = {}
         for fd in desc.fields:
-            schema = self.field(fd, output)
+            prop = self.field(fd, output)
             comment = self.comments.get(fd.full_name)
             if comment:
-                schema = {**schema, "description": comment} if "$ref" not in schema else {"allOf": [schema], "description": comment}
-            props[fd.json_name] = schema
+                prop = (
+                    {**prop, "description": comment}
+                    if "$ref" not in prop
+                    else {"allOf": [prop], "description": comment}
+                )
+            props[fd.json_name] = prop
         schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
         if output and props:
             schema["required"] = list(props)
@@ -160,7 +164,7 @@ class _Schemas:
             schema["description"] = self.comments[desc.full_name]
         return schema
 
-    def field(self, fd: FieldDescriptor, output: bool) -> dict[str, Any]:
+    def field(self, fd: AnyField, output: bool) -> dict[str, Any]:
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value_fd, output)}
@@ -170,7 +174,7 @@ class _Schemas:
         nullable = fd.type == FD.TYPE_MESSAGE or fd.has_presence or fd.type == FD.TYPE_ENUM
         return _nullable(single) if nullable else single
 
-    def _single(self, fd: FieldDescriptor, output: bool) -> dict[str, Any]:
+    def _single(self, fd: AnyField, output: bool) -> dict[str, Any]:
         t = fd.type
         if t == FD.TYPE_MESSAGE:
             return self.ref(fd.message_type, output)
@@ -189,6 +193,25 @@ class _Schemas:
         return {"type": "string"}
 
 
+def path_param_name(desc: AnyDesc, var: str) -> str:
+    """``thing_id`` → ``thingId``: path parameters carry JSON names."""
+    names = []
+    for part in var.split("."):
+        fd = desc.fields_by_name.get(part) if desc is not None else None
+        names.append(fd.json_name if fd is not None else part)
+        desc = fd.message_type if fd is not None else None
+    return ".".join(names)
+
+
+def openapi_path(desc: AnyDesc, path: str) -> str:
+    """The OpenAPI form of an HttpRule path: ``{name=a/*}`` → ``{name}``, JSON names."""
+    template = compile_template(path)
+    text = template.openapi_path
+    for var in template.variables:
+        text = text.replace("{" + var + "}", "{" + path_param_name(desc, var) + "}")
+    return text
+
+
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         return {"oneOf": [schema, {"type": "null"}]}
@@ -199,10 +222,12 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _operation(method: Method, verb: str, path: str, body: str, schemas: _Schemas, comments: dict[str, str]) -> dict[str, Any]:
+def _operation(
+    method: Method, verb: str, path: str, body: str, schemas: _Schemas, comments: dict[str, str]
+) -> dict[str, Any]:
     rule = method.rule
     template = compile_template(path)
-    in_desc = method.descriptor.input_type
+    in_desc: AnyDesc = method.descriptor.input_type
     out_desc = method.descriptor.output_type
     doc = comments.get(method.descriptor.full_name, "")
     op: dict[str, Any] = {
@@ -227,8 +252,8 @@ def _operation(method: Method, verb: str, path: str, body: str, schemas: _Schema
         schema = schemas.field(fd, False) if fd is not None and "." not in var else {"type": "string"}
         schema = {k: v for k, v in schema.items()}
         if isinstance(schema.get("type"), list):
-            schema["type"] = [x for x in schema["type"] if x != "null"][0]
-        params.append({"name": var if fd is None else fd.json_name, "in": "path", "required": True, "schema": schema})
+            schema["type"] = next(x for x in schema["type"] if x != "null")
+        params.append({"name": path_param_name(in_desc, var), "in": "path", "required": True, "schema": schema})
     if body == "*":
         if in_desc.full_name != _HTTP_BODY:
             op["requestBody"] = {
@@ -236,11 +261,16 @@ def _operation(method: Method, verb: str, path: str, body: str, schemas: _Schema
                 "content": {"application/json": {"schema": schemas.ref(in_desc, False)}},
             }
         else:
-            op["requestBody"] = {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
     elif body:
         fd = in_desc.fields_by_name[body]
         bound.add(body)
-        content_type = "*/*" if fd.message_type is not None and fd.message_type.full_name == _HTTP_BODY else "application/json"
+        content_type = (
+            "*/*" if fd.message_type is not None and fd.message_type.full_name == _HTTP_BODY else "application/json"
+        )
         op["requestBody"] = {"required": True, "content": {content_type: {"schema": schemas.field(fd, False)}}}
     if body != "*":
         for fd in in_desc.fields:
@@ -285,8 +315,7 @@ def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server
     paths: dict[str, dict[str, Any]] = {}
     for method in sorted(methods, key=lambda m: m.grpc_path):
         for binding in method.bindings:
-            template = compile_template(binding.path)
-            item = paths.setdefault(template.openapi_path, {})
+            item = paths.setdefault(openapi_path(method.descriptor.input_type, binding.path), {})
             item[binding.verb.lower()] = _operation(method, binding.verb, binding.path, binding.body, schemas, comments)
     schemas.components["Error"] = ERROR_SCHEMA
     return {

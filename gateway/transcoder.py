@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
@@ -27,7 +26,7 @@ from core.rpc.context import CallContext
 from core.rpc.methods import HttpBinding, Method
 from gateway.dispatch import Dispatcher
 from gateway.envelope import error_payload, error_response, framework_error
-from gateway.jsonmap import JsonCodec
+from gateway.jsonmap import AnyDesc, AnyField, JsonCodec
 from gateway.routes import Router, Template
 
 log = logging.getLogger("observe.gateway")
@@ -41,7 +40,7 @@ JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-
 _COOKIE_KEY = SESSION_COOKIE + "="
 
 
-class ClientDisconnected(Exception):
+class ClientDisconnectedError(Exception):
     pass
 
 
@@ -52,7 +51,7 @@ class Route:
     method: Method
     binding: HttpBinding
     template: Template | None = None
-    body_field: FieldDescriptor | None = None
+    body_field: AnyField | None = None
     http_body_in: bool = False
     http_body_out: bool = False
     query_allowed: bool = True
@@ -100,7 +99,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnected
+            raise ClientDisconnectedError
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -179,7 +178,7 @@ class Transcoder:
         except ObserveError as err:
             await send_error(send, err, _encode_headers(ctx.response_headers))
             return
-        except ClientDisconnected:
+        except ClientDisconnectedError:
             return
         await self._reply(route, response, ctx, send)
 
@@ -199,7 +198,7 @@ class Transcoder:
             raw = await _read_body(receive, method.body_limit)
             content_type = headers.get(b"content-type", b"")
             if route.http_body_in:
-                target = getattr(request, route.body_field.name) if route.body_field else request
+                target: Any = getattr(request, route.body_field.name) if route.body_field else request
                 target.content_type = content_type.decode("latin-1")
                 target.data = raw
             elif raw.strip():
@@ -291,7 +290,13 @@ class Transcoder:
                         item = None
             except ObserveError as err:
                 payload = orjson.dumps(error_payload(err))
-                await send({"type": "http.response.body", "body": b"event: error\ndata: " + payload + b"\n\n", "more_body": True})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"event: error\ndata: " + payload + b"\n\n",
+                        "more_body": True,
+                    }
+                )
             await send({"type": "http.response.body", "body": b""})
 
         async def watch() -> None:
@@ -315,7 +320,7 @@ class Transcoder:
 
 def _json_path(codec: JsonCodec, method: Method, field_path: str) -> str:
     """``monitor_id`` → ``monitorId`` for violation paths."""
-    desc = method.descriptor.input_type
+    desc: AnyDesc = method.descriptor.input_type
     parts = []
     for part in field_path.split("."):
         entry = codec.field_table(desc).get(part) if desc is not None else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -60,7 +60,7 @@ class SmtpSink:
         self.port = free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd hook)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
 
@@ -102,7 +102,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp: Path, *, backend: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:
+def start_server(
+    tmp: Path, *, backend: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Server:
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -156,7 +158,9 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink
+) -> Iterator[Server]:
     backend = request.param
     if backend == "postgresql":
         assert PG_URL
@@ -170,6 +174,10 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     stop_server(srv)
 
 
+class HasClient(Protocol):
+    def client(self, token: str | None = None) -> httpx.Client: ...
+
+
 @dataclass
 class Persona:
     """A registered user with a session and a wildcard PAT."""
@@ -180,7 +188,7 @@ class Persona:
     session: str
     pat: str
     pat_id: int
-    server: Server
+    server: HasClient
     extra: dict[str, Any] = field(default_factory=dict)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -194,7 +202,7 @@ class Persona:
         return dict(r.json())
 
 
-def register(server: Server, **overrides: Any) -> Persona:
+def register(server: HasClient, **overrides: Any) -> Persona:
     email = overrides.pop("email", f"user-{uuid.uuid4().hex[:12]}@example.com")
     body = {"email": email, "password": PASSWORD, "name": "Test User", **overrides}
     with server.client() as c:

@@ -54,7 +54,7 @@ def test_oversized_body(owner: Persona) -> None:
 
 
 def test_oversized_chunked_body_without_content_length(owner: Persona) -> None:
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks():
         yield b'{"name":"'
         for _ in range(40):
             yield b"x" * 1000

@@ -67,9 +67,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         self.settings = settings
         self.mailer = mailer
 
-    async def Register(
-        self, request: accounts_pb2.RegisterRequest, ctx: CallContext
-    ) -> accounts_pb2.RegisterResponse:
+    async def Register(self, request: accounts_pb2.RegisterRequest, ctx: CallContext) -> accounts_pb2.RegisterResponse:
         v = Violations()
         email = normalize_email(v, "email", request.email)
         passwords.validate(v, "password", request.password)
@@ -153,7 +151,10 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 now = clock.now()
                 await conn.execute(
                     insert(t.password_resets).values(
-                        user_id=user_id, token_hash=secrets.token_hash(token), expires_at=now + RESET_TTL, created_at=now
+                        user_id=user_id,
+                        token_hash=secrets.token_hash(token),
+                        expires_at=now + RESET_TTL,
+                        created_at=now,
                     )
                 )
         if user_id is not None:
@@ -179,9 +180,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
-                    select(t.password_resets).where(
-                        t.password_resets.c.token_hash == secrets.token_hash(request.token)
-                    )
+                    select(t.password_resets).where(t.password_resets.c.token_hash == secrets.token_hash(request.token))
                 )
             ).first()
             if row is None or row.used_at is not None:
@@ -262,7 +261,7 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
         return accounts_pb2.GetMeResponse(
             user=accounts_pb2.User(id=principal.user_id, email=row.email, name=row.name),
             org=accounts_pb2.Org(id=principal.org_id, name=row.org_name),
-            role=principal.role,
+            role=options_pb2.Role.ValueType(principal.role),
             plan=accounts_pb2.Plan(
                 name=row.plan,
                 limits=accounts_pb2.PlanLimits(

@@ -50,7 +50,9 @@ def bearer_from(ctx: CallContext) -> str:
         return value.strip()
     if ctx.session_cookie:
         return ctx.session_cookie
-    raise ObserveError(ErrorCode.ERROR_CODE_AUTH_REQUIRED, "authentication required: send 'Authorization: Bearer obs_…'")
+    raise ObserveError(
+        ErrorCode.ERROR_CODE_AUTH_REQUIRED, "authentication required: send 'Authorization: Bearer obs_…'"
+    )
 
 
 class Authenticator:

@@ -62,10 +62,9 @@ def expand(scope: str) -> frozenset[str]:
 
 def covers(granted: frozenset[str], requested: Iterable[str]) -> list[str]:
     """The requested scopes that ``granted`` does not cover (no escalation)."""
-    missing: list[str] = []
-    for scope in requested:
-        if scope == WILDCARD and WILDCARD not in granted:
-            missing.append(scope)
-        elif not all(grants(granted, narrow) for narrow in expand(scope)):
-            missing.append(scope)
-    return missing
+    return [
+        scope
+        for scope in requested
+        if (scope == WILDCARD and WILDCARD not in granted)
+        or not all(grants(granted, narrow) for narrow in expand(scope))
+    ]

@@ -1,0 +1,76 @@
+"""Every RPC in the descriptor pool has an http rule, a route, an OpenAPI
+entry, a rule option and an implementation; every error code a mapping."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core.app import build_core
+from core.config import Settings
+from core.errors import CODES, ErrorCode
+from core.rpc.methods import Method
+from gateway.dispatch import InProcess
+from gateway.openapi import build_openapi, openapi_path
+from gateway.transcoder import Transcoder
+
+
+@pytest.fixture(scope="module")
+def methods(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Method]:
+    core = build_core(Settings(data_dir=tmp_path_factory.mktemp("coverage")))
+    return core.methods
+
+
+def _concrete(path: str) -> str:
+    """A request path for a template: every variable filled in."""
+    path = re.sub(r"\{[^}=]+=([^}]*)\}", lambda m: m.group(1).replace("**", "x/y").replace("*", "1"), path)
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_the_pool_is_not_empty(methods: dict[str, Method]) -> None:
+    assert len(methods) >= 10
+    assert {m.service for m in methods.values()} >= {
+        "observe.v1.AuthService",
+        "observe.v1.MeService",
+        "observe.v1.TokenService",
+    }
+
+
+def test_every_rpc_is_complete(methods: dict[str, Method]) -> None:
+    transcoder = Transcoder(methods.values(), InProcess(None))  # type: ignore[arg-type]
+    spec = build_openapi(methods.values(), {})
+    for method in methods.values():
+        assert method.has_rule, f"{method.grpc_path} has no (observe.v1.rule)"
+        assert method.bindings, f"{method.grpc_path} has no google.api.http rule"
+        assert method.handler is not None, f"{method.grpc_path} has no implementation"
+        if method.rule.mutation:
+            assert method.rule.audit_action, f"{method.grpc_path} mutates but names no audit action"
+        for binding in method.bindings:
+            matched = transcoder.router.match(binding.verb, _concrete(binding.path))
+            assert not isinstance(matched, list), f"no route for {binding.verb} {binding.path}"
+            assert matched[0].method is method
+            operation = spec["paths"][openapi_path(method.descriptor.input_type, binding.path)][binding.verb.lower()]
+            assert operation["operationId"] == f"{method.descriptor.containing_service.name}_{method.name}"
+            assert str(method.success_status) in operation["responses"]
+
+
+def test_every_error_code_has_a_mapping() -> None:
+    names = {v.name for v in ErrorCode.DESCRIPTOR.values if v.number}
+    assert {f"ERROR_CODE_{info.name}" for info in CODES.values()} == names
+    for info in CODES.values():
+        assert 400 <= info.http_status <= 599, info
+
+
+def test_contract_codes_are_all_declared() -> None:
+    contract = {
+        "AUTH_REQUIRED": 401, "TOKEN_INVALID": 401, "TOKEN_EXPIRED": 401, "PAT_SCOPE_INSUFFICIENT": 403,
+        "ROLE_INSUFFICIENT": 403, "NOT_FOUND": 404, "VALIDATION_FAILED": 400, "BULK_LIMIT_EXCEEDED": 400,
+        "PAYLOAD_TOO_LARGE": 413, "CONFLICT": 409, "SOLE_OWNER": 409, "IDEMPOTENCY_IN_PROGRESS": 409,
+        "IDEMPOTENCY_KEY_TOO_LONG": 400, "IDEMPOTENCY_KEY_REUSED": 422, "PAT_DAILY_LIMIT_EXCEEDED": 429,
+        "RATE_LIMITED": 429, "PLAN_LIMIT_MONITORS": 402, "PLAN_LIMIT_CHECKS": 402, "PLAN_LIMIT_LOG_BYTES": 402,
+        "PASSWORD_REQUIRED": 401, "PASSWORD_INVALID": 401, "INVALID_CREDENTIALS": 401,
+        "HEARTBEAT_TOKEN_UNKNOWN": 404, "TARGET_NOT_ALLOWED": 400, "METHOD_NOT_ALLOWED": 405,
+        "UNSUPPORTED_MEDIA_TYPE": 415, "INTERNAL": 500, "UNAVAILABLE": 503,
+    }  # fmt: skip
+    assert {info.name: info.http_status for info in CODES.values()} == contract

@@ -1,0 +1,55 @@
+"""`observe serve --grpc-upstream`: the gateway alone, proxying to a remote
+core over gRPC, answers exactly as the in-process gateway does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, Server, register, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def gateway(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        Path(tmp_path_factory.mktemp("gateway")), backend=server.backend, args=["--grpc-upstream", server.grpc_target]
+    )
+    yield srv
+    stop_server(srv)
+
+
+def test_same_answers_as_in_process(server: Server, gateway: Server) -> None:
+    persona = register(server)
+    for path in ("/api/v1/me", "/api/v1/me/tokens", "/api/v1/me/tokens?bogus=1", "/api/v1/nope"):
+        with server.client(persona.pat) as direct, gateway.client(persona.pat) as proxied:
+            a, b = direct.get(path), proxied.get(path)
+        assert (a.status_code, a.json()) == (b.status_code, b.json()), path
+
+
+def test_mutations_and_errors_pass_through(server: Server, gateway: Server) -> None:
+    persona = register(gateway)
+    with gateway.client(persona.pat) as c:
+        bad = c.post("/api/v1/me/tokens", json={"name": "", "scopes": ["nope"]})
+        assert bad.status_code == 400
+        assert [f["path"] for f in bad.json()["fields"]] == ["name", "scopes[0]"]
+        minted = c.post("/api/v1/me/tokens", json={"name": "via-gateway"})
+        assert minted.status_code == 201
+        assert c.delete(f"/api/v1/me/tokens/{minted.json()['id']}").status_code == 204
+    with gateway.client(minted.json()["token"]) as c:
+        assert c.get("/api/v1/me").json()["code"] == "TOKEN_INVALID"
+
+
+def test_login_cookie_comes_back_through_the_proxy(gateway: Server) -> None:
+    persona = register(gateway)
+    with gateway.client() as c:
+        r = c.post("/api/v1/auth/login", json={"email": persona.email, "password": PASSWORD})
+        assert r.status_code == 200
+        assert "observe_session=" in r.headers["set-cookie"]
+        assert c.get("/api/v1/me").status_code == 200
+
+
+def test_ready_follows_the_upstream(gateway: Server) -> None:
+    with gateway.client() as c:
+        assert c.get("/health/ready").status_code == 200

@@ -1,0 +1,142 @@
+"""The same RPCs over gRPC: same data as REST, errors as rich statuses,
+health and reflection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from observe.v1 import accounts_pb2, accounts_pb2_grpc, tokens_pb2, tokens_pb2_grpc
+
+from gateway.jsonmap import JsonCodec
+from tests.conftest import Persona, Server
+
+codec = JsonCodec()
+
+
+@pytest.fixture
+def channel(server: Server) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        yield ch
+
+
+def _auth(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def _details(exc: grpc.RpcError) -> tuple[str, list[tuple[str, str]]]:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None
+    reason, fields = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [(v.field, v.reason) for v in bad.field_violations]
+    return reason, fields
+
+
+def test_get_me_matches_rest(owner: Persona, channel: grpc.Channel) -> None:
+    over_grpc = accounts_pb2_grpc.MeServiceStub(channel).GetMe(accounts_pb2.GetMeRequest(), metadata=_auth(owner.pat))
+    with owner.client() as c:
+        over_rest = c.get("/api/v1/me").json()
+    assert codec.encode(over_grpc) == over_rest
+
+
+def test_token_list_matches_rest(owner: Persona, channel: grpc.Channel) -> None:
+    owner.mint(name="capped", scopes=["monitors:read"], dailyMutationLimit=3)
+    stub = tokens_pb2_grpc.TokenServiceStub(channel)
+    over_grpc = stub.ListTokens(tokens_pb2.ListTokensRequest(), metadata=_auth(owner.pat))
+    with owner.client() as c:
+        over_rest = c.get("/api/v1/me/tokens").json()
+    assert codec.encode(over_grpc) == over_rest
+    assert len(over_rest["tokens"]) == 2
+
+
+def test_mint_and_revoke_over_grpc(owner: Persona, channel: grpc.Channel) -> None:
+    stub = tokens_pb2_grpc.TokenServiceStub(channel)
+    minted = stub.CreateToken(
+        tokens_pb2.CreateTokenRequest(name="grpc-bot", scopes=["monitors:*"]), metadata=_auth(owner.pat)
+    )
+    assert minted.token.startswith("obs_")
+    assert minted.prefix == minted.token[:12]
+    with owner.client() as c:
+        listed = {t["id"]: t for t in c.get("/api/v1/me/tokens").json()["tokens"]}
+    assert listed[minted.id]["scopes"] == ["monitors:*"]
+    stub.RevokeToken(tokens_pb2.RevokeTokenRequest(id=minted.id), metadata=_auth(owner.pat))
+    with pytest.raises(grpc.RpcError) as err:
+        accounts_pb2_grpc.MeServiceStub(channel).GetMe(accounts_pb2.GetMeRequest(), metadata=_auth(minted.token))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _details(err.value)[0] == "TOKEN_INVALID"
+
+
+def test_errors_carry_error_info_and_field_violations(owner: Persona, channel: grpc.Channel) -> None:
+    stub = tokens_pb2_grpc.TokenServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateToken(tokens_pb2.CreateTokenRequest(name="", scopes=["bogus"]), metadata=_auth(owner.pat))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _details(err.value) == ("VALIDATION_FAILED", [("name", "required"), ("scopes[0]", "invalid_enum_value")])
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [([], "AUTH_REQUIRED"), ([("authorization", "Bearer obs_nope")], "TOKEN_INVALID")],
+)
+def test_authentication_is_the_same_pipeline(
+    channel: grpc.Channel, metadata: list[tuple[str, str]], reason: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        accounts_pb2_grpc.MeServiceStub(channel).GetMe(accounts_pb2.GetMeRequest(), metadata=metadata)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _details(err.value)[0] == reason
+
+
+def test_scope_is_enforced_over_grpc(owner: Persona, channel: grpc.Channel) -> None:
+    narrow = owner.mint(name="narrow", scopes=["monitors:read"])
+    with pytest.raises(grpc.RpcError) as err:
+        tokens_pb2_grpc.TokenServiceStub(channel).ListTokens(
+            tokens_pb2.ListTokensRequest(), metadata=_auth(narrow["token"])
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _details(err.value)[0] == "PAT_SCOPE_INSUFFICIENT"
+
+
+def test_oversized_message_is_refused(owner: Persona, channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        tokens_pb2_grpc.TokenServiceStub(channel).CreateToken(
+            tokens_pb2.CreateTokenRequest(name="x" * 20000), metadata=_auth(owner.pat)
+        )
+    assert _details(err.value)[0] == "PAYLOAD_TOO_LARGE"
+
+
+def test_login_over_grpc_sends_the_cookie_as_metadata(owner: Persona, channel: grpc.Channel) -> None:
+    from tests.conftest import PASSWORD
+
+    reply, call = accounts_pb2_grpc.AuthServiceStub(channel).Login.with_call(
+        accounts_pb2.LoginRequest(email=owner.email, password=PASSWORD)
+    )
+    assert reply.session_token.startswith("obss_")
+    assert any(k == "set-cookie" and reply.session_token in v for k, v in call.initial_metadata())
+
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="observe.v1.TokenService"))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {
+        "observe.v1.TokenService",
+        "observe.v1.MeService",
+        "observe.v1.AuthService",
+        "grpc.health.v1.Health",
+    } <= names
