@@ -8,7 +8,9 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from core.config import Settings
 
@@ -74,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_create_user(settings, args))
     parser.error("unknown command")
     return 2
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop when installed (it comes with uvicorn[standard]), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 async def _migrate(settings: Settings) -> int:

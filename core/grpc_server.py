@@ -82,7 +82,7 @@ def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> g
             response = await pipeline.unary(method, request, ctx)
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
-            await context.abort_with_status(to_status(err))
+            await context.abort_with_status(to_status(err))  # type: ignore[attr-defined]
             raise AssertionError("abort_with_status returned") from err  # pragma: no cover
         await _send_headers(context, ctx)
         metrics.observe_grpc(method.grpc_path, "OK", time.perf_counter() - started)
@@ -104,7 +104,7 @@ def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> 
                 yield item
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
-            await context.abort_with_status(to_status(err))
+            await context.abort_with_status(to_status(err))  # type: ignore[attr-defined]
         metrics.observe_grpc(method.grpc_path, "OK", time.perf_counter() - started)
 
     return grpc.unary_stream_rpc_method_handler(
@@ -116,7 +116,7 @@ def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> 
 
 def generic_handlers(
     pipeline: Pipeline, methods: Iterable[Method], metrics: ApiMetrics
-) -> list[grpc.GenericRpcHandler]:
+) -> list[grpc.GenericRpcHandler[Any, Any]]:
     by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for method in methods:
         if method.handler is None:

@@ -74,7 +74,7 @@ class Upstream:
             response_deserializer=method.output_class.FromString,
         )(request, metadata=outgoing_metadata(ctx))
         try:
-            response = await call
+            response: Message = await call
             _copy_reply_headers(await call.initial_metadata(), ctx)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
@@ -93,7 +93,7 @@ class Upstream:
             raise from_rpc_error(exc) from None
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(grace=None)
 
 
 def _copy_reply_headers(metadata: object, ctx: CallContext) -> None:

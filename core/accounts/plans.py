@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
@@ -40,14 +41,20 @@ def current_month() -> str:
     return clock.now().strftime("%Y-%m")
 
 
+def with_usage(query: Select[Any]) -> Select[Any]:
+    """``query`` (which selects from ``orgs``) plus this month's usage columns."""
+    return query.add_columns(
+        t.org_usage.c.checks.label("usage_checks"), t.org_usage.c.log_bytes.label("usage_log_bytes")
+    ).outerjoin(t.org_usage, (t.org_usage.c.org_id == t.orgs.c.id) & (t.org_usage.c.month == current_month()))
+
+
+def usage_from(row: Any) -> OrgUsage:
+    """The usage in a row of a :func:`with_usage` query."""
+    # Monitors are counted here once the monitors table exists (issue 4).
+    return OrgUsage(monitors=0, monthly_checks=row.usage_checks or 0, monthly_log_bytes=row.usage_log_bytes or 0)
+
+
 async def usage(conn: AsyncConnection, org_id: int) -> OrgUsage:
     """This month's counters for ``org_id``."""
-    row = (
-        await conn.execute(
-            select(t.org_usage.c.checks, t.org_usage.c.log_bytes).where(
-                (t.org_usage.c.org_id == org_id) & (t.org_usage.c.month == current_month())
-            )
-        )
-    ).first()
-    # Monitors are counted here once the monitors table exists (issue 4).
-    return OrgUsage(monitors=0, monthly_checks=row.checks if row else 0, monthly_log_bytes=row.log_bytes if row else 0)
+    row = (await conn.execute(with_usage(select(t.orgs.c.id)).where(t.orgs.c.id == org_id))).one()
+    return usage_from(row)

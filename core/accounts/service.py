@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from typing import Any
 
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, options_pb2
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -235,6 +236,14 @@ async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: int | None)
     await conn.execute(update(t.api_tokens).where(condition).values(revoked_at=clock.now()))
 
 
+def me_query(user_id: int, org_id: int) -> Select[Any]:
+    """User, organisation, plan and this month's usage in one statement."""
+    query = select(t.users.c.email, t.users.c.name, t.orgs.c.name.label("org_name"), t.orgs.c.plan).select_from(
+        t.users.join(t.orgs, t.orgs.c.id == org_id)
+    )
+    return plans.with_usage(query).where(t.users.c.id == user_id)
+
+
 class MeService(accounts_pb2_grpc.MeServiceServicer):
     def __init__(self, *, db: Database) -> None:
         self.db = db
@@ -242,21 +251,10 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
     async def GetMe(self, request: accounts_pb2.GetMeRequest, ctx: CallContext) -> accounts_pb2.GetMeResponse:
         principal = ctx.require_principal()
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        t.users.c.email,
-                        t.users.c.name,
-                        t.orgs.c.name.label("org_name"),
-                        t.orgs.c.plan,
-                    )
-                    .select_from(t.users.join(t.orgs, t.orgs.c.id == principal.org_id))
-                    .where(t.users.c.id == principal.user_id)
-                )
-            ).first()
-            if row is None:
-                raise not_found("user")
-            used = await plans.usage(conn, principal.org_id)
+            row = (await conn.execute(me_query(principal.user_id, principal.org_id))).first()
+        if row is None:
+            raise not_found("user")
+        used = plans.usage_from(row)
         limits = plans.limits_for(row.plan)
         return accounts_pb2.GetMeResponse(
             user=accounts_pb2.User(id=principal.user_id, email=row.email, name=row.name),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,22 +12,34 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from core.storage.sqlite_inline import inline_creator
+
+# Seconds a writer waits for another process's write transaction.
+SQLITE_BUSY_TIMEOUT = 5.0
+
 
 class Database:
-    """Wraps the engine. ``read()`` and ``write()`` hand out connections in a
-    transaction; on SQLite a write transaction starts with ``BEGIN IMMEDIATE``
-    so two writers queue on the lock instead of failing on upgrade."""
+    """Wraps the engine. ``write()`` hands out a connection in a transaction
+    (on SQLite ``BEGIN IMMEDIATE``, so two writers queue on the lock instead
+    of failing on upgrade); ``read()`` one for reads (on SQLite in autocommit,
+    so a read costs no BEGIN/ROLLBACK round-trips)."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         parsed = make_url(url)
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
+        self._write_lock = asyncio.Lock()
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
-            kwargs["pool_size"] = 8
+            if not parsed.database or parsed.database == ":memory:":
+                raise ValueError("SQLite needs a file (WAL): use a path, not :memory:")
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["async_creator"] = inline_creator(parsed.database, busy_timeout=SQLITE_BUSY_TIMEOUT)
+            kwargs["pool_size"] = 4
+            # Reads run in autocommit (no BEGIN); writes commit or roll back
+            # explicitly in write(). A reset on return would only cost a hop
+            # to the driver thread.
+            kwargs["pool_reset_on_return"] = None
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
@@ -47,9 +60,15 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that commits on success and rolls back on error."""
-        async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                conn = await conn.execution_options(sqlite_immediate=True)
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        # One writer at a time in this process: SQLite runs inline on the
+        # event loop, so a second BEGIN IMMEDIATE must queue here, not block
+        # the loop on the lock the first one holds.
+        async with self._write_lock, self.engine.connect() as conn:
+            conn = await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
                 yield conn
 
@@ -72,10 +91,12 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
         cur.close()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Only write() opens a real transaction, taking the write lock up
+        # front; a read is one autocommit statement at a time.
+        if conn.get_execution_options().get("sqlite_immediate", False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
