@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel
 
 from core.accounts import plans
-from core.accounts.service import me_query
+from core.accounts.service import read_me
 from core.errors import ObserveError
 from core.rpc.auth import Authenticator
 from core.rpc.context import CallContext, Principal
@@ -68,7 +68,7 @@ async def principal(authorization: Annotated[str | None, Header()] = None) -> Pr
 @app.get("/api/v1/me", response_model=Me)
 async def me(caller: Annotated[Principal, Depends(principal)]) -> Me:
     async with db.read() as conn:
-        row = (await conn.execute(me_query(caller.user_id, caller.org_id))).one()
+        row = await read_me(conn, caller.user_id, caller.org_id)
     used = plans.usage_from(row)
     limits = plans.limits_for(row.plan)
     return Me(

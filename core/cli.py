@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.server import serve as run_server
 
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_server(settings, grpc_upstream=args.grpc_upstream))
+            _event_loop_runner()(run_server(settings, grpc_upstream=args.grpc_upstream))
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))

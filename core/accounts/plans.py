@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
@@ -42,10 +42,11 @@ def current_month() -> str:
 
 
 def with_usage(query: Select[Any]) -> Select[Any]:
-    """``query`` (which selects from ``orgs``) plus this month's usage columns."""
+    """``query`` (which selects from ``orgs``) plus the usage columns of the
+    month bound as ``usage_month`` (see :func:`current_month`)."""
     return query.add_columns(
         t.org_usage.c.checks.label("usage_checks"), t.org_usage.c.log_bytes.label("usage_log_bytes")
-    ).outerjoin(t.org_usage, (t.org_usage.c.org_id == t.orgs.c.id) & (t.org_usage.c.month == current_month()))
+    ).outerjoin(t.org_usage, (t.org_usage.c.org_id == t.orgs.c.id) & (t.org_usage.c.month == bindparam("usage_month")))
 
 
 def usage_from(row: Any) -> OrgUsage:
@@ -56,5 +57,6 @@ def usage_from(row: Any) -> OrgUsage:
 
 async def usage(conn: AsyncConnection, org_id: int) -> OrgUsage:
     """This month's counters for ``org_id``."""
-    row = (await conn.execute(with_usage(select(t.orgs.c.id)).where(t.orgs.c.id == org_id))).one()
+    query = with_usage(select(t.orgs.c.id)).where(t.orgs.c.id == org_id)
+    row = (await conn.execute(query, {"usage_month": current_month()})).one()
     return usage_from(row)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, options_pb2
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -236,12 +236,18 @@ async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: int | None)
     await conn.execute(update(t.api_tokens).where(condition).values(revoked_at=clock.now()))
 
 
-def me_query(user_id: int, org_id: int) -> Select[Any]:
-    """User, organisation, plan and this month's usage in one statement."""
-    query = select(t.users.c.email, t.users.c.name, t.orgs.c.name.label("org_name"), t.orgs.c.plan).select_from(
-        t.users.join(t.orgs, t.orgs.c.id == org_id)
+# User, organisation, plan and this month's usage in one statement, built once.
+_ME = plans.with_usage(
+    select(t.users.c.email, t.users.c.name, t.orgs.c.name.label("org_name"), t.orgs.c.plan).select_from(
+        t.users.join(t.orgs, t.orgs.c.id == bindparam("org_id"))
     )
-    return plans.with_usage(query).where(t.users.c.id == user_id)
+).where(t.users.c.id == bindparam("user_id"))
+
+
+async def read_me(conn: AsyncConnection, user_id: int, org_id: int) -> Any:
+    """The row of ``_ME`` for this user and organisation, or None."""
+    params = {"user_id": user_id, "org_id": org_id, "usage_month": plans.current_month()}
+    return (await conn.execute(_ME, params)).first()
 
 
 class MeService(accounts_pb2_grpc.MeServiceServicer):
@@ -251,7 +257,7 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
     async def GetMe(self, request: accounts_pb2.GetMeRequest, ctx: CallContext) -> accounts_pb2.GetMeResponse:
         principal = ctx.require_principal()
         async with self.db.read() as conn:
-            row = (await conn.execute(me_query(principal.user_id, principal.org_id))).first()
+            row = await read_me(conn, principal.user_id, principal.org_id)
         if row is None:
             raise not_found("user")
         used = plans.usage_from(row)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from core.errors import ErrorCode, ObserveError
 from core.rpc.context import ROLES_BY_NAME, CallContext, Principal
@@ -37,6 +37,7 @@ _LOOKUP = (
         (t.memberships.c.user_id == t.api_tokens.c.user_id) & (t.memberships.c.org_id == t.api_tokens.c.org_id),
     )
     .join(t.users, t.users.c.id == t.api_tokens.c.user_id)
+    .where(t.api_tokens.c.token_hash == bindparam("token_hash"))
 )
 
 
@@ -66,7 +67,7 @@ class Authenticator:
         if not looks_like_bearer(token):
             raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "token is malformed")
         async with self.db.read() as conn:
-            row = (await conn.execute(_LOOKUP.where(t.api_tokens.c.token_hash == token_hash(token)))).first()
+            row = (await conn.execute(_LOOKUP, {"token_hash": token_hash(token)})).first()
         if row is None or row.revoked_at is not None:
             raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "token is unknown or revoked")
         now = datetime.now(UTC)

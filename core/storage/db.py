@@ -54,8 +54,24 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        if not self.is_sqlite:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        async with self._sqlite_connection() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def _sqlite_connection(self) -> AsyncIterator[AsyncConnection]:
+        # AsyncConnection's own __aexit__ closes through asyncio.shield(), a
+        # loop turn with the connection still checked out; under load that
+        # overflows the pool and churns connections. With the inline driver
+        # close() never suspends, so nothing can interrupt it.
+        conn = await self.engine.connect().start()
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -67,8 +83,8 @@ class Database:
         # One writer at a time in this process: SQLite runs inline on the
         # event loop, so a second BEGIN IMMEDIATE must queue here, not block
         # the loop on the lock the first one holds.
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_immediate=True)
+        async with self._write_lock, self._sqlite_connection() as conn:
+            await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
                 yield conn
 
