@@ -101,6 +101,26 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def database_url(self) -> str:
+        return self.env.get("OBSERVE_DATABASE_URL") or f"sqlite+aiosqlite:///{self.data_dir / 'observe.db'}"
+
+    def sql(self, statement: Any) -> Any:
+        """Runs one SQLAlchemy statement against the server's database (test
+        set-up and inspection only) and returns its rows, if any."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def run() -> Any:
+            engine = create_async_engine(self.database_url)
+            try:
+                async with engine.begin() as conn:
+                    result = await conn.execute(statement)
+                    return result.all() if result.returns_rows else None
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(run())
+
 
 def start_server(
     tmp: Path, *, backend: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None

@@ -81,6 +81,8 @@ class ThreadServer:
         self.extra_services = list(extra_services)
         self.descriptor_sets = descriptor_sets or []
         self.configure = configure
+        self.core: Core | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self._started = threading.Event()
@@ -97,6 +99,8 @@ class ThreadServer:
 
     async def _main(self) -> None:
         core = build_core(self.settings, extra_files=self.extra_files, extra_services=self.extra_services)
+        self.core = core
+        self._loop = asyncio.get_running_loop()
         if self.configure:
             self.configure(core)
         await migrate(core.db)
@@ -127,6 +131,23 @@ class ThreadServer:
         if self._error is not None:
             raise self._error
         return self
+
+    def set_role(self, user_id: int, role: str) -> None:
+        """Changes a membership's role in the server's own database (test setup
+        for roles the members API will grant)."""
+        from sqlalchemy import update
+
+        from core.storage import tables as t
+
+        assert self.core is not None
+        assert self._loop is not None
+
+        async def run() -> None:
+            assert self.core is not None
+            async with self.core.db.write() as conn:
+                await conn.execute(update(t.memberships).where(t.memberships.c.user_id == user_id).values(role=role))
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}

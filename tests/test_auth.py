@@ -78,3 +78,21 @@ def test_logout_ends_the_session(server: Server) -> None:
         again = c.get("/api/v1/me")
     assert again.status_code == 401
     assert again.json()["code"] == "TOKEN_INVALID"
+
+
+def test_login_rehashes_a_password_hashed_with_old_parameters(server: Server) -> None:
+    from argon2 import PasswordHasher
+    from sqlalchemy import select, update
+
+    from core.storage import tables as t
+
+    persona = register(server)
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    server.sql(update(t.users).where(t.users.c.id == persona.user_id).values(password_hash=weak))
+    with server.client() as c:
+        assert c.post("/api/v1/auth/login", json={"email": persona.email, "password": PASSWORD}).status_code == 200
+    stored = server.sql(select(t.users.c.password_hash).where(t.users.c.id == persona.user_id))[0][0]
+    assert stored != weak
+    assert not PasswordHasher().check_needs_rehash(stored)
+    with server.client() as c:
+        assert c.post("/api/v1/auth/login", json={"email": persona.email, "password": PASSWORD}).status_code == 200

@@ -53,3 +53,23 @@ def test_login_cookie_comes_back_through_the_proxy(gateway: Server) -> None:
 def test_ready_follows_the_upstream(gateway: Server) -> None:
     with gateway.client() as c:
         assert c.get("/health/ready").status_code == 200
+
+
+def test_ready_is_503_when_the_upstream_is_down(server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
+    core = start_server(Path(tmp_path_factory.mktemp("core")), backend="sqlite")
+    gw = start_server(Path(tmp_path_factory.mktemp("gw")), backend="sqlite", args=["--grpc-upstream", core.grpc_target])
+    try:
+        with gw.client() as c:
+            assert c.get("/health/ready").status_code == 200
+            stop_server(core)
+            down = c.get("/health/ready")
+            assert down.status_code == 503
+            assert down.json()["code"] == "UNAVAILABLE"
+            assert down.headers["retry-after"] == "5"
+            assert c.get("/health/live").status_code == 200
+            me = c.get("/api/v1/me", headers={"authorization": "Bearer obs_" + "A" * 43})
+            assert (me.status_code, me.json()["code"]) == (503, "UNAVAILABLE")
+    finally:
+        stop_server(gw)
+        if core.process.poll() is None:
+            stop_server(core)

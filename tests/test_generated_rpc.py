@@ -37,6 +37,9 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServ
             svg = f'<svg xmlns="http://www.w3.org/2000/svg"><text>{request.thing_id}</text></svg>'
             return httpbody_pb2.HttpBody(content_type="image/svg+xml", data=svg.encode())
 
+        async def Purge(self, request: Any, ctx: CallContext) -> Any:
+            return echo_pb2.PurgeResponse()
+
         async def Count(self, request: Any, ctx: CallContext) -> Any:
             if not 1 <= request.upto <= 100:
                 from core.errors import Violations
@@ -129,3 +132,14 @@ def test_openapi_has_the_new_routes_with_comments(echo_server: ThreadServer) -> 
     assert "text/event-stream" in spec["paths"]["/api/v1/test/count"]["get"]["responses"]["200"]["content"]
     note = spec["components"]["schemas"]["observetest_v1_Note"]
     assert note["properties"]["text"]["description"] == "The text."
+
+
+def test_roles_from_the_rule_are_enforced(echo_server: ThreadServer) -> None:
+    persona = register(echo_server)
+    with echo_server.client(persona.pat) as c:
+        assert c.post("/api/v1/test/purge", json={}).status_code == 204
+    echo_server.set_role(persona.user_id, "viewer")
+    with echo_server.client(persona.pat) as c:
+        r = c.post("/api/v1/test/purge", json={})
+        assert (r.status_code, r.json()["code"]) == (403, "ROLE_INSUFFICIENT")
+        assert c.get("/api/v1/me").json()["role"] == "viewer"

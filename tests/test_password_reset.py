@@ -69,3 +69,26 @@ def test_change_password_signs_out_other_sessions(server: Server) -> None:
         assert r.status_code == 204
     with server.client(other) as c:
         assert c.get("/api/v1/me").status_code == 401
+
+
+def test_reset_token_expires_after_an_hour(server: Server, smtp_sink: SmtpSink) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from core.storage import tables as t
+    from core.tokens.secrets import token_hash
+
+    persona = register(server)
+    with server.client() as c:
+        assert c.post("/api/v1/auth/forgot-password", json={"email": persona.email}).status_code == 202
+        token = _reset_token(smtp_sink, persona.email)
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1, seconds=1)
+        server.sql(
+            update(t.password_resets)
+            .where(t.password_resets.c.token_hash == token_hash(token))
+            .values(expires_at=an_hour_ago)
+        )
+        r = c.post("/api/v1/auth/reset-password", json={"token": token, "password": NEW_PASSWORD})
+    assert r.status_code == 401
+    assert r.json()["code"] == "TOKEN_EXPIRED"

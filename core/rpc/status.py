@@ -37,7 +37,9 @@ def from_rpc_error(exc: grpc.RpcError) -> ObserveError:
     """Reads back an ObserveError from a failed call (the gateway's proxy mode)."""
     status = rpc_status.from_call(exc)  # type: ignore[arg-type]
     if status is None:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        # grpc.aio's AioRpcError is no grpc.Call, but it has code() all the same.
+        code_of = getattr(exc, "code", None)
+        code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
         if code == grpc.StatusCode.UNAVAILABLE or code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "upstream unavailable", retry_after=1)
         return ObserveError(ErrorCode.ERROR_CODE_INTERNAL, "internal error")
