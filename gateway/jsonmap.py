@@ -114,6 +114,18 @@ def _invalid_type(v: Violations, path: str, expected: str, value: Any) -> None:
     v.add(path, "invalid_type", f"Expected {expected}, received {_type_name(value)}")
 
 
+def _exact_type(pytype: type, expected: str) -> Callable[[Any, str, Violations], Any]:
+    """A parser accepting only JSON values of ``pytype`` (bool, str)."""
+
+    def parse(value: Any, path: str, v: Violations) -> Any:
+        if not isinstance(value, pytype):
+            _invalid_type(v, path, expected, value)
+            return None
+        return value
+
+    return parse
+
+
 Encoder = Callable[[Message], Any]
 Decoder = Callable[[Message, Any, str, Violations], None]
 
@@ -392,23 +404,9 @@ class JsonCodec:
 
             return parse_float
         if fd.type == FD.TYPE_BOOL:
-
-            def parse_bool(value: Any, path: str, v: Violations) -> Any:
-                if not isinstance(value, bool):
-                    _invalid_type(v, path, "boolean", value)
-                    return None
-                return value
-
-            return parse_bool
+            return _exact_type(bool, "boolean")
         if fd.type == FD.TYPE_STRING:
-
-            def parse_str(value: Any, path: str, v: Violations) -> Any:
-                if not isinstance(value, str):
-                    _invalid_type(v, path, "string", value)
-                    return None
-                return value
-
-            return parse_str
+            return _exact_type(str, "string")
         if fd.type == FD.TYPE_BYTES:
 
             def parse_bytes(value: Any, path: str, v: Violations) -> Any:
