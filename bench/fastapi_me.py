@@ -67,8 +67,7 @@ async def principal(authorization: Annotated[str | None, Header()] = None) -> Pr
 
 @app.get("/api/v1/me", response_model=Me)
 async def me(caller: Annotated[Principal, Depends(principal)]) -> Me:
-    async with db.read() as conn:
-        row = await read_me(conn, caller.user_id, caller.org_id)
+    row = await read_me(db, caller.user_id, caller.org_id)
     used = plans.usage_from(row)
     limits = plans.limits_for(row.plan)
     return Me(

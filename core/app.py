@@ -11,6 +11,7 @@ from core.accounts.service import AuthService, MeService
 from core.config import Settings
 from core.mail.sender import Mailer
 from core.rpc.auth import Authenticator
+from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
 from core.rpc.pipeline import Pipeline
 from core.storage.db import Database
@@ -50,5 +51,5 @@ def build_core(
     ]
     files = [*observe_files(), *extra_files]
     methods = build_methods(files, services)
-    pipeline = Pipeline(methods=methods, authenticator=Authenticator(db=db))
+    pipeline = Pipeline(methods=methods, authenticator=Authenticator(db=db), db=db, idempotency=IdempotencyStore(db=db))
     return Core(settings=settings, db=db, mailer=mailer, pipeline=pipeline, methods=methods, files=files)

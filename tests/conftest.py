@@ -244,3 +244,24 @@ def owner(server: Server) -> Persona:
 def outsider(server: Server) -> Persona:
     """Someone from another organisation."""
     return register(server)
+
+
+@pytest.fixture(scope="session")
+def echo_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real app plus the test-only EchoService (tests/protos), in-process,
+    on the same backend as ``server``."""
+    from core.config import Settings
+    from tests.harness import ThreadServer, compile_test_protos, echo_service
+
+    tmp = tmp_path_factory.mktemp(f"echo-{server.backend}")
+    echo_pb2, echo_grpc, descriptors = compile_test_protos(tmp_path_factory.getbasetemp() / "echo-gen")
+    settings = Settings(data_dir=tmp / "data", database_url=PG_URL if server.backend == "postgresql" else None)
+    srv = ThreadServer(
+        settings,
+        extra_files=[echo_pb2.DESCRIPTOR],
+        extra_services=[echo_service(echo_pb2, echo_grpc)],
+        descriptor_sets=[descriptors],
+    ).start()
+    srv.echo_pb2 = echo_pb2  # type: ignore[attr-defined]
+    yield srv
+    srv.stop()

@@ -33,6 +33,12 @@ def compile_test_protos(out: Path) -> tuple[ModuleType, ModuleType, Path]:
     echo_pb2 and echo_pb2_grpc modules and the descriptor set path."""
     import grpc_tools
 
+    if "observetest.v1.echo_pb2" in sys.modules:  # compiled once per session
+        return (
+            sys.modules["observetest.v1.echo_pb2"],
+            sys.modules["observetest.v1.echo_pb2_grpc"],
+            out / "echo.binpb",
+        )
     out.mkdir(parents=True, exist_ok=True)
     include = Path(grpc_tools.__file__).parent / "_proto"
     descriptors = out / "echo.binpb"
@@ -157,3 +163,52 @@ class ThreadServer:
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         self._thread.join(timeout=15)
+
+
+def echo_service(echo_pb2: ModuleType, echo_grpc: ModuleType) -> object:
+    """The implementation of tests/protos' EchoService."""
+    from google.api import httpbody_pb2
+
+    from core.errors import Violations
+    from core.rpc.context import CallContext
+
+    class EchoService(echo_grpc.EchoServiceServicer):  # type: ignore[name-defined,misc]
+        executions = 0
+
+        async def Echo(self, request: Any, ctx: CallContext) -> Any:
+            return echo_pb2.EchoResponse(
+                thing_id=request.thing_id, note=request.note, tags=request.tags, loud=request.loud, kind=request.kind
+            )
+
+        async def GetBook(self, request: Any, ctx: CallContext) -> Any:
+            return echo_pb2.GetBookResponse(name=request.name, caller=ctx.require_principal().user_id)
+
+        async def Badge(self, request: Any, ctx: CallContext) -> Any:
+            svg = f'<svg xmlns="http://www.w3.org/2000/svg"><text>{request.thing_id}</text></svg>'
+            return httpbody_pb2.HttpBody(content_type="image/svg+xml", data=svg.encode())
+
+        async def Purge(self, request: Any, ctx: CallContext) -> Any:
+            return echo_pb2.PurgeResponse()
+
+        async def Record(self, request: Any, ctx: CallContext) -> Any:
+            type(self).executions += 1
+            execution = type(self).executions
+            if request.delay_ms:
+                await asyncio.sleep(request.delay_ms / 1000)
+            if request.fail:
+                raise RuntimeError("asked to fail")
+            if request.reject:
+                v = Violations()
+                v.add("reject", "custom", "Asked to reject")
+                v.raise_if_any()
+            return echo_pb2.RecordResponse(execution=execution, text=request.text)
+
+        async def Count(self, request: Any, ctx: CallContext) -> Any:
+            if not 1 <= request.upto <= 100:
+                v = Violations()
+                v.add("upto", "too_big" if request.upto > 100 else "too_small", "Must be 1-100")
+                v.raise_if_any()
+            for n in range(1, request.upto + 1):
+                yield echo_pb2.CountResponse(n=n)
+
+    return EchoService()

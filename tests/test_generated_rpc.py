@@ -4,60 +4,10 @@ gateway edit; the pipeline enforces their rule option like any other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import httpx
-import pytest
 
-from core.config import Settings
-from core.rpc.context import CallContext
 from tests.conftest import register
-from tests.harness import ThreadServer, compile_test_protos
-
-
-@pytest.fixture(scope="module")
-def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
-    tmp = tmp_path_factory.mktemp("echo")
-    echo_pb2, echo_grpc, descriptors = compile_test_protos(tmp / "gen")
-
-    class EchoService(echo_grpc.EchoServiceServicer):  # type: ignore[misc,name-defined]
-        async def Echo(self, request: Any, ctx: CallContext) -> Any:
-            return echo_pb2.EchoResponse(
-                thing_id=request.thing_id, note=request.note, tags=request.tags, loud=request.loud, kind=request.kind
-            )
-
-        async def GetBook(self, request: Any, ctx: CallContext) -> Any:
-            return echo_pb2.GetBookResponse(name=request.name, caller=ctx.require_principal().user_id)
-
-        async def Badge(self, request: Any, ctx: CallContext) -> Any:
-            from google.api import httpbody_pb2
-
-            svg = f'<svg xmlns="http://www.w3.org/2000/svg"><text>{request.thing_id}</text></svg>'
-            return httpbody_pb2.HttpBody(content_type="image/svg+xml", data=svg.encode())
-
-        async def Purge(self, request: Any, ctx: CallContext) -> Any:
-            return echo_pb2.PurgeResponse()
-
-        async def Count(self, request: Any, ctx: CallContext) -> Any:
-            if not 1 <= request.upto <= 100:
-                from core.errors import Violations
-
-                v = Violations()
-                v.add("upto", "too_big" if request.upto > 100 else "too_small", "Must be 1-100")
-                v.raise_if_any()
-            for n in range(1, request.upto + 1):
-                yield echo_pb2.CountResponse(n=n)
-
-    server = ThreadServer(
-        Settings(data_dir=Path(tmp / "data")),
-        extra_files=[echo_pb2.DESCRIPTOR],
-        extra_services=[EchoService()],
-        descriptor_sets=[descriptors],
-    ).start()
-    yield server
-    server.stop()
+from tests.harness import ThreadServer
 
 
 def test_body_field_path_and_repeated_query(echo_server: ThreadServer) -> None:

@@ -21,6 +21,7 @@ from core.rpc.auth import SESSION_COOKIE
 from core.rpc.context import ROLE_NAMES, CallContext
 from core.storage import tables as t
 from core.storage.db import Database
+from core.storage.fastread import Query
 from core.tokens import secrets
 
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -237,17 +238,18 @@ async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: int | None)
 
 
 # User, organisation, plan and this month's usage in one statement, built once.
-_ME = plans.with_usage(
-    select(t.users.c.email, t.users.c.name, t.orgs.c.name.label("org_name"), t.orgs.c.plan).select_from(
-        t.users.join(t.orgs, t.orgs.c.id == bindparam("org_id"))
-    )
-).where(t.users.c.id == bindparam("user_id"))
+_ME = Query(
+    plans.with_usage(
+        select(t.users.c.email, t.users.c.name, t.orgs.c.name.label("org_name"), t.orgs.c.plan).select_from(
+            t.users.join(t.orgs, t.orgs.c.id == bindparam("org_id"))
+        )
+    ).where(t.users.c.id == bindparam("user_id"))
+)
 
 
-async def read_me(conn: AsyncConnection, user_id: int, org_id: int) -> Any:
+async def read_me(db: Database, user_id: int, org_id: int) -> Any:
     """The row of ``_ME`` for this user and organisation, or None."""
-    params = {"user_id": user_id, "org_id": org_id, "usage_month": plans.current_month()}
-    return (await conn.execute(_ME, params)).first()
+    return await db.fetch_one(_ME, {"user_id": user_id, "org_id": org_id, "usage_month": plans.current_month()})
 
 
 class MeService(accounts_pb2_grpc.MeServiceServicer):
@@ -256,8 +258,7 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
 
     async def GetMe(self, request: accounts_pb2.GetMeRequest, ctx: CallContext) -> accounts_pb2.GetMeResponse:
         principal = ctx.require_principal()
-        async with self.db.read() as conn:
-            row = await read_me(conn, principal.user_id, principal.org_id)
+        row = await read_me(self.db, principal.user_id, principal.org_id)
         if row is None:
             raise not_found("user")
         used = plans.usage_from(row)

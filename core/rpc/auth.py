@@ -13,13 +13,14 @@ from core.errors import ErrorCode, ObserveError
 from core.rpc.context import ROLES_BY_NAME, CallContext, Principal
 from core.storage import tables as t
 from core.storage.db import Database
+from core.storage.fastread import Query
 from core.tokens.secrets import looks_like_bearer, token_hash
 
 SESSION_COOKIE = "observe_session"
 # last_used_at is kept to the minute: one write per token per minute at most.
 _TOUCH_EVERY = timedelta(minutes=1)
 
-_LOOKUP = (
+_LOOKUP = Query(
     select(
         t.api_tokens.c.id,
         t.api_tokens.c.kind,
@@ -29,6 +30,8 @@ _LOOKUP = (
         t.api_tokens.c.expires_at,
         t.api_tokens.c.revoked_at,
         t.api_tokens.c.last_used_at,
+        t.api_tokens.c.daily_mutation_limit,
+        t.api_tokens.c.daily_log_bytes_limit,
         t.memberships.c.role,
         t.users.c.email,
     )
@@ -66,8 +69,7 @@ class Authenticator:
         token = bearer_from(ctx)
         if not looks_like_bearer(token):
             raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "token is malformed")
-        async with self.db.read() as conn:
-            row = (await conn.execute(_LOOKUP, {"token_hash": token_hash(token)})).first()
+        row = await self.db.fetch_one(_LOOKUP, {"token_hash": token_hash(token)})
         if row is None or row.revoked_at is not None:
             raise ObserveError(ErrorCode.ERROR_CODE_TOKEN_INVALID, "token is unknown or revoked")
         now = datetime.now(UTC)
@@ -83,6 +85,8 @@ class Authenticator:
             token_id=row.id,
             token_kind=row.kind,
             scopes=frozenset(json.loads(row.scopes)),
+            daily_mutation_limit=row.daily_mutation_limit,
+            daily_log_bytes_limit=row.daily_log_bytes_limit,
         )
 
     async def _touch(self, token_id: int, now: datetime) -> None:

@@ -28,6 +28,8 @@ class Principal:
     token_id: int
     token_kind: str  # "pat" or "session"
     scopes: frozenset[str]
+    daily_mutation_limit: int | None = None
+    daily_log_bytes_limit: int | None = None
 
     @property
     def pat_id(self) -> int | None:

@@ -1,12 +1,15 @@
 """The core call pipeline: every RPC from every transport passes through here.
 
 ``admit`` runs the checks the method's rule declares (authentication, scope,
-role, body size); then the domain handler runs. Unexpected exceptions become
-``INTERNAL`` without leaking their text to the caller.
+role, body size). A mutation by a token then goes through Idempotency-Key
+(claim or replay) and the PAT's daily mutation cap before its handler runs;
+its reply is recorded for replay. Unexpected exceptions become ``INTERNAL``
+without leaking their text to the caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +17,12 @@ from typing import Any
 from google.protobuf.message import Message
 
 from core.errors import ErrorCode, ObserveError
-from core.rpc import scopes
-from core.rpc.auth import Authenticator
-from core.rpc.context import CallContext
+from core.rpc import caps, scopes
+from core.rpc.auth import Authenticator, bearer_from
+from core.rpc.context import CallContext, Principal
+from core.rpc.idempotency import IdempotencyStore, Replay
 from core.rpc.methods import Method
+from core.storage.db import Database
 
 log = logging.getLogger("observe.pipeline")
 
@@ -27,9 +32,18 @@ SESSION_SCOPES = frozenset({scopes.WILDCARD})
 class Pipeline:
     """Admits calls by their method's rule and runs their handlers."""
 
-    def __init__(self, *, methods: dict[str, Method], authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        *,
+        methods: dict[str, Method],
+        authenticator: Authenticator,
+        db: Database,
+        idempotency: IdempotencyStore,
+    ) -> None:
         self.methods = methods
         self.authenticator = authenticator
+        self.db = db
+        self.idempotency = idempotency
 
     async def admit(self, method: Method, request: Message, ctx: CallContext) -> None:
         rule = method.rule
@@ -55,11 +69,42 @@ class Pipeline:
         try:
             await self.admit(method, request, ctx)
             assert method.handler is not None, method.grpc_path
+            if method.rule.mutation and ctx.principal is not None:
+                return await self._mutate(method, request, ctx, ctx.principal)
             return await method.handler(request, ctx)
         except ObserveError:
             raise
         except Exception as exc:
             raise _internal(method, exc) from exc
+
+    async def _mutate(self, method: Method, request: Message, ctx: CallContext, principal: Principal) -> Message:
+        assert method.handler is not None
+        if not ctx.idempotency_key:
+            await caps.count_mutation(self.db, principal)
+            return await method.handler(request, ctx)
+        bearer = bearer_from(ctx)
+        outcome = await self.idempotency.claim(principal.token_id, bearer, ctx.idempotency_key, method, request)
+        if isinstance(outcome, Replay):
+            if outcome.error is not None:
+                raise outcome.error
+            ctx.response_headers.extend(outcome.headers)
+            assert outcome.response is not None
+            return method.output_class.FromString(outcome.response)
+        try:
+            # A replay never reaches this: it spends nothing of the cap.
+            await caps.count_mutation(self.db, principal)
+            response = await method.handler(request, ctx)
+        except ObserveError as err:
+            if err.code == ErrorCode.ERROR_CODE_PAT_DAILY_LIMIT_EXCEEDED:
+                await self.idempotency.release(outcome)
+            else:
+                await self.idempotency.finish_error(outcome, bearer, err)
+            raise
+        except BaseException:
+            await asyncio.shield(self.idempotency.release(outcome))
+            raise
+        await self.idempotency.finish(outcome, bearer, response, ctx.response_headers)
+        return response
 
     async def stream(self, method: Method, request: Message, ctx: CallContext) -> AsyncIterator[Message]:
         """Admits and runs one server-streaming call."""

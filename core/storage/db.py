@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from core.storage.fastread import Query, run_sqlite
 from core.storage.sqlite_inline import inline_creator
 
 # Seconds a writer waits for another process's write transaction.
@@ -30,10 +32,13 @@ class Database:
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         self._write_lock = asyncio.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self.sqlite_path: str | None = None
         if self.is_sqlite:
             if not parsed.database or parsed.database == ":memory:":
                 raise ValueError("SQLite needs a file (WAL): use a path, not :memory:")
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.sqlite_path = parsed.database
             kwargs["async_creator"] = inline_creator(parsed.database, busy_timeout=SQLITE_BUSY_TIMEOUT)
             kwargs["pool_size"] = 4
             # Reads run in autocommit (no BEGIN); writes commit or roll back
@@ -88,11 +93,33 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    async def fetch_one(self, query: Query, params: dict[str, Any]) -> Any | None:
+        """The first row of a hot-path read, or None. On SQLite it runs on a
+        dedicated reader connection without SQLAlchemy's execution layer."""
+        if not self.is_sqlite:
+            async with self.read() as conn:
+                return (await conn.execute(query.stmt, params)).first()
+        if self._reader is None:
+            self._reader = self._open_reader()
+        return run_sqlite(self._reader, query.compiled(self.engine.dialect), params)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        assert self.sqlite_path is not None
+        conn = sqlite3.connect(
+            self.sqlite_path, timeout=SQLITE_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         await self.engine.dispose()
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Date,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -112,4 +113,26 @@ password_resets = Table(
     Column("used_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("token_hash"),
+)
+
+# Idempotency-Key records: one per (token, key), kept 24 h. A row is
+# "in_progress" while its call runs (locked_until bounds how long a crashed
+# call can hold it) and "done" with the reply to replay.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_id", Id, ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(255), nullable=False),
+    # SHA-256 of the RPC name and the request message: method, path and body.
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("locked_until", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    # The reply (response or error, and headers), sealed with a key derived
+    # from the caller's bearer token: see core.rpc.idempotency.
+    Column("response", LargeBinary, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("token_id", "key"),
+    Index(None, "expires_at"),
 )
