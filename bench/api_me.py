@@ -4,6 +4,7 @@
 2. observe's gRPC MeService/GetMe          (h2load, h2c)
 3. a bare FastAPI handler, same DB reads   (wrk)
 4. a raw ASGI app returning a constant     (wrk) — the machine's HTTP ceiling
+5. a bare grpc.aio servicer, a constant    (h2load) — the machine's gRPC ceiling
 
 Each server is one process pinned to CPU 0 (uvicorn with uvloop + httptools);
 the load generator runs on CPU 1. Prints req/s and p50/p99 latency, and the
@@ -133,7 +134,8 @@ def check_grpc(target: str, token: str) -> None:
     async def call() -> None:
         async with grpc.aio.insecure_channel(target) as ch:
             stub = accounts_pb2_grpc.MeServiceStub(ch)
-            await stub.GetMe(accounts_pb2.GetMeRequest(), metadata=[("authorization", f"Bearer {token}")])
+            md = [("authorization", f"Bearer {token}")]
+            await stub.GetMe(accounts_pb2.GetMeRequest(), metadata=md, wait_for_ready=True, timeout=30)
 
     asyncio.run(call())
 
@@ -210,6 +212,14 @@ def main() -> None:
                 run_wrk(f"http://127.0.0.1:{port}/api/v1/me", token, 2, args.connections)
                 results[label] = run_wrk(f"http://127.0.0.1:{port}/api/v1/me", token, args.seconds, args.connections)
                 stop(proc)
+
+            port = free_port()
+            proc = start([PY, "-m", "bench.raw_grpc", str(port)], {})
+            check_grpc(f"127.0.0.1:{port}", token)
+            url = f"http://127.0.0.1:{port}/observe.v1.MeService/GetMe"
+            run_h2load(url, token, 2, args.connections, tmp)
+            results["raw grpc.aio constant"] = run_h2load(url, token, args.seconds, args.connections, tmp)
+            stop(proc)
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -221,12 +231,13 @@ def main() -> None:
     print(f"{'variant':32} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
     for label, r in results.items():
         print(f"{label:32} {r['rps']:10.0f} {r['p50']:9.2f} {r['p99']:9.2f}")
-    rest, grpc_, fast, raw = (results[k]["rps"] for k in results)
+    rest, grpc_, fast, raw, raw_grpc = (results[k]["rps"] for k in results)
     print()
     print(f"gateway / bare FastAPI   = {rest / fast:.2f}x   (target > 1)")
     print(f"gRPC / REST gateway      = {grpc_ / rest:.2f}x   (target within 0.5x-2x)")
     print(f"gateway / raw ASGI       = {rest / raw:.2f}x   (share of the HTTP stack's ceiling)")
     print(f"bare FastAPI / raw ASGI  = {fast / raw:.2f}x")
+    print(f"gRPC / raw grpc.aio      = {grpc_ / raw_grpc:.2f}x   (share of the gRPC stack's ceiling)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from google.protobuf.descriptor import FileDescriptor
 
 from core.accounts.service import AuthService, MeService
+from core.audit.service import AuditService
 from core.config import Settings
 from core.mail.sender import Mailer
 from core.rpc.auth import Authenticator
@@ -47,6 +48,7 @@ def build_core(
         AuthService(db=db, settings=settings, mailer=mailer),
         MeService(db=db),
         TokenService(db=db),
+        AuditService(db=db),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]

@@ -15,11 +15,12 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FieldDescriptor
+from observe.v1 import options_pb2
 
 from core.errors import CODES
 from core.rpc.context import ROLE_NAMES
+from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
 from core.rpc.methods import Method
-from gateway.jsonmap import AnyDesc, AnyField, enum_json_names
 from gateway.routes import compile_template
 
 FD = FieldDescriptor
@@ -148,6 +149,8 @@ class _Schemas:
     def _message(self, desc: AnyDesc, output: bool) -> dict[str, Any]:
         props: dict[str, Any] = {}
         for fd in desc.fields:
+            if fd.GetOptions().Extensions[options_pb2.field].alternate_media_type:
+                continue  # sent instead of the JSON, never inside it
             prop = self.field(fd, output)
             comment = self.comments.get(fd.full_name)
             if comment:
@@ -298,6 +301,11 @@ def _operation(
         ok = {"description": "Raw body.", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     else:
         ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, True)}}}
+        for fd in out_desc.fields:
+            media = fd.GetOptions().Extensions[options_pb2.field].alternate_media_type
+            if media:
+                ok["content"][media] = {"schema": {"type": "string"}}
+                ok["description"] += f" {fd.json_name}: {comments.get(fd.full_name, '')}"
     op["responses"] = {
         status: ok,
         "default": {

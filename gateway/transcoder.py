@@ -19,14 +19,15 @@ from urllib.parse import parse_qsl
 
 import orjson
 from google.protobuf.message import Message
+from observe.v1 import options_pb2
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
 from core.rpc.auth import SESSION_COOKIE
 from core.rpc.context import CallContext
+from core.rpc.jsonmap import AnyDesc, AnyField, JsonCodec
 from core.rpc.methods import HttpBinding, Method
 from gateway.dispatch import Dispatcher
 from gateway.envelope import error_payload, error_response, framework_error
-from gateway.jsonmap import AnyDesc, AnyField, JsonCodec
 from gateway.routes import Router, Template
 
 log = logging.getLogger("observe.gateway")
@@ -55,6 +56,7 @@ class Route:
     http_body_in: bool = False
     http_body_out: bool = False
     query_allowed: bool = True
+    alternate_body: str = ""  # an HttpBody response field sent raw when set
 
     @classmethod
     def build(cls, method: Method, binding: HttpBinding) -> Route:
@@ -69,7 +71,16 @@ class Route:
             route.http_body_in = binding.body == "*" and in_desc.full_name == HTTP_BODY
         route.http_body_out = method.descriptor.output_type.full_name == HTTP_BODY and not binding.response_body
         route.query_allowed = binding.body != "*"
+        route.alternate_body = alternate_body_field(method.descriptor.output_type)
         return route
+
+
+def alternate_body_field(desc: AnyDesc) -> str:
+    """The response field marked ``(observe.v1.field).alternate_media_type``."""
+    for fd in desc.fields:
+        if fd.GetOptions().Extensions[options_pb2.field].alternate_media_type:
+            return str(fd.name)
+    return ""
 
 
 def build_router(methods: Iterable[Method]) -> Router[Route]:
@@ -246,10 +257,13 @@ class Transcoder:
         if status == 204:
             await send_reply(send, 204, [(b"cache-control", b"no-store"), *extra], b"")
             return
-        if route.http_body_out:
-            content_type = getattr(response, "content_type", "") or "application/octet-stream"
+        raw: Any = response
+        if route.alternate_body and response.HasField(route.alternate_body):
+            raw = getattr(response, route.alternate_body)
+        if route.http_body_out or raw is not response:
+            content_type = getattr(raw, "content_type", "") or "application/octet-stream"
             headers = [(b"content-type", content_type.encode()), *extra]
-            await send_reply(send, status, headers, getattr(response, "data", b""))
+            await send_reply(send, status, headers, getattr(raw, "data", b""))
             return
         if route.binding.response_body:
             payload: Any = getattr(response, route.binding.response_body)

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 
-from gateway.jsonmap import JsonCodec
+from core.rpc.jsonmap import JsonCodec
 from tests.conftest import Persona, Server
 
 codec = JsonCodec()

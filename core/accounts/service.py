@@ -90,6 +90,8 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         except IntegrityError as exc:
             raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "an account with this email exists") from exc
         ctx.response_headers.append(session_cookie(token, self._session_seconds))
+        ctx.audit.resource = f"user:{user_id}"
+        ctx.audit.actor_user_id, ctx.audit.actor_org_id, ctx.audit.actor_email = user_id, org_id, email
         return accounts_pb2.RegisterResponse(
             user=accounts_pb2.User(id=user_id, email=email, name=request.name.strip()),
             org=accounts_pb2.Org(id=org_id, name=org_name),
@@ -201,6 +203,16 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 update(t.users).where(t.users.c.id == row.user_id).values(password_hash=password_hash, updated_at=now)
             )
             await end_sessions(conn, row.user_id, keep=None)
+            who = (
+                await conn.execute(
+                    select(t.users.c.email, t.memberships.c.org_id)
+                    .join(t.memberships, t.memberships.c.user_id == t.users.c.id)
+                    .where(t.users.c.id == row.user_id)
+                )
+            ).first()
+        ctx.audit.resource = f"user:{row.user_id}"
+        if who is not None:
+            ctx.audit.actor_user_id, ctx.audit.actor_org_id, ctx.audit.actor_email = row.user_id, who.org_id, who.email
         return accounts_pb2.ResetPasswordResponse()
 
     @property
@@ -304,6 +316,7 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
             await end_sessions(
                 conn, principal.user_id, keep=principal.token_id if principal.token_kind == "session" else None
             )
+        ctx.audit.resource = f"user:{principal.user_id}"
         return accounts_pb2.ChangePasswordResponse()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from google.protobuf.message import Message
 from observe.v1 import options_pb2
 
 from core.errors import ErrorCode, ObserveError
@@ -42,6 +43,20 @@ class Principal:
 
 
 @dataclass(slots=True)
+class AuditNote:
+    """What a handler tells the audit log about its call. All optional: by
+    default the entry shows the request's fields as the change."""
+
+    resource: str = ""
+    before: Message | None = None  # the resource before (updates, deletes)
+    after: Message | None = None  # the resource after (creates, updates)
+    # For public calls (register, reset-password): whom to attribute them to.
+    actor_user_id: int | None = None
+    actor_org_id: int | None = None
+    actor_email: str = ""
+
+
+@dataclass(slots=True)
 class CallContext:
     """Transport-neutral request facts, filled by the gRPC server or the gateway."""
 
@@ -55,6 +70,8 @@ class CallContext:
     # Headers for the reply (Set-Cookie, RateLimit-*); gRPC sends them as
     # initial metadata.
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    audit: AuditNote = field(default_factory=AuditNote)
+    replayed: bool = False  # answered from the Idempotency-Key store
 
     def require_principal(self) -> Principal:
         if self.principal is None:

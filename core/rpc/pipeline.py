@@ -16,6 +16,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from core.audit import recorder as audit
 from core.errors import ErrorCode, ObserveError
 from core.rpc import caps, scopes
 from core.rpc.auth import Authenticator, bearer_from
@@ -70,8 +71,12 @@ class Pipeline:
             await self.admit(method, request, ctx)
             assert method.handler is not None, method.grpc_path
             if method.rule.mutation and ctx.principal is not None:
-                return await self._mutate(method, request, ctx, ctx.principal)
-            return await method.handler(request, ctx)
+                response = await self._mutate(method, request, ctx, ctx.principal)
+            else:
+                response = await method.handler(request, ctx)
+            if method.rule.audit_action and not ctx.replayed:
+                await audit.record(self.db, method, request, ctx)
+            return response
         except ObserveError:
             raise
         except Exception as exc:
@@ -85,6 +90,7 @@ class Pipeline:
         bearer = bearer_from(ctx)
         outcome = await self.idempotency.claim(principal.token_id, bearer, ctx.idempotency_key, method, request)
         if isinstance(outcome, Replay):
+            ctx.replayed = True
             if outcome.error is not None:
                 raise outcome.error
             ctx.response_headers.extend(outcome.headers)

@@ -136,3 +136,24 @@ idempotency_keys = Table(
     UniqueConstraint("token_id", "key"),
     Index(None, "expires_at"),
 )
+
+# Append-only: no code path updates or deletes a row, and on PostgreSQL a
+# trigger refuses both (migration 0003).
+audit_logs = Table(
+    "audit_logs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("actor_user_id", Id, nullable=True),
+    Column("actor_pat_id", Id, nullable=True),
+    Column("actor_email", String(320), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("resource", String(200), nullable=False),
+    # JSON: changedFields, diff, ip, ua, snapshot.
+    Column("meta", Text, nullable=False),
+    Index(None, "org_id", "id"),
+    Index(None, "org_id", "action"),
+    Index(None, "org_id", "actor_pat_id"),
+    Index(None, "org_id", "created_at"),
+)

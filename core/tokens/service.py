@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from observe.v1 import tokens_pb2, tokens_pb2_grpc
 from sqlalchemy import and_, insert, select, update
@@ -72,6 +73,23 @@ async def insert_pat(
     return token_id, token
 
 
+def token_message(row: Any) -> tokens_pb2.Token:
+    """A listed PAT from an api_tokens row (with today's usage when joined)."""
+    return tokens_pb2.Token(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=json.loads(row.scopes),
+        expires_at=clock.to_timestamp(row.expires_at) if row.expires_at else None,
+        created_at=clock.to_timestamp(row.created_at),
+        last_used_at=clock.to_timestamp(row.last_used_at) if row.last_used_at else None,
+        daily_mutation_limit=row.daily_mutation_limit,
+        daily_mutation_used_today=getattr(row, "mutations", None) or 0,
+        daily_log_bytes_limit=row.daily_log_bytes_limit,
+        daily_log_bytes_used_today=getattr(row, "log_bytes", None) or 0,
+    )
+
+
 class TokenService(tokens_pb2_grpc.TokenServiceServicer):
     def __init__(self, *, db: Database) -> None:
         self.db = db
@@ -115,7 +133,7 @@ class TokenService(tokens_pb2_grpc.TokenServiceServicer):
                 else None,
                 now=now,
             )
-        return tokens_pb2.CreateTokenResponse(
+        response = tokens_pb2.CreateTokenResponse(
             id=token_id,
             name=name,
             prefix=secrets.display_prefix(token),
@@ -123,6 +141,18 @@ class TokenService(tokens_pb2_grpc.TokenServiceServicer):
             expires_at=clock.to_timestamp(expires_at) if expires_at else None,
             created_at=clock.to_timestamp(now),
         )
+        ctx.audit.resource = f"token:{token_id}"
+        ctx.audit.after = tokens_pb2.Token(
+            id=token_id,
+            name=name,
+            prefix=response.prefix,
+            scopes=granted,
+            expires_at=response.expires_at if expires_at else None,
+            created_at=response.created_at,
+            daily_mutation_limit=request.daily_mutation_limit if request.HasField("daily_mutation_limit") else None,
+            daily_log_bytes_limit=request.daily_log_bytes_limit if request.HasField("daily_log_bytes_limit") else None,
+        )
+        return response
 
     async def ListTokens(
         self, request: tokens_pb2.ListTokensRequest, ctx: CallContext
@@ -145,41 +175,24 @@ class TokenService(tokens_pb2_grpc.TokenServiceServicer):
         )
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        return tokens_pb2.ListTokensResponse(
-            tokens=[
-                tokens_pb2.Token(
-                    id=row.id,
-                    name=row.name,
-                    prefix=row.prefix,
-                    scopes=json.loads(row.scopes),
-                    expires_at=clock.to_timestamp(row.expires_at) if row.expires_at else None,
-                    created_at=clock.to_timestamp(row.created_at),
-                    last_used_at=clock.to_timestamp(row.last_used_at) if row.last_used_at else None,
-                    daily_mutation_limit=row.daily_mutation_limit,
-                    daily_mutation_used_today=row.mutations or 0,
-                    daily_log_bytes_limit=row.daily_log_bytes_limit,
-                    daily_log_bytes_used_today=row.log_bytes or 0,
-                )
-                for row in rows
-            ]
-        )
+        return tokens_pb2.ListTokensResponse(tokens=[token_message(row) for row in rows])
 
     async def RevokeToken(
         self, request: tokens_pb2.RevokeTokenRequest, ctx: CallContext
     ) -> tokens_pb2.RevokeTokenResponse:
         principal = ctx.require_principal()
+        mine = (
+            (t.api_tokens.c.id == request.id)
+            & (t.api_tokens.c.user_id == principal.user_id)
+            & (t.api_tokens.c.org_id == principal.org_id)
+            & (t.api_tokens.c.kind == "pat")
+            & t.api_tokens.c.revoked_at.is_(None)
+        )
         async with self.db.write() as conn:
-            result = await conn.execute(
-                update(t.api_tokens)
-                .where(
-                    (t.api_tokens.c.id == request.id)
-                    & (t.api_tokens.c.user_id == principal.user_id)
-                    & (t.api_tokens.c.org_id == principal.org_id)
-                    & (t.api_tokens.c.kind == "pat")
-                    & t.api_tokens.c.revoked_at.is_(None)
-                )
-                .values(revoked_at=clock.now())
-            )
-        if result.rowcount != 1:
-            raise not_found("token")
+            row = (await conn.execute(select(t.api_tokens).where(mine))).first()
+            if row is None:
+                raise not_found("token")
+            await conn.execute(update(t.api_tokens).where(mine).values(revoked_at=clock.now()))
+        ctx.audit.resource = f"token:{row.id}"
+        ctx.audit.before = token_message(row)
         return tokens_pb2.RevokeTokenResponse()

@@ -151,18 +151,25 @@ class FieldRule(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SENSITIVE_FIELD_NUMBER: _builtins.int
+    ALTERNATE_MEDIA_TYPE_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
+    """
+    alternate_media_type: _builtins.str
+    """On a google.api.HttpBody field of a response: when set, REST sends this
+    body (with its content type) instead of the JSON reply. Names the media
+    type for the OpenAPI document, e.g. "text/csv".
     """
     def __init__(
         self,
         *,
         sensitive: _builtins.bool = ...,
+        alternate_media_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from observe.v1 import options_pb2
 
 from core.errors import Violations
 
@@ -96,6 +97,17 @@ def parse_timestamp(text: str) -> tuple[int, int] | None:
     return seconds, dt.microsecond * 1000
 
 
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles; 60.0 goes out as 60, as it came in."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -164,12 +176,14 @@ class JsonCodec:
             return ",".join(json_format._SnakeToCamelCase(p) for p in msg.paths)  # type: ignore[attr-defined]
         if full == "google.protobuf.Empty":
             return {}
-        return json_format.MessageToDict(msg, preserving_proto_field_name=False)
+        return _integral(json_format.MessageToDict(msg, preserving_proto_field_name=False))
 
     def _compile_encoder(self, desc: AnyDesc) -> list[tuple[str, Encoder]]:
         fields: list[tuple[str, Encoder]] = []
         self._encoders[desc.full_name] = fields  # recursion guard for self-referencing types
         for fd in desc.fields:
+            if fd.GetOptions().Extensions[options_pb2.field].alternate_media_type:
+                continue  # sent instead of the JSON reply, never inside it
             fields.append((fd.json_name, self._field_encoder(fd)))
         return fields
 
