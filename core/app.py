@@ -9,12 +9,13 @@ from google.protobuf.descriptor import FileDescriptor
 
 from core.accounts.service import AuthService, MeService
 from core.audit.service import AuditService
-from core.config import Settings
+from core.config import Settings, rate_limit_defaults
 from core.mail.sender import Mailer
 from core.rpc.auth import Authenticator
 from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
 from core.rpc.pipeline import Pipeline
+from core.rpc.ratelimit import RateLimiter
 from core.storage.db import Database
 from core.tokens.service import TokenService
 
@@ -53,5 +54,15 @@ def build_core(
     ]
     files = [*observe_files(), *extra_files]
     methods = build_methods(files, services)
-    pipeline = Pipeline(methods=methods, authenticator=Authenticator(db=db), db=db, idempotency=IdempotencyStore(db=db))
+    pipeline = Pipeline(
+        methods=methods,
+        authenticator=Authenticator(db=db),
+        db=db,
+        idempotency=IdempotencyStore(db=db),
+        rate_limiter=RateLimiter(
+            limits={**rate_limit_defaults(), **settings.rate_limits},
+            redis_url=settings.redis_url,
+            prefix=settings.rate_limit_prefix,
+        ),
+    )
     return Core(settings=settings, db=db, mailer=mailer, pipeline=pipeline, methods=methods, files=files)

@@ -31,6 +31,12 @@ class SmtpSettings:
     tls: bool = False
 
 
+def rate_limit_defaults() -> dict[str, str]:
+    from core.rpc.ratelimit import DEFAULTS
+
+    return dict(DEFAULTS)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server reads from its environment."""
@@ -47,6 +53,8 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     session_ttl_days: int = 30
     log_level: str = "info"
+    rate_limits: dict[str, str] = field(default_factory=dict)
+    rate_limit_prefix: str = "observe"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +78,10 @@ class Settings:
                 tls=_env_bool("OBSERVE_SMTP_TLS", False),
             ),
             log_level=env("OBSERVE_LOG_LEVEL", "info"),
+            rate_limits={
+                name: env(f"OBSERVE_RATE_LIMIT_{name}") or spec for name, spec in rate_limit_defaults().items()
+            },
+            rate_limit_prefix=env("OBSERVE_RATE_LIMIT_PREFIX", "observe"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -28,7 +28,11 @@ from aiosmtpd.controller import Controller
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("OBSERVE_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+REDIS_URL = os.environ.get("OBSERVE_TEST_REDIS_URL")
 PASSWORD = "correct horse battery staple"
+# The suite signs up hundreds of users from 127.0.0.1: its servers get
+# generous limits; test_rate_limits starts servers with tight ones.
+GENEROUS_LIMITS = {"TOKEN": "100000/minute", "AUTH_IP": "100000/minute", "PUBLIC_IP": "100000/minute"}
 
 
 def free_port() -> int:
@@ -132,6 +136,7 @@ def start_server(
         "OBSERVE_HTTP_PORT": str(http_port),
         "OBSERVE_GRPC_PORT": str(grpc_port),
         "OBSERVE_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
+        **{f"OBSERVE_RATE_LIMIT_{name}": spec for name, spec in GENEROUS_LIMITS.items()},
         **(extra_env or {}),
     }
     if backend == "postgresql":
@@ -139,6 +144,7 @@ def start_server(
         env["OBSERVE_DATABASE_URL"] = PG_URL
     else:
         env.pop("OBSERVE_DATABASE_URL", None)
+    tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{http_port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "serve", *(args or [])],
@@ -255,7 +261,11 @@ def echo_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     tmp = tmp_path_factory.mktemp(f"echo-{server.backend}")
     echo_pb2, echo_grpc, descriptors = compile_test_protos(tmp_path_factory.getbasetemp() / "echo-gen")
-    settings = Settings(data_dir=tmp / "data", database_url=PG_URL if server.backend == "postgresql" else None)
+    settings = Settings(
+        data_dir=tmp / "data",
+        database_url=PG_URL if server.backend == "postgresql" else None,
+        rate_limits=GENEROUS_LIMITS,
+    )
     srv = ThreadServer(
         settings,
         extra_files=[echo_pb2.DESCRIPTOR],

@@ -23,6 +23,7 @@ from core.rpc.auth import Authenticator, bearer_from
 from core.rpc.context import CallContext, Principal
 from core.rpc.idempotency import IdempotencyStore, Replay
 from core.rpc.methods import Method
+from core.rpc.ratelimit import RateLimiter
 from core.storage.db import Database
 
 log = logging.getLogger("observe.pipeline")
@@ -40,11 +41,13 @@ class Pipeline:
         authenticator: Authenticator,
         db: Database,
         idempotency: IdempotencyStore,
+        rate_limiter: RateLimiter,
     ) -> None:
         self.methods = methods
         self.authenticator = authenticator
         self.db = db
         self.idempotency = idempotency
+        self.rate_limiter = rate_limiter
 
     async def admit(self, method: Method, request: Message, ctx: CallContext) -> None:
         rule = method.rule
@@ -53,9 +56,11 @@ class Pipeline:
                 ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, f"request is larger than {method.body_limit} bytes"
             )
         if rule.public:
+            ctx.response_headers.extend(await self.rate_limiter.hit(rule.rate_limit, f"ip:{ctx.ip}"))
             return
         principal = await self.authenticator.authenticate(ctx)
         ctx.principal = principal
+        ctx.response_headers.extend(await self.rate_limiter.hit(rule.rate_limit, f"token:{principal.token_id}"))
         if rule.scope and not scopes.grants(principal.scopes, rule.scope):
             raise ObserveError(
                 ErrorCode.ERROR_CODE_PAT_SCOPE_INSUFFICIENT, f"this token lacks the '{rule.scope}' scope"
