@@ -11,12 +11,14 @@ from core.accounts.service import AuthService, MeService
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
 from core.mail.sender import Mailer
+from core.members.service import MemberService
 from core.rpc.auth import Authenticator
 from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
 from core.rpc.pipeline import Pipeline
 from core.rpc.ratelimit import RateLimiter
 from core.storage.db import Database
+from core.storage.sealing import Sealer
 from core.tokens.service import TokenService
 
 
@@ -45,11 +47,13 @@ def build_core(
     (tests use it to prove an annotated RPC needs no transport edit)."""
     db = Database(settings.effective_database_url)
     mailer = Mailer(settings.smtp)
+    sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer),
         MeService(db=db),
         TokenService(db=db),
         AuditService(db=db),
+        MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]

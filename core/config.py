@@ -55,6 +55,7 @@ class Settings:
     log_level: str = "info"
     rate_limits: dict[str, str] = field(default_factory=dict)
     rate_limit_prefix: str = "observe"
+    secret_keys: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -82,6 +83,7 @@ class Settings:
                 name: env(f"OBSERVE_RATE_LIMIT_{name}") or spec for name, spec in rate_limit_defaults().items()
             },
             rate_limit_prefix=env("OBSERVE_RATE_LIMIT_PREFIX", "observe"),
+            secret_keys=env("OBSERVE_SECRET_KEYS") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

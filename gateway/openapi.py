@@ -20,7 +20,7 @@ from observe.v1 import options_pb2
 from core.errors import CODES
 from core.rpc.context import ROLE_NAMES
 from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
-from core.rpc.methods import Method
+from core.rpc.methods import HttpBinding, Method
 from gateway.routes import compile_template
 
 FD = FieldDescriptor
@@ -225,9 +225,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _operation(
-    method: Method, verb: str, path: str, body: str, schemas: _Schemas, comments: dict[str, str]
-) -> dict[str, Any]:
+def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments: dict[str, str]) -> dict[str, Any]:
+    path, body, response_body = binding.path, binding.body, binding.response_body
     rule = method.rule
     template = compile_template(path)
     in_desc: AnyDesc = method.descriptor.input_type
@@ -299,6 +298,9 @@ def _operation(
         }
     elif out_desc.full_name == _HTTP_BODY:
         ok = {"description": "Raw body.", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+    elif response_body:
+        body_schema = schemas.field(out_desc.fields_by_name[response_body], True)
+        ok = {"description": "Success.", "content": {"application/json": {"schema": body_schema}}}
     else:
         ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, True)}}}
         for fd in out_desc.fields:
@@ -324,7 +326,7 @@ def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server
     for method in sorted(methods, key=lambda m: m.grpc_path):
         for binding in method.bindings:
             item = paths.setdefault(openapi_path(method.descriptor.input_type, binding.path), {})
-            item[binding.verb.lower()] = _operation(method, binding.verb, binding.path, binding.body, schemas, comments)
+            item[binding.verb.lower()] = _operation(method, binding, schemas, comments)
     schemas.components["Error"] = ERROR_SCHEMA
     return {
         "openapi": "3.1.0",

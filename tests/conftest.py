@@ -238,7 +238,9 @@ def register(server: HasClient, **overrides: Any) -> Persona:
         session = reg["sessionToken"]
         r = c.post("/api/v1/me/tokens", json={"name": "persona"}, headers={"authorization": f"Bearer {session}"})
         assert r.status_code == 201, r.text
-    return Persona(email, reg["user"]["id"], reg["org"]["id"], session, r.json()["token"], r.json()["id"], server)
+    persona = Persona(email, reg["user"]["id"], reg["org"]["id"], session, r.json()["token"], r.json()["id"], server)
+    persona.extra["role"] = reg["role"]
+    return persona
 
 
 @pytest.fixture
@@ -275,3 +277,45 @@ def echo_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
     srv.echo_pb2 = echo_pb2  # type: ignore[attr-defined]
     yield srv
     srv.stop()
+
+
+@dataclass
+class Team:
+    """One organisation with a persona per role, joined through real invites."""
+
+    owner: Persona
+    admin: Persona
+    member: Persona
+    viewer: Persona
+
+    def by_role(self) -> dict[str, Persona]:
+        return {"owner": self.owner, "admin": self.admin, "member": self.member, "viewer": self.viewer}
+
+
+def invite_token(sink: SmtpSink, email: str) -> str:
+    import re
+
+    mail = sink.wait_for(email)
+    body = mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    match = re.search(r"obsi_[A-Za-z0-9_-]{43}", body)
+    assert match, body
+    return match.group(0)
+
+
+def join(server: HasClient, sink: SmtpSink, inviter: Persona, role: str) -> Persona:
+    """A new user invited by ``inviter`` with ``role``, signed up with the e-mailed token."""
+    email = f"{role}-{uuid.uuid4().hex[:10]}@example.com"
+    with inviter.client() as c:
+        r = c.post("/api/v1/me/invites", json={"email": email, "role": role})
+        assert r.status_code == 201, r.text
+    return register(server, email=email, inviteToken=invite_token(sink, email))
+
+
+def make_team(server: HasClient, sink: SmtpSink) -> Team:
+    owner = register(server)
+    return Team(owner, *(join(server, sink, owner, role) for role in ("admin", "member", "viewer")))
+
+
+@pytest.fixture
+def team(server: Server, smtp_sink: SmtpSink) -> Team:
+    return make_team(server, smtp_sink)

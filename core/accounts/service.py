@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import clock
 from core.accounts import passwords, plans
 from core.config import Settings
-from core.errors import ErrorCode, ObserveError, Violations, not_found
+from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
 from core.mail.sender import Mailer
 from core.rpc.auth import SESSION_COOKIE
-from core.rpc.context import ROLE_NAMES, CallContext
+from core.rpc.context import ROLE_NAMES, ROLES_BY_NAME, CallContext
 from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.fastread import Query
@@ -63,6 +63,46 @@ async def insert_account(
     return user_id, org_id
 
 
+async def accept_invite(
+    conn: AsyncConnection, token: str, *, email: str, name: str, password_hash: str
+) -> tuple[int, int, str, str]:
+    """Creates the invited user in the inviting organisation with the invited
+    role; returns (user id, org id, role, org name). The invite works once."""
+    now = clock.now()
+    invite = (
+        await conn.execute(
+            select(t.invites, t.orgs.c.name.label("org_name"))
+            .join(t.orgs, t.orgs.c.id == t.invites.c.org_id)
+            .where(t.invites.c.token_hash == secrets.token_hash(token))
+        )
+    ).first()
+    v = Violations()
+    if invite is None or invite.accepted_at is not None or invite.expires_at <= now:
+        v.add("inviteToken", "custom", "Unknown, used or expired invite")
+    elif invite.email != email:
+        v.add("email", "custom", "The invite is for another e-mail address")
+    v.raise_if_any()
+    assert invite is not None
+    claimed = await conn.execute(
+        update(t.invites)
+        .where((t.invites.c.id == invite.id) & t.invites.c.accepted_at.is_(None))
+        .values(accepted_at=now)
+    )
+    if claimed.rowcount != 1:
+        raise validation_failed([FieldViolation("inviteToken", "custom", "Unknown, used or expired invite")])
+    user_id = (
+        await conn.execute(
+            insert(t.users)
+            .values(email=email, name=name, password_hash=password_hash, created_at=now, updated_at=now)
+            .returning(t.users.c.id)
+        )
+    ).scalar_one()
+    await conn.execute(
+        insert(t.memberships).values(org_id=invite.org_id, user_id=user_id, role=invite.role, created_at=now)
+    )
+    return user_id, invite.org_id, invite.role, invite.org_name
+
+
 class AuthService(accounts_pb2_grpc.AuthServiceServicer):
     def __init__(self, *, db: Database, settings: Settings, mailer: Mailer) -> None:
         self.db = db
@@ -75,17 +115,20 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         passwords.validate(v, "password", request.password)
         v.require_string("name", request.name, min_len=0, max_len=100)
         v.require_string("orgName", request.org_name, min_len=0, max_len=200)
-        if request.invite_token:
-            # Invites are created by the members API; an unknown token never joins anyone.
-            v.add("inviteToken", "custom", "Unknown or expired invite")
         v.raise_if_any()
         password_hash = await passwords.hash_password(request.password)
         org_name = request.org_name.strip() or f"{request.name.strip() or email}'s organisation"
+        role = "owner"
         try:
             async with self.db.write() as conn:
-                user_id, org_id = await insert_account(
-                    conn, email=email, name=request.name.strip(), org_name=org_name, password_hash=password_hash
-                )
+                if request.invite_token:
+                    user_id, org_id, role, org_name = await accept_invite(
+                        conn, request.invite_token, email=email, name=request.name.strip(), password_hash=password_hash
+                    )
+                else:
+                    user_id, org_id = await insert_account(
+                        conn, email=email, name=request.name.strip(), org_name=org_name, password_hash=password_hash
+                    )
                 token, expires = await self._new_session(conn, user_id, org_id)
         except IntegrityError as exc:
             raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "an account with this email exists") from exc
@@ -95,7 +138,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         return accounts_pb2.RegisterResponse(
             user=accounts_pb2.User(id=user_id, email=email, name=request.name.strip()),
             org=accounts_pb2.Org(id=org_id, name=org_name),
-            role=options_pb2.ROLE_OWNER,
+            role=options_pb2.Role.ValueType(ROLES_BY_NAME[role]),
             session_token=token,
             expires_at=clock.to_timestamp(expires),
         )

@@ -46,6 +46,9 @@ orgs = Table(
     Column("name", String(200), nullable=False),
     Column("plan", String(50), nullable=False, default="unlimited"),
     Column("created_at", UtcDateTime, nullable=False),
+    # Standard Webhooks signing secret, sealed with the server key.
+    Column("webhook_secret", Text, nullable=True),
+    Column("webhook_secret_created_at", UtcDateTime, nullable=True),
 )
 
 # A user belongs to one organisation (unique user_id).
@@ -156,4 +159,19 @@ audit_logs = Table(
     Index(None, "org_id", "action"),
     Index(None, "org_id", "actor_pat_id"),
     Index(None, "org_id", "created_at"),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("invited_by", Id, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index(None, "org_id", "email"),
 )

@@ -14,6 +14,7 @@ import secrets
 PAT_PREFIX = "obs_"
 SESSION_PREFIX = "obss_"
 RESET_PREFIX = "obsr_"
+INVITE_PREFIX = "obsi_"
 PREFIX_LENGTH = 12
 
 _BODY = r"[A-Za-z0-9_-]{43}"
