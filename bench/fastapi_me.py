@@ -19,6 +19,7 @@ from core.storage.db import Database
 
 db = Database(os.environ["BENCH_DATABASE_URL"])
 authenticator = Authenticator(db=db)
+plan_book = plans.PlanBook(plans.parse_plans(None))
 app = FastAPI()
 
 
@@ -69,7 +70,7 @@ async def principal(authorization: Annotated[str | None, Header()] = None) -> Pr
 async def me(caller: Annotated[Principal, Depends(principal)]) -> Me:
     row = await read_me(db, caller.user_id, caller.org_id)
     used = plans.usage_from(row)
-    limits = plans.limits_for(row.plan)
+    limits = plan_book.limits(row.plan)
     return Me(
         user=User(id=caller.user_id, email=row.email, name=row.name),
         org=Org(id=caller.org_id, name=row.org_name),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import FileDescriptor
 
+from core.accounts.plans import PlanBook, parse_plans
 from core.accounts.service import AuthService, MeService
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
@@ -29,6 +30,7 @@ class Core:
     settings: Settings
     db: Database
     mailer: Mailer
+    plans: PlanBook
     pipeline: Pipeline
     methods: dict[str, Method]
     files: list[FileDescriptor] = field(default_factory=list)
@@ -48,9 +50,10 @@ def build_core(
     db = Database(settings.effective_database_url)
     mailer = Mailer(settings.smtp)
     sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)
+    plan_book = PlanBook(parse_plans(settings.plans), settings.default_plan)
     services: list[object] = [
-        AuthService(db=db, settings=settings, mailer=mailer),
-        MeService(db=db),
+        AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
+        MeService(db=db, plans=plan_book),
         TokenService(db=db),
         AuditService(db=db),
         MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
@@ -69,4 +72,6 @@ def build_core(
             prefix=settings.rate_limit_prefix,
         ),
     )
-    return Core(settings=settings, db=db, mailer=mailer, pipeline=pipeline, methods=methods, files=files)
+    return Core(
+        settings=settings, db=db, mailer=mailer, plans=plan_book, pipeline=pipeline, methods=methods, files=files
+    )

@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     create_user.add_argument("--print-token", action="store_true", help="mint a PAT with scope * and print it")
     create_user.add_argument("--data-dir")
     create_user.add_argument("--database-url")
+    set_plan = admin_sub.add_parser("set-plan", help="move an organisation to a plan from OBSERVE_PLANS")
+    set_plan.add_argument("--org-id", type=int, required=True)
+    set_plan.add_argument("--plan", required=True)
+    set_plan.add_argument("--data-dir")
+    set_plan.add_argument("--database-url")
 
     args = parser.parse_args(argv)
     settings = _settings(args)
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(settings))
     if args.command == "admin" and args.admin_command == "create-user":
         return asyncio.run(_create_user(settings, args))
+    if args.command == "admin" and args.admin_command == "set-plan":
+        return asyncio.run(_set_plan(settings, args))
     parser.error("unknown command")
     return 2
 
@@ -116,6 +123,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
             org_name=args.org_name,
             password=args.password,
             mint_token=args.print_token,
+            plan=settings.default_plan,
         )
     except ObserveError as err:
         detail = "; ".join(f"{f.path}: {f.message}" for f in err.fields) or err.message
@@ -127,6 +135,31 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
         print(result["token"])
     else:
         print(json.dumps(result))
+    return 0
+
+
+async def _set_plan(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import update
+
+    from core.accounts.plans import parse_plans
+    from core.storage import tables as t
+    from core.storage.db import Database
+    from core.storage.migrate import migrate
+
+    if args.plan not in parse_plans(settings.plans):
+        print(f"error: no plan {args.plan!r} in OBSERVE_PLANS", file=sys.stderr)
+        return 1
+    db = Database(settings.effective_database_url)
+    try:
+        await migrate(db)
+        async with db.write() as conn:
+            result = await conn.execute(update(t.orgs).where(t.orgs.c.id == args.org_id).values(plan=args.plan))
+    finally:
+        await db.close()
+    if result.rowcount != 1:
+        print(f"error: no organisation {args.org_id}", file=sys.stderr)
+        return 1
+    print(f"organisation {args.org_id} is on the {args.plan} plan")
     return 0
 
 

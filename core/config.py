@@ -56,6 +56,8 @@ class Settings:
     rate_limits: dict[str, str] = field(default_factory=dict)
     rate_limit_prefix: str = "observe"
     secret_keys: str | None = None
+    plans: str | None = None  # JSON, see core.accounts.plans
+    default_plan: str = "unlimited"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,6 +86,8 @@ class Settings:
             },
             rate_limit_prefix=env("OBSERVE_RATE_LIMIT_PREFIX", "observe"),
             secret_keys=env("OBSERVE_SECRET_KEYS") or None,
+            plans=env("OBSERVE_PLANS") or None,
+            default_plan=env("OBSERVE_DEFAULT_PLAN", "unlimited"),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -147,3 +147,41 @@ def test_a_replayed_mint_is_stored_sealed(server: Server, owner: Persona) -> Non
     stored = server.sql(select(t.idempotency_keys.c.response).where(t.idempotency_keys.c.key == key))[0][0]
     assert first.json()["token"].encode() not in bytes(stored)
     assert b"once" not in bytes(stored)
+
+
+def test_a_claim_left_by_a_crash_lapses(server: Server, owner: Persona) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from observe.v1 import tokens_pb2
+    from sqlalchemy import insert
+
+    from core.rpc.idempotency import fingerprint
+    from core.rpc.methods import build_method
+
+    create = build_method(tokens_pb2.DESCRIPTOR.services_by_name["TokenService"].methods_by_name["CreateToken"])
+    now = datetime.now(UTC)
+
+    def claim(key: str, locked_until: datetime) -> None:
+        server.sql(
+            insert(t.idempotency_keys).values(
+                token_id=owner.pat_id,
+                key=key,
+                fingerprint=fingerprint(create, tokens_pb2.CreateTokenRequest(name="after-crash")),
+                state="in_progress",
+                locked_until=locked_until,
+                expires_at=now + timedelta(hours=24),
+                created_at=now,
+            )
+        )
+
+    live, lapsed = _key(), _key()
+    claim(live, now + timedelta(seconds=30))  # its process is still working
+    claim(lapsed, now - timedelta(seconds=1))  # its process died
+    with owner.client() as c:
+        busy = c.post("/api/v1/me/tokens", json={"name": "after-crash"}, headers={"idempotency-key": live})
+        taken = c.post("/api/v1/me/tokens", json={"name": "after-crash"}, headers={"idempotency-key": lapsed})
+        replay = c.post("/api/v1/me/tokens", json={"name": "after-crash"}, headers={"idempotency-key": lapsed})
+    assert (busy.status_code, busy.json()["code"]) == (409, "IDEMPOTENCY_IN_PROGRESS")
+    assert taken.status_code == 201
+    assert replay.json() == taken.json()
+    assert replay.headers["idempotent-replayed"] == "true"

@@ -15,7 +15,14 @@ from core.tokens.service import insert_pat
 
 
 async def create_owner(
-    db: Database, *, email: str, name: str, org_name: str, password: str | None, mint_token: bool
+    db: Database,
+    *,
+    email: str,
+    name: str,
+    org_name: str,
+    password: str | None,
+    mint_token: bool,
+    plan: str = "unlimited",
 ) -> dict[str, Any]:
     """Creates a user owning a new organisation; with ``mint_token`` also a
     PAT with scope ``*`` (its plaintext is in the result, once)."""
@@ -34,6 +41,7 @@ async def create_owner(
                 name=name,
                 org_name=org_name or f"{name or email}'s organisation",
                 password_hash=password_hash,
+                plan=plan,
             )
             result.update(userId=user_id, orgId=org_id)
             if mint_token:

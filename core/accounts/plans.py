@@ -1,15 +1,28 @@
-"""Organisation plans: limits per plan name, and what an org has used."""
+"""Organisation plans: limits per plan name, usage, and the one check the
+monitors and logs code calls before it adds monitors, checks or log bytes.
+
+Plans come from ``OBSERVE_PLANS`` (JSON: ``{"starter": {"monitors": 10,
+"monthlyChecks": 500000, "monthlyLogBytes": 1073741824}}``; null or a missing
+key is unlimited); new organisations get ``OBSERVE_DEFAULT_PLAN``
+(``unlimited`` unless set), and ``observe admin set-plan`` moves one.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import clock
+from core.errors import ErrorCode, ObserveError
 from core.storage import tables as t
+from core.storage.db import Database
+
+UNLIMITED = "unlimited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,20 +34,23 @@ class Limits:
     monthly_log_bytes: int | None = None
 
 
-# Self-hosted installs default to "unlimited".
-PLANS: dict[str, Limits] = {"unlimited": Limits()}
-DEFAULT_PLAN = "unlimited"
-
-
-def limits_for(plan: str) -> Limits:
-    return PLANS.get(plan, Limits())
-
-
 @dataclass(frozen=True, slots=True)
 class OrgUsage:
     monitors: int
     monthly_checks: int
     monthly_log_bytes: int
+
+
+def parse_plans(text: str | None) -> dict[str, Limits]:
+    """Plans from OBSERVE_PLANS; ``unlimited`` always exists."""
+    plans = {UNLIMITED: Limits()}
+    for name, spec in (json.loads(text) if text else {}).items():
+        plans[name] = Limits(
+            monitors=spec.get("monitors"),
+            monthly_checks=spec.get("monthlyChecks"),
+            monthly_log_bytes=spec.get("monthlyLogBytes"),
+        )
+    return plans
 
 
 def current_month() -> str:
@@ -55,8 +71,59 @@ def usage_from(row: Any) -> OrgUsage:
     return OrgUsage(monitors=0, monthly_checks=row.usage_checks or 0, monthly_log_bytes=row.usage_log_bytes or 0)
 
 
-async def usage(conn: AsyncConnection, org_id: int) -> OrgUsage:
-    """This month's counters for ``org_id``."""
-    query = with_usage(select(t.orgs.c.id)).where(t.orgs.c.id == org_id)
-    row = (await conn.execute(query, {"usage_month": current_month()})).one()
-    return usage_from(row)
+class PlanBook:
+    """The configured plans, and the checks against them."""
+
+    def __init__(self, plans: dict[str, Limits], default: str = UNLIMITED) -> None:
+        if default not in plans:
+            raise ValueError(f"default plan {default!r} is not among the plans {sorted(plans)}")
+        self.plans = plans
+        self.default = default
+
+    def limits(self, plan: str) -> Limits:
+        return self.plans.get(plan, Limits())
+
+    async def usage(self, db: Database, org_id: int) -> tuple[str, OrgUsage]:
+        """The org's plan name and this month's usage."""
+        query = with_usage(select(t.orgs.c.plan)).where(t.orgs.c.id == org_id)
+        async with db.read() as conn:
+            row = (await conn.execute(query, {"usage_month": current_month()})).one()
+        return row.plan, usage_from(row)
+
+    async def require(
+        self, db: Database, org_id: int, *, monitors: int = 0, checks: int = 0, log_bytes: int = 0
+    ) -> None:
+        """Raises PLAN_LIMIT_* if adding this much would pass the org's plan."""
+        plan, used = await self.usage(db, org_id)
+        limits = self.limits(plan)
+        over = [
+            (ErrorCode.ERROR_CODE_PLAN_LIMIT_MONITORS, "monitors", used.monitors, monitors, limits.monitors),
+            (
+                ErrorCode.ERROR_CODE_PLAN_LIMIT_CHECKS,
+                "monthly checks",
+                used.monthly_checks,
+                checks,
+                limits.monthly_checks,
+            ),
+            (
+                ErrorCode.ERROR_CODE_PLAN_LIMIT_LOG_BYTES,
+                "monthly log bytes",
+                used.monthly_log_bytes,
+                log_bytes,
+                limits.monthly_log_bytes,
+            ),
+        ]
+        for code, what, current, adding, limit in over:
+            if adding and limit is not None and current + adding > limit:
+                raise ObserveError(code, f"the {plan} plan allows {limit} {what}; {current} are used")
+
+    async def add_usage(self, db: Database, org_id: int, *, checks: int = 0, log_bytes: int = 0) -> None:
+        """Adds to this month's counters (checks run, log bytes ingested)."""
+        insert: Any = pg_insert if db.dialect == "postgresql" else sqlite_insert
+        stmt = insert(t.org_usage).values(org_id=org_id, month=current_month(), checks=checks, log_bytes=log_bytes)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
+            set_={"checks": t.org_usage.c.checks + checks, "log_bytes": t.org_usage.c.log_bytes + log_bytes},
+        )
+        async with db.write() as conn:
+            await conn.execute(stmt)

@@ -42,7 +42,7 @@ def session_cookie(token: str, max_age: int) -> tuple[str, str]:
 
 
 async def insert_account(
-    conn: AsyncConnection, *, email: str, name: str, org_name: str, password_hash: str | None
+    conn: AsyncConnection, *, email: str, name: str, org_name: str, password_hash: str | None, plan: str
 ) -> tuple[int, int]:
     """Inserts a user, an organisation and the owner membership; returns
     (user id, org id). A taken e-mail raises IntegrityError."""
@@ -55,9 +55,7 @@ async def insert_account(
         )
     ).scalar_one()
     org_id = (
-        await conn.execute(
-            insert(t.orgs).values(name=org_name, plan=plans.DEFAULT_PLAN, created_at=now).returning(t.orgs.c.id)
-        )
+        await conn.execute(insert(t.orgs).values(name=org_name, plan=plan, created_at=now).returning(t.orgs.c.id))
     ).scalar_one()
     await conn.execute(insert(t.memberships).values(org_id=org_id, user_id=user_id, role="owner", created_at=now))
     return user_id, org_id
@@ -104,7 +102,8 @@ async def accept_invite(
 
 
 class AuthService(accounts_pb2_grpc.AuthServiceServicer):
-    def __init__(self, *, db: Database, settings: Settings, mailer: Mailer) -> None:
+    def __init__(self, *, db: Database, settings: Settings, mailer: Mailer, plans: plans.PlanBook) -> None:
+        self.plans = plans
         self.db = db
         self.settings = settings
         self.mailer = mailer
@@ -127,7 +126,12 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                     )
                 else:
                     user_id, org_id = await insert_account(
-                        conn, email=email, name=request.name.strip(), org_name=org_name, password_hash=password_hash
+                        conn,
+                        email=email,
+                        name=request.name.strip(),
+                        org_name=org_name,
+                        password_hash=password_hash,
+                        plan=self.plans.default,
                     )
                 token, expires = await self._new_session(conn, user_id, org_id)
         except IntegrityError as exc:
@@ -308,8 +312,9 @@ async def read_me(db: Database, user_id: int, org_id: int) -> Any:
 
 
 class MeService(accounts_pb2_grpc.MeServiceServicer):
-    def __init__(self, *, db: Database) -> None:
+    def __init__(self, *, db: Database, plans: plans.PlanBook) -> None:
         self.db = db
+        self.plans = plans
 
     async def GetMe(self, request: accounts_pb2.GetMeRequest, ctx: CallContext) -> accounts_pb2.GetMeResponse:
         principal = ctx.require_principal()
@@ -317,7 +322,7 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
         if row is None:
             raise not_found("user")
         used = plans.usage_from(row)
-        limits = plans.limits_for(row.plan)
+        limits = self.plans.limits(row.plan)
         return accounts_pb2.GetMeResponse(
             user=accounts_pb2.User(id=principal.user_id, email=row.email, name=row.name),
             org=accounts_pb2.Org(id=principal.org_id, name=row.org_name),
