@@ -56,7 +56,8 @@ fmt: $(STAMP) ## apply ruff and buf formatting
 	$(VENV)/bin/ruff check --fix .
 	$(BUF) format -w
 
-bench: $(STAMP) ## benchmarks in bench/ (needs wrk: apt-get install wrk)
+bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install wrk nghttp2-client)
+	$(PY) -m bench.pipeline_overhead
 	$(PY) -m bench.api_me
 
 clean: ## remove the venv and local data
