@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.conftest import Persona
+from tests.conftest import Persona, Server
 
 
 def test_fifty_concurrent_mutations_against_a_cap_of_ten(owner: Persona) -> None:
@@ -45,3 +45,40 @@ def test_reads_do_not_count_and_uncapped_tokens_are_counted(owner: Persona) -> N
         mine = next(t for t in c.get("/api/v1/me/tokens").json()["tokens"] if t["id"] == owner.pat_id)
     assert mine["dailyMutationLimit"] is None
     assert mine["dailyMutationUsedToday"] == 2  # minting "reader" and "uncapped"
+
+
+def test_log_bytes_are_counted_all_or_nothing(server: Server, owner: Persona) -> None:
+    import asyncio
+
+    from core.errors import CODES, ObserveError
+    from core.rpc.auth import Authenticator
+    from core.rpc.caps import consume_log_bytes
+    from core.rpc.context import CallContext
+    from core.storage.db import Database
+
+    capped = owner.mint(name="shipper", scopes=["logs:write"], dailyLogBytesLimit=1000)
+
+    async def run() -> list[str]:
+        db = Database(server.database_url)
+        refused: list[str] = []
+        try:
+            ctx = CallContext(transport="rest", authorization=f"Bearer {capped['token']}")
+            principal = await Authenticator(db=db).authenticate(ctx)
+            await consume_log_bytes(db, principal, 600)
+            for size in (500, 401, 400, 1):  # 400 fits exactly; the others would pass the cap
+                try:
+                    await consume_log_bytes(db, principal, size)
+                except ObserveError as err:
+                    refused.append(f"{size}:{CODES[err.code].name}")
+        finally:
+            await db.close()
+        return refused
+
+    assert asyncio.run(run()) == [
+        "500:PAT_DAILY_LIMIT_EXCEEDED",
+        "401:PAT_DAILY_LIMIT_EXCEEDED",
+        "1:PAT_DAILY_LIMIT_EXCEEDED",
+    ]
+    with owner.client() as c:
+        listed = next(t for t in c.get("/api/v1/me/tokens").json()["tokens"] if t["id"] == capped["id"])
+    assert (listed["dailyLogBytesLimit"], listed["dailyLogBytesUsedToday"]) == (1000, 1000)
