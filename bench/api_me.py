@@ -176,6 +176,8 @@ def main() -> None:
                     "OBSERVE_HTTP_PORT": str(http_port),
                     "OBSERVE_GRPC_PORT": str(grpc_port),
                     "OBSERVE_LOG_LEVEL": "warning",
+                    # The limiter still counts every call; it just never refuses here.
+                    "OBSERVE_RATE_LIMIT_TOKEN": "100000000/minute",
                 },
             )
             base = f"http://127.0.0.1:{http_port}"

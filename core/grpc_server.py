@@ -69,9 +69,21 @@ def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContex
     return ctx
 
 
+_TRAILING = frozenset({"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"})
+
+
 async def _send_headers(context: grpc.aio.ServicerContext[Any, Any], ctx: CallContext) -> None:
-    if ctx.response_headers:
-        await context.send_initial_metadata(tuple((k.lower(), v) for k, v in ctx.response_headers))
+    """Reply headers as metadata. RateLimit-* ride in the trailers, which go
+    out with the status anyway; the rare others (Set-Cookie,
+    Idempotent-Replayed) need initial metadata, an extra transport step."""
+    if not ctx.response_headers:
+        return
+    initial = tuple((k.lower(), v) for k, v in ctx.response_headers if k.lower() not in _TRAILING)
+    trailing = tuple((k.lower(), v) for k, v in ctx.response_headers if k.lower() in _TRAILING)
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    if initial:
+        await context.send_initial_metadata(initial)
 
 
 def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:

@@ -37,6 +37,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._grpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     def observe_http(self, route: str, method: str, code: int, seconds: float) -> None:
         key = (route, method, code)
@@ -51,5 +52,10 @@ class ApiMetrics:
         children[1].observe(seconds)
 
     def observe_grpc(self, method: str, code: str, seconds: float) -> None:
-        self.grpc_requests.labels(method, code).inc()
-        self.grpc_latency.labels(method).observe(seconds)
+        key = (method, code)
+        children = self._grpc_children.get(key)
+        if children is None:
+            children = (self.grpc_requests.labels(method, code), self.grpc_latency.labels(method))
+            self._grpc_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
