@@ -10,6 +10,8 @@ import grpc
 import uvloop
 from observe.v1 import accounts_pb2
 
+from core.grpc_server import GRPC_SERVER_OPTIONS
+
 REPLY = accounts_pb2.GetMeResponse(user=accounts_pb2.User(id=1, email="bench@example.com"))
 
 
@@ -17,7 +19,7 @@ async def main(port: int) -> None:
     async def get_me(request: Any, context: Any) -> Any:
         return REPLY
 
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)  # the same options as observe's server
     handler = grpc.unary_unary_rpc_method_handler(
         get_me,
         request_deserializer=accounts_pb2.GetMeRequest.FromString,

@@ -54,7 +54,8 @@ def parse_plans(text: str | None) -> dict[str, Limits]:
 
 
 def current_month() -> str:
-    return clock.now().strftime("%Y-%m")
+    now = clock.now()
+    return f"{now.year:04d}-{now.month:02d}"
 
 
 def with_usage(query: Select[Any]) -> Select[Any]:
