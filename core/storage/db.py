@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from core.storage.fastread import Query, run_sqlite
+from core.storage.fastread import Query, run_asyncpg, run_sqlite
 from core.storage.sqlite_inline import inline_creator
 
 # Seconds a writer waits for another process's write transaction.
@@ -33,6 +34,8 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         self._write_lock = asyncio.Lock()
         self._reader: sqlite3.Connection | None = None
+        self._pg_pool: asyncpg.Pool | None = None
+        self._pg_pool_lock = asyncio.Lock()
         self.sqlite_path: str | None = None
         if self.is_sqlite:
             if not parsed.database or parsed.database == ":memory:":
@@ -94,14 +97,23 @@ class Database:
                 yield conn
 
     async def fetch_one(self, query: Query, params: dict[str, Any]) -> Any | None:
-        """The first row of a hot-path read, or None. On SQLite it runs on a
-        dedicated reader connection without SQLAlchemy's execution layer."""
+        """The first row of a hot-path read, or None, without SQLAlchemy's
+        execution layer: on a dedicated SQLite reader, or an asyncpg pool."""
         if not self.is_sqlite:
-            async with self.read() as conn:
-                return (await conn.execute(query.stmt, params)).first()
+            if self._pg_pool is None:
+                self._pg_pool = await self._open_pg_pool()
+            return await run_asyncpg(self._pg_pool, query.compiled(self.engine.dialect), params)
         if self._reader is None:
             self._reader = self._open_reader()
         return run_sqlite(self._reader, query.compiled(self.engine.dialect), params)
+
+    async def _open_pg_pool(self) -> asyncpg.Pool:
+        url = make_url(self.url).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        async with self._pg_pool_lock:
+            if self._pg_pool is None:
+                self._pg_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+            return self._pg_pool
 
     def _open_reader(self) -> sqlite3.Connection:
         assert self.sqlite_path is not None
@@ -120,6 +132,9 @@ class Database:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._pg_pool is not None:
+            await self._pg_pool.close()
+            self._pg_pool = None
         await self.engine.dispose()
 
 
