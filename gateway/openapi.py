@@ -9,6 +9,7 @@ required, since every field is always present in output.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,13 @@ class _Schemas:
         return {"type": "string"}
 
 
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a comment, across its line breaks, without the full stop."""
+    text = " ".join(doc.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return (match.group(1) if match else text).rstrip(".")
+
+
 def path_param_name(desc: AnyDesc, var: str) -> str:
     """``thing_id`` → ``thingId``: path parameters carry JSON names."""
     names = []
@@ -235,7 +243,7 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
     op: dict[str, Any] = {
         "operationId": f"{method.descriptor.containing_service.name}_{method.name}",
         "tags": [method.descriptor.containing_service.name],
-        "summary": doc.split("\n", 1)[0].rstrip(".") if doc else method.name,
+        "summary": _first_sentence(doc) or method.name,
         "description": doc,
         "x-observe-rule": {
             "scope": rule.scope or None,
