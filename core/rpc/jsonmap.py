@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -530,15 +530,3 @@ def parse_scalar_text(fd: AnyField, text: str, path: str, v: Violations, codec: 
 
 
 _DEFAULT = JsonCodec()
-
-
-def iter_message_types(desc: AnyDesc, seen: set[str] | None = None) -> Iterable[AnyDesc]:
-    """``desc`` and every message type reachable from its fields."""
-    seen = seen if seen is not None else set()
-    if desc.full_name in seen:
-        return
-    seen.add(desc.full_name)
-    yield desc
-    for fd in desc.fields:
-        if fd.type == FD.TYPE_MESSAGE:
-            yield from iter_message_types(fd.message_type, seen)

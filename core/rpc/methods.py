@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -47,7 +47,6 @@ class Method:
     body_limit: int
     success_status: int
     handler: Handler | None = None
-    sensitive_fields: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def service(self) -> str:
@@ -107,7 +106,6 @@ def build_method(descriptor: MethodDescriptor) -> Method:
         allowed_roles=frozenset(rule.roles),
         body_limit=rule.body_limit_bytes or DEFAULT_BODY_LIMIT,
         success_status=rule.success_status or 200,
-        sensitive_fields=sensitive_paths(descriptor.input_type),
     )
 
 

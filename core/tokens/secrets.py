@@ -20,7 +20,6 @@ PREFIX_LENGTH = 12
 _BODY = r"[A-Za-z0-9_-]{43}"
 PAT_RE = re.compile(rf"obs_{_BODY}")
 SESSION_RE = re.compile(rf"obss_{_BODY}")
-RESET_RE = re.compile(rf"obsr_{_BODY}")
 
 
 def new_token(prefix: str) -> str:
