@@ -268,12 +268,15 @@ def echo_server(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Ite
         database_url=PG_URL if server.backend == "postgresql" else None,
         rate_limits=GENEROUS_LIMITS,
     )
+    holder: list[ThreadServer] = []
     srv = ThreadServer(
         settings,
         extra_files=[echo_pb2.DESCRIPTOR],
-        extra_services=[echo_service(echo_pb2, echo_grpc)],
+        extra_services=[echo_service(echo_pb2, echo_grpc, lambda: holder[0].core)],
         descriptor_sets=[descriptors],
-    ).start()
+    )
+    holder.append(srv)
+    srv.start()
     srv.echo_pb2 = echo_pb2  # type: ignore[attr-defined]
     yield srv
     srv.stop()

@@ -165,8 +165,9 @@ class ThreadServer:
         self._thread.join(timeout=15)
 
 
-def echo_service(echo_pb2: ModuleType, echo_grpc: ModuleType) -> object:
-    """The implementation of tests/protos' EchoService."""
+def echo_service(echo_pb2: ModuleType, echo_grpc: ModuleType, core: Callable[[], Core | None]) -> object:
+    """The implementation of tests/protos' EchoService (``core`` gives the
+    running server's core, for the calls that write)."""
     from google.api import httpbody_pb2
 
     from core.errors import Violations
@@ -195,6 +196,13 @@ def echo_service(echo_pb2: ModuleType, echo_grpc: ModuleType) -> object:
             execution = type(self).executions
             if request.delay_ms:
                 await asyncio.sleep(request.delay_ms / 1000)
+            if request.count_checks:
+                running = core()
+                assert running is not None
+                org_id = ctx.require_principal().org_id
+                await running.plans.add_usage(running.db, org_id, checks=request.count_checks)
+            if request.break_audit:
+                ctx.audit.before = "not a message"  # type: ignore[assignment]
             if request.fail:
                 raise RuntimeError("asked to fail")
             if request.reject:

@@ -116,3 +116,16 @@ def test_the_database_refuses_to_change_the_log(server: Server, owner: Persona) 
         server.sql(update(t.audit_logs).where(t.audit_logs.c.org_id == owner.org_id).values(action="NOTHING"))
     with pytest.raises(DBAPIError, match="append-only"):
         server.sql(delete(t.audit_logs).where(t.audit_logs.c.org_id == owner.org_id))
+
+
+def test_a_change_and_its_audit_entry_commit_together(echo_server: Any) -> None:
+    persona = register(echo_server)
+    with echo_server.client(persona.pat) as c:
+        ok = c.post("/api/v1/test/records", json={"text": "a", "countChecks": 5})
+        assert ok.status_code == 201
+        broken = c.post("/api/v1/test/records", json={"text": "b", "countChecks": 7, "breakAudit": True})
+        assert (broken.status_code, broken.json()["code"]) == (500, "INTERNAL")
+        # The 7 checks were written by the handler, then rolled back with the failed entry.
+        assert c.get("/api/v1/me").json()["usage"]["monthlyChecks"] == 5
+        actions = [e["action"] for e in c.get("/api/v1/audit-logs").json()["entries"]]
+    assert actions.count("CREATE_RECORD") == 1

@@ -1,6 +1,7 @@
 """Writes the audit entry of a call: the pipeline calls this after every
-successful mutation (and every read a rule marks with an audit action), so
-no service records by hand.
+successful mutation (and every read a rule marks with an audit action), in
+the same transaction as the call's own writes, so no service records by
+hand and no change lands without its entry.
 
 The change is shown in API field names (the JSON mapping). Fields marked
 ``(observe.v1.field).sensitive`` in the proto show as ``{"redacted": true}``
@@ -81,8 +82,8 @@ def _default_resource(method: Method, request: Message) -> str:
 
 
 async def record(db: Database, method: Method, request: Message, ctx: CallContext) -> None:
-    """Appends the entry for this call. A failure is logged, not raised: the
-    call itself has already happened."""
+    """Appends the entry for this call. The pipeline calls it in the call's
+    unit of work, so the entry commits with the change or not at all."""
     note = ctx.audit
     principal = ctx.principal
     org_id = principal.org_id if principal else note.actor_org_id
@@ -113,8 +114,5 @@ async def record(db: Database, method: Method, request: Message, ctx: CallContex
         "resource": note.resource or _default_resource(method, request),
         "meta": json.dumps(meta, separators=(",", ":")),
     }
-    try:
-        async with db.write() as conn:
-            await conn.execute(insert(t.audit_logs).values(**row))
-    except Exception:
-        log.exception("could not write the audit entry for %s", method.grpc_path)
+    async with db.write() as conn:
+        await conn.execute(insert(t.audit_logs).values(**row))

@@ -21,7 +21,7 @@ from core.errors import ErrorCode, ObserveError
 from core.rpc import caps, scopes
 from core.rpc.auth import Authenticator, bearer_from
 from core.rpc.context import CallContext, Principal
-from core.rpc.idempotency import IdempotencyStore, Replay
+from core.rpc.idempotency import Claim, IdempotencyStore, Replay
 from core.rpc.methods import Method
 from core.rpc.ratelimit import RateLimiter
 from core.storage.db import Database
@@ -76,22 +76,34 @@ class Pipeline:
             await self.admit(method, request, ctx)
             assert method.handler is not None, method.grpc_path
             if method.rule.mutation and ctx.principal is not None:
-                response = await self._mutate(method, request, ctx, ctx.principal)
-            else:
-                response = await method.handler(request, ctx)
-            if method.rule.audit_action and not ctx.replayed:
-                await audit.record(self.db, method, request, ctx)
-            return response
+                return await self._mutate(method, request, ctx, ctx.principal)
+            return await self._run(method, request, ctx)
         except ObserveError:
             raise
         except Exception as exc:
             raise _internal(method, exc) from exc
 
-    async def _mutate(self, method: Method, request: Message, ctx: CallContext, principal: Principal) -> Message:
+    async def _run(
+        self, method: Method, request: Message, ctx: CallContext, claim: Claim | None = None, bearer: str = ""
+    ) -> Message:
+        """The handler with its audit entry and (with a claim) its stored
+        reply: one transaction, so no change lands without its entry."""
         assert method.handler is not None
+        if not method.rule.audit_action:
+            return await method.handler(request, ctx)
+        async with self.db.unit_of_work():
+            response = await method.handler(request, ctx)
+            await audit.record(self.db, method, request, ctx)
+            if claim is not None:
+                await self.idempotency.finish(claim, bearer, response, ctx.response_headers)
+        return response
+
+    async def _mutate(self, method: Method, request: Message, ctx: CallContext, principal: Principal) -> Message:
+        # The cap counts every admitted mutation, also those that then fail,
+        # so it commits on its own, before the handler's unit of work.
         if not ctx.idempotency_key:
             await caps.count_mutation(self.db, principal)
-            return await method.handler(request, ctx)
+            return await self._run(method, request, ctx)
         bearer = bearer_from(ctx)
         outcome = await self.idempotency.claim(principal.token_id, bearer, ctx.idempotency_key, method, request)
         if isinstance(outcome, Replay):
@@ -104,7 +116,7 @@ class Pipeline:
         try:
             # A replay never reaches this: it spends nothing of the cap.
             await caps.count_mutation(self.db, principal)
-            response = await method.handler(request, ctx)
+            response = await self._run(method, request, ctx, outcome, bearer)
         except ObserveError as err:
             if err.code == ErrorCode.ERROR_CODE_PAT_DAILY_LIMIT_EXCEEDED:
                 await self.idempotency.release(outcome)
@@ -114,7 +126,6 @@ class Pipeline:
         except BaseException:
             await asyncio.shield(self.idempotency.release(outcome))
             raise
-        await self.idempotency.finish(outcome, bearer, response, ctx.response_headers)
         return response
 
     async def stream(self, method: Method, request: Message, ctx: CallContext) -> AsyncIterator[Message]:

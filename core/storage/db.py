@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,16 @@ from core.storage.sqlite_inline import inline_creator
 
 # Seconds a writer waits for another process's write transaction.
 SQLITE_BUSY_TIMEOUT = 5.0
+
+
+@dataclass(slots=True)
+class _Unit:
+    db: Database
+    stack: AsyncExitStack
+    conn: AsyncConnection | None = None
+
+
+_unit: ContextVar[_Unit | None] = ContextVar("observe_unit_of_work", default=None)
 
 
 class Database:
@@ -83,7 +95,32 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on success and rolls back on error."""
+        """A transaction that commits on success and rolls back on error.
+        Inside :meth:`unit_of_work` every ``write()`` shares that unit's one
+        transaction instead."""
+        unit = _unit.get()
+        if unit is not None and unit.db is self:
+            if unit.conn is None:
+                unit.conn = await unit.stack.enter_async_context(self._transaction())
+            yield unit.conn
+            return
+        async with self._transaction() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[None]:
+        """Makes every ``write()`` inside one transaction, opened lazily on the
+        first (so work before it, such as password hashing, holds no lock) and
+        committed when the block ends, or rolled back if it raises."""
+        async with AsyncExitStack() as stack:
+            token = _unit.set(_Unit(self, stack))
+            try:
+                yield
+            finally:
+                _unit.reset(token)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         if not self.is_sqlite:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
