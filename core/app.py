@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.protobuf.descriptor import FileDescriptor
 
@@ -33,7 +33,6 @@ class Core:
     plans: PlanBook
     pipeline: Pipeline
     methods: dict[str, Method]
-    files: list[FileDescriptor] = field(default_factory=list)
 
     async def close(self) -> None:
         await self.db.close()
@@ -62,7 +61,6 @@ def build_core(
     files = [*observe_files(), *extra_files]
     methods = build_methods(files, services)
     pipeline = Pipeline(
-        methods=methods,
         authenticator=Authenticator(db=db),
         db=db,
         idempotency=IdempotencyStore(db=db),
@@ -72,6 +70,4 @@ def build_core(
             prefix=settings.rate_limit_prefix,
         ),
     )
-    return Core(
-        settings=settings, db=db, mailer=mailer, plans=plan_book, pipeline=pipeline, methods=methods, files=files
-    )
+    return Core(settings=settings, db=db, mailer=mailer, plans=plan_book, pipeline=pipeline, methods=methods)

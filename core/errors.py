@@ -109,13 +109,11 @@ def not_found(what: str = "resource") -> ObserveError:
 class Violations:
     """Collects field violations so a caller sees every problem at once."""
 
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
+    def __init__(self) -> None:
         self.items: list[FieldViolation] = []
 
     def add(self, path: str, code: str, message: str) -> None:
-        full = f"{self.prefix}.{path}" if self.prefix and path else (path or self.prefix)
-        self.items.append(FieldViolation(full, code, message))
+        self.items.append(FieldViolation(path, code, message))
 
     def __bool__(self) -> bool:
         return bool(self.items)

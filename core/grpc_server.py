@@ -14,13 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from core.errors import ObserveError
 from core.metrics import ApiMetrics
-from core.rpc.auth import SESSION_COOKIE
+from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.methods import Method
 from core.rpc.pipeline import Pipeline
 from core.rpc.status import to_status
 
-_COOKIE_KEY = SESSION_COOKIE + "="
 # "throughput" lets grpc batch work per poll: ~15% more calls/s on 2 cores.
 GRPC_SERVER_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.optimization_target", "throughput")]
 
@@ -58,10 +57,7 @@ def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContex
         elif key == "user-agent":
             ctx.user_agent = text
         elif key == "cookie":
-            for part in text.split(";"):
-                part = part.strip()
-                if part.startswith(_COOKIE_KEY):
-                    ctx.session_cookie = part[len(_COOKIE_KEY) :] or None
+            ctx.session_cookie = session_from_cookie(text)
         elif key in ("x-forwarded-for", "x-forwarded-user-agent"):
             forwarded[key] = text
     # Only a gateway on this machine may speak for the real client.

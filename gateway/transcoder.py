@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from observe.v1 import options_pb2
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
-from core.rpc.auth import SESSION_COOKIE
+from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.jsonmap import AnyDesc, AnyField, JsonCodec
 from core.rpc.methods import HttpBinding, Method
@@ -38,7 +38,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 HTTP_BODY = "google.api.HttpBody"
 JSON_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-_COOKIE_KEY = SESSION_COOKIE + "="
 
 
 class ClientDisconnectedError(Exception):
@@ -94,14 +93,6 @@ def build_router(methods: Iterable[Method]) -> Router[Route]:
 
 def _header_map(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
-
-
-def _session_from_cookie(cookie: str) -> str | None:
-    for part in cookie.split(";"):
-        part = part.strip()
-        if part.startswith(_COOKIE_KEY):
-            return part[len(_COOKIE_KEY) :] or None
-    return None
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -170,7 +161,7 @@ class Transcoder:
             ctx.authorization = auth.decode("latin-1")
         cookie = headers.get(b"cookie")
         if cookie is not None:
-            ctx.session_cookie = _session_from_cookie(cookie.decode("latin-1"))
+            ctx.session_cookie = session_from_cookie(cookie.decode("latin-1"))
         key = headers.get(b"idempotency-key")
         if key is not None:
             ctx.idempotency_key = key.decode("latin-1")

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import clock
 from core.errors import ErrorCode, ObserveError
@@ -120,8 +118,7 @@ class PlanBook:
 
     async def add_usage(self, db: Database, org_id: int, *, checks: int = 0, log_bytes: int = 0) -> None:
         """Adds to this month's counters (checks run, log bytes ingested)."""
-        insert: Any = pg_insert if db.dialect == "postgresql" else sqlite_insert
-        stmt = insert(t.org_usage).values(org_id=org_id, month=current_month(), checks=checks, log_bytes=log_bytes)
+        stmt = db.upsert(t.org_usage).values(org_id=org_id, month=current_month(), checks=checks, log_bytes=log_bytes)
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
             set_={"checks": t.org_usage.c.checks + checks, "log_bytes": t.org_usage.c.log_bytes + log_bytes},

@@ -18,7 +18,7 @@ from core.config import Settings
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
 from core.mail.sender import Mailer
 from core.rpc.auth import SESSION_COOKIE
-from core.rpc.context import ROLE_NAMES, ROLES_BY_NAME, CallContext
+from core.rpc.context import ROLES_BY_NAME, CallContext
 from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.fastread import Query
@@ -366,6 +366,3 @@ class MeService(accounts_pb2_grpc.MeServiceServicer):
             )
         ctx.audit.resource = f"user:{principal.user_id}"
         return accounts_pb2.ChangePasswordResponse()
-
-
-__all__ = ["ROLE_NAMES", "AuthService", "MeService"]

@@ -11,7 +11,6 @@ wherever they appear: in the diff and in delete snapshots.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from google.protobuf.message import Message
@@ -24,7 +23,6 @@ from core.rpc.methods import Method, sensitive_paths
 from core.storage import tables as t
 from core.storage.db import Database
 
-log = logging.getLogger("observe.audit")
 REDACTED = {"redacted": True}
 _codec = JsonCodec()
 

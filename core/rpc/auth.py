@@ -44,6 +44,15 @@ _LOOKUP = Query(
 )
 
 
+def session_from_cookie(header: str) -> str | None:
+    """The session token in a Cookie header, if any."""
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == SESSION_COOKIE:
+            return value or None
+    return None
+
+
 def bearer_from(ctx: CallContext) -> str:
     """The presented token, from the Authorization header or the cookie."""
     header = ctx.authorization

@@ -9,10 +9,6 @@ orders them, and a call whose update matches no row was over the cap.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.errors import ErrorCode, ObserveError
 from core.rpc.context import Principal
@@ -29,11 +25,10 @@ def seconds_to_midnight(now: datetime | None = None) -> int:
 
 async def _spend(db: Database, token_id: int, column: str, amount: int, limit: int | None) -> bool:
     """Adds ``amount`` to today's ``column`` unless that would pass ``limit``."""
-    insert: Any = pg_insert if db.dialect == "postgresql" else sqlite_insert
     today = datetime.now(UTC).date()
     used = t.token_usage.c[column]
     values = {"token_id": token_id, "day": today, "mutations": 0, "log_bytes": 0, column: amount}
-    stmt = insert(t.token_usage).values(**values)
+    stmt = db.upsert(t.token_usage).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[t.token_usage.c.token_id, t.token_usage.c.day],
         set_={column: used + amount},

@@ -37,13 +37,11 @@ class Pipeline:
     def __init__(
         self,
         *,
-        methods: dict[str, Method],
         authenticator: Authenticator,
         db: Database,
         idempotency: IdempotencyStore,
         rate_limiter: RateLimiter,
     ) -> None:
-        self.methods = methods
         self.authenticator = authenticator
         self.db = db
         self.idempotency = idempotency

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -132,6 +134,10 @@ class Database:
             await conn.execution_options(sqlite_immediate=True)
             async with conn.begin():
                 yield conn
+
+    def upsert(self, table: Table) -> Any:
+        """``INSERT`` for ``table`` with ``on_conflict_do_update`` (the dialect's own)."""
+        return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
 
     async def fetch_one(self, query: Query, params: dict[str, Any]) -> Any | None:
         """The first row of a hot-path read, or None, without SQLAlchemy's
