@@ -13,6 +13,8 @@ from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
 from core.mail.sender import Mailer
 from core.members.service import MemberService
+from core.monitors.service import MonitorService
+from core.monitors.store import MonitorStore
 from core.rpc.auth import Authenticator
 from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
@@ -33,6 +35,8 @@ class Core:
     plans: PlanBook
     pipeline: Pipeline
     methods: dict[str, Method]
+    monitor_store: MonitorStore
+    monitors: MonitorService
 
     async def close(self) -> None:
         await self.db.close()
@@ -50,12 +54,15 @@ def build_core(
     mailer = Mailer(settings.smtp)
     sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)
     plan_book = PlanBook(parse_plans(settings.plans), settings.default_plan)
+    monitor_store = MonitorStore(sealer, settings.public_url)
+    monitors = MonitorService(db=db, store=monitor_store, plans=plan_book, allow_private=settings.allow_private_targets)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
         MeService(db=db, plans=plan_book),
         TokenService(db=db),
         AuditService(db=db),
         MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
+        monitors,
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]
@@ -70,4 +77,13 @@ def build_core(
             prefix=settings.rate_limit_prefix,
         ),
     )
-    return Core(settings=settings, db=db, mailer=mailer, plans=plan_book, pipeline=pipeline, methods=methods)
+    return Core(
+        settings=settings,
+        db=db,
+        mailer=mailer,
+        plans=plan_book,
+        pipeline=pipeline,
+        methods=methods,
+        monitor_store=monitor_store,
+        monitors=monitors,
+    )

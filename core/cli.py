@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="observe", description="Uptime monitoring, status pages, heartbeats, logs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve REST and gRPC (and, later, the scheduler) in one process")
+    serve = sub.add_parser("serve", help="serve REST, gRPC and the check scheduler in one process")
     serve.add_argument("--host", help="REST host (OBSERVE_HTTP_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="REST port (OBSERVE_HTTP_PORT, default 8080)")
     serve.add_argument("--grpc-host", help="gRPC host (OBSERVE_GRPC_HOST, default 127.0.0.1)")
@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         "--grpc-upstream",
         metavar="HOST:PORT",
         help="run only the REST gateway, proxying every call to this remote gRPC core",
+    )
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "checker"),
+        default="all",
+        help="all (default): API and checks; api: REST and gRPC only; checker: checks only, sharing the "
+        "monitors with other checkers through leases in the database",
     )
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.server import serve as run_server
 
         with contextlib.suppress(KeyboardInterrupt):
-            _event_loop_runner()(run_server(settings, grpc_upstream=args.grpc_upstream))
+            _event_loop_runner()(run_server(settings, grpc_upstream=args.grpc_upstream, role=args.role))
         return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))

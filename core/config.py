@@ -58,6 +58,16 @@ class Settings:
     secret_keys: str | None = None
     plans: str | None = None  # JSON, see core.accounts.plans
     default_plan: str = "unlimited"
+    # Checking engine (see core.scheduler).
+    check_concurrency: int = 1000
+    check_target_concurrency: int = 64
+    check_flush_ms: int = 1000
+    lease_ttl_sec: float = 15.0
+    check_retention_days: int = 7
+    rollup_retention_days: int = 400
+    # Multiplies every monitor's interval: 1 in production; tests and demos
+    # shrink it (0.05 turns 30 s into 1.5 s) to watch thresholds flip quickly.
+    check_interval_scale: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +98,13 @@ class Settings:
             secret_keys=env("OBSERVE_SECRET_KEYS") or None,
             plans=env("OBSERVE_PLANS") or None,
             default_plan=env("OBSERVE_DEFAULT_PLAN", "unlimited"),
+            check_concurrency=_env_int("OBSERVE_CHECK_CONCURRENCY", 1000),
+            check_target_concurrency=_env_int("OBSERVE_CHECK_TARGET_CONCURRENCY", 64),
+            check_flush_ms=_env_int("OBSERVE_CHECK_FLUSH_MS", 1000),
+            lease_ttl_sec=float(env("OBSERVE_LEASE_TTL_SEC") or 15),
+            check_retention_days=_env_int("OBSERVE_CHECK_RETENTION_DAYS", 7),
+            rollup_retention_days=_env_int("OBSERVE_ROLLUP_RETENTION_DAYS", 400),
+            check_interval_scale=float(env("OBSERVE_CHECK_INTERVAL_SCALE") or 1.0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

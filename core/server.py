@@ -9,11 +9,12 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from core.app import build_core
+from core.app import Core, build_core
 from core.config import Settings
 from core.grpc_server import start_grpc
 from core.metrics import ApiMetrics
 from core.rpc.methods import build_methods, observe_files
+from core.scheduler.scheduler import Scheduler
 from core.storage.migrate import migrate
 from gateway.app import create_app
 from gateway.dispatch import InProcess, Upstream
@@ -37,13 +38,48 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-async def serve(settings: Settings, *, grpc_upstream: str | None = None) -> None:
+ROLES = ("all", "api", "checker")
+
+
+async def serve(settings: Settings, *, grpc_upstream: str | None = None, role: str = "all") -> None:
+    """``all``: REST, gRPC and the scheduler; ``api``: REST and gRPC;
+    ``checker``: the scheduler, with /health and /metrics on the REST port."""
     if grpc_upstream:
         await _serve_gateway_only(settings, grpc_upstream)
         return
     core = build_core(settings)
     await migrate(core.db)
     metrics = ApiMetrics()
+    scheduler: Scheduler | None = None
+    if role in ("all", "checker"):
+        scheduler = Scheduler(
+            db=core.db, store=core.monitor_store, settings=settings, plans=core.plans, registry=metrics.registry
+        )
+        core.monitors.on_change = scheduler.nudge
+        await scheduler.start()
+    try:
+        if role == "checker":
+            await _serve_checker(core, settings, metrics)
+        else:
+            await _serve_api(core, settings, metrics)
+    finally:
+        if scheduler is not None:
+            await scheduler.stop()
+        await core.close()
+
+
+async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics) -> None:
+    app = create_app({}, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
+    http = _uvicorn(app, settings)
+    print(
+        f"observe checker is running; /health and /metrics on http://{settings.http_host}:{settings.http_port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await http.serve()
+
+
+async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics) -> None:
     app = create_app(core.methods, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
     grpc_server, grpc_port = await start_grpc(
         core.pipeline, core.methods.values(), f"{settings.grpc_host}:{settings.grpc_port}", metrics
@@ -63,7 +99,6 @@ async def serve(settings: Settings, *, grpc_upstream: str | None = None) -> None
         await http.serve()
     finally:
         await grpc_server.stop(grace=5)
-        await core.close()
 
 
 async def _serve_gateway_only(settings: Settings, upstream: str) -> None:

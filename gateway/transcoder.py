@@ -130,6 +130,43 @@ async def send_error(send: Send, err: ObserveError, extra: list[tuple[bytes, byt
     await send_reply(send, status, headers, body)
 
 
+def _infer_update_mask(codec: JsonCodec, request: Message, body_field: Any, data: Any) -> None:
+    """A PATCH body is a JSON merge: when the request has an ``update_mask``
+    the caller left unset, it names the keys present in the patched object
+    (the body itself, or for ``body: "*"`` its one message-valued key), so
+    ``{"alertSlackUrl": null}`` clears a field and absent keys stay as they are."""
+    fields = request.DESCRIPTOR.fields_by_name
+    mask_fd = fields.get("update_mask")
+    if mask_fd is None or mask_fd.message_type is None or mask_fd.message_type.full_name != "google.protobuf.FieldMask":
+        return
+    if request.HasField("update_mask") or not isinstance(data, dict):
+        return
+    patch: Any
+    if body_field is not None:
+        target_fd, patch = body_field, data
+    else:
+        candidates = [
+            fd
+            for fd in request.DESCRIPTOR.fields
+            if fd.type == fd.TYPE_MESSAGE
+            and not fd.is_repeated
+            and fd.name != "update_mask"
+            and (fd.json_name in data or fd.name in data)
+        ]
+        if len(candidates) != 1:
+            return
+        target_fd = candidates[0]
+        patch = data.get(target_fd.json_name, data.get(target_fd.name))
+    if not isinstance(patch, dict) or target_fd.message_type is None:
+        return
+    table = codec.field_table(target_fd.message_type)
+    paths = [table[key][0].name for key in patch if key in table]
+    mask: Any = request.update_mask  # type: ignore[attr-defined]
+    mask.paths.extend(dict.fromkeys(paths))
+    if not paths:
+        mask.SetInParent()
+
+
 class Transcoder:
     """The ASGI app for every generated route."""
 
@@ -213,9 +250,11 @@ class Transcoder:
                 if route.body_field is None:
                     self.codec.decode_object(request, data, "", v)
                 else:
+                    # The body is the field: its paths are the body's own (intervalSec, not monitor.intervalSec).
                     fd = route.body_field
                     entry = self.codec.field_table(method.descriptor.input_type)[fd.name]
-                    entry[1](request, data, fd.json_name, v)
+                    entry[1](request, data, "", v)
+                _infer_update_mask(self.codec, request, route.body_field, data)
         for var, text in variables.items():
             self.codec.assign_text(request, var, [text], _json_path(self.codec, method, var), v)
         query = scope.get("query_string", b"")

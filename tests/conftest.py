@@ -126,9 +126,27 @@ class Server:
         return asyncio.run(run())
 
 
+# The session server checks monitors against local targets, with intervals
+# shrunk 20× (30 s → 1.5 s) so thresholds flip within a test.
+CHECKING_ENV = {
+    "OBSERVE_ALLOW_PRIVATE_TARGETS": "true",
+    "OBSERVE_CHECK_INTERVAL_SCALE": "0.05",
+    "OBSERVE_CHECK_FLUSH_MS": "100",
+    "OBSERVE_LEASE_TTL_SEC": "3",
+}
+
+
 def start_server(
-    tmp: Path, *, backend: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+    tmp: Path,
+    *,
+    backend: str,
+    extra_env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    role: str = "api",
 ) -> Server:
+    """A server subprocess. Only the session server (and tests about
+    checking) run a scheduler: others would share the PostgreSQL database's
+    monitors with it through leases."""
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -147,7 +165,7 @@ def start_server(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{http_port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", *(args or [])],
+        [sys.executable, "-m", "core.cli", "serve", *(args or []), *([] if args else ["--role", role])],
         cwd=ROOT,
         env=env,
         stdout=log_path.open("wb"),
@@ -194,7 +212,8 @@ def server(
     srv = start_server(
         tmp_path_factory.mktemp(backend),
         backend=backend,
-        extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port)},
+        extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port), **CHECKING_ENV},
+        role="all",
     )
     yield srv
     stop_server(srv)

@@ -51,6 +51,10 @@ def cast(server: Server, smtp_sink: SmtpSink) -> dict[str, Any]:
     expiring = team.owner.mint(name="expiring", expiresAt=soon)
     with team.owner.client() as c:
         invite = c.post("/api/v1/me/invites", json={"email": f"authz-{team.owner.user_id}@example.com"}).json()
+    with team.owner.client() as c:
+        monitor = c.post(
+            "/api/v1/monitors", json={"name": "authz", "type": "https", "url": "https://example.com", "paused": True}
+        ).json()
     time.sleep(max(0.0, (datetime.fromisoformat(soon) - datetime.now(UTC)).total_seconds()) + 0.5)
     return {
         "team": team,
@@ -61,6 +65,7 @@ def cast(server: Server, smtp_sink: SmtpSink) -> dict[str, Any]:
             ("observe.v1.TokenService", "id"): str(team.owner.pat_id),
             ("observe.v1.MemberService", "id"): str(invite["id"]),
             ("observe.v1.MemberService", "user_id"): str(team.member.user_id),
+            ("observe.v1.MonitorService", "id"): str(monitor["id"]),
         },
     }
 
@@ -121,3 +126,5 @@ def test_every_rpc_against_every_persona(cast: dict[str, Any], tmp_path: Path) -
     assert checked == sum(len(m.bindings) for m in methods) >= 19
     with team.owner.client() as c:  # nothing above changed the team
         assert len(c.get("/api/v1/me/members").json()["members"]) == 4
+        monitor_id = int(cast["owned"][("observe.v1.MonitorService", "id")])
+        assert [m["id"] for m in c.get("/api/v1/monitors").json()["monitors"]] == [monitor_id]

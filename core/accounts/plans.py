@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, func, select
 
 from core import clock
 from core.errors import ErrorCode, ObserveError
@@ -59,15 +59,21 @@ def current_month() -> str:
 def with_usage(query: Select[Any]) -> Select[Any]:
     """``query`` (which selects from ``orgs``) plus the usage columns of the
     month bound as ``usage_month`` (see :func:`current_month`)."""
+    monitors = select(func.count()).select_from(t.monitors).where(t.monitors.c.org_id == t.orgs.c.id).scalar_subquery()
     return query.add_columns(
-        t.org_usage.c.checks.label("usage_checks"), t.org_usage.c.log_bytes.label("usage_log_bytes")
+        t.org_usage.c.checks.label("usage_checks"),
+        t.org_usage.c.log_bytes.label("usage_log_bytes"),
+        monitors.label("usage_monitors"),
     ).outerjoin(t.org_usage, (t.org_usage.c.org_id == t.orgs.c.id) & (t.org_usage.c.month == bindparam("usage_month")))
 
 
 def usage_from(row: Any) -> OrgUsage:
     """The usage in a row of a :func:`with_usage` query."""
-    # Monitors are counted here once the monitors table exists (issue 4).
-    return OrgUsage(monitors=0, monthly_checks=row.usage_checks or 0, monthly_log_bytes=row.usage_log_bytes or 0)
+    return OrgUsage(
+        monitors=row.usage_monitors or 0,
+        monthly_checks=row.usage_checks or 0,
+        monthly_log_bytes=row.usage_log_bytes or 0,
+    )
 
 
 class PlanBook:

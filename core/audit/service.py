@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -15,12 +14,11 @@ from sqlalchemy import select
 
 from core import clock
 from core.errors import Violations
+from core.rpc import paging
 from core.rpc.context import CallContext
 from core.storage import tables as t
 from core.storage.db import Database
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 CSV_COLUMNS = [
     "id",
     "createdAt",
@@ -35,21 +33,6 @@ CSV_COLUMNS = [
     "ua",
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cursor_out(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"a{last_id}".encode()).decode().rstrip("=")
-
-
-def _cursor_in(v: Violations, cursor: str) -> int | None:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith("a") and text[1:].isdigit():
-            return int(text[1:])
-    except (ValueError, UnicodeDecodeError):
-        pass
-    v.add("cursor", "invalid_string", "Invalid cursor")
-    return None
 
 
 def safe_cell(value: Any) -> str:
@@ -109,11 +92,10 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.ListAuditLogsResponse:
         principal = ctx.require_principal()
         v = Violations()
-        limit = request.limit if request.HasField("limit") else DEFAULT_LIMIT
-        v.int_range("limit", limit, 1, MAX_LIMIT)
+        limit = paging.page_limit(v, request.limit if request.HasField("limit") else None)
         if request.format not in ("", "json", "csv"):
             v.add("format", "invalid_enum_value", "Invalid enum value. Expected 'json' | 'csv'")
-        before_id = _cursor_in(v, request.cursor) if request.cursor else None
+        before_id = paging.cursor_in(v, request.cursor) if request.cursor else None
         v.raise_if_any()
         a = t.audit_logs
         query = select(a).where(a.c.org_id == principal.org_id).order_by(a.c.id.desc()).limit(limit + 1)
@@ -132,7 +114,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         async with self.db.read() as conn:
             rows = list((await conn.execute(query)).all())
         page, more = rows[:limit], len(rows) > limit
-        response = audit_pb2.ListAuditLogsResponse(next_cursor=_cursor_out(page[-1].id) if more and page else "")
+        response = audit_pb2.ListAuditLogsResponse(next_cursor=paging.cursor_out(page[-1].id) if more and page else "")
         if request.format == "csv":
             response.csv.CopyFrom(httpbody_pb2.HttpBody(content_type="text/csv; charset=utf-8", data=_csv(page)))
         else:

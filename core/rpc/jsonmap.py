@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,15 @@ _WRAPPERS = {
     )
 }
 _JSON_WKT = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue", "google.protobuf.Any"}
+
+
+def snake_to_camel(path: str) -> str:
+    """A FieldMask path in its JSON form: ``alert_slack_url`` → ``alertSlackUrl``."""
+    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), path)
+
+
+def _camel_to_snake(path: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), path)
 
 
 def enum_prefix(enum: AnyEnum) -> str:
@@ -173,7 +183,7 @@ class JsonCodec:
         if full in _WRAPPERS:
             return msg.value  # type: ignore[attr-defined]
         if full == "google.protobuf.FieldMask":
-            return ",".join(json_format._SnakeToCamelCase(p) for p in msg.paths)  # type: ignore[attr-defined]
+            return ",".join(snake_to_camel(p) for p in msg.paths)  # type: ignore[attr-defined]
         if full == "google.protobuf.Empty":
             return {}
         return _integral(json_format.MessageToDict(msg, preserving_proto_field_name=False))
@@ -348,11 +358,7 @@ class JsonCodec:
                 _invalid_type(v, path, "string", value)
                 return
             target.paths.extend(  # type: ignore[attr-defined]
-                json_format._CamelCaseToSnakeCase(  # type: ignore[attr-defined]
-                    p.strip()
-                )
-                for p in value.split(",")
-                if p.strip()
+                _camel_to_snake(p.strip()) for p in value.split(",") if p.strip()
             )
             return
         if full in _JSON_WKT:

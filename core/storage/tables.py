@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -174,4 +178,129 @@ invites = Table(
     Column("accepted_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "org_id", "email"),
+)
+
+
+# A monitor's settings. Columns for what lists and the scheduler filter on;
+# the rest of the non-secret settings as JSON in API field names; the secret
+# ones (headers, alert URLs, Telegram) sealed with the server key.
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("interval_sec", Integer, nullable=False),
+    Column("timeout_ms", Integer, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    # JSON: the remaining settings (url, host, expectedStatus, tags, regions, …).
+    Column("settings", Text, nullable=False),
+    # Sealed JSON of the secret fields; null when none is set.
+    Column("secrets", Text, nullable=True),
+    # JSON array naming the secret fields that are set (for the has* flags).
+    Column("secret_fields", Text, nullable=False, default="[]"),
+    # SHA-256 of the heartbeat token (lookup) and the token sealed (shown by /secrets).
+    Column("heartbeat_token_hash", String(64), nullable=False, unique=True),
+    Column("heartbeat_token", Text, nullable=False),
+    # Bumped on every change: a checker reloads a monitor whose version moved.
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "org_id", "id"),
+    Index(None, "updated_at"),
+)
+
+# Tags, one row each, for the ?tag=a&tag=b (AND) filter.
+monitor_tags = Table(
+    "monitor_tags",
+    metadata,
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(50), primary_key=True),
+    Column("org_id", Id, nullable=False),
+    Index(None, "org_id", "tag"),
+)
+
+# What the checkers know of a monitor: status, consecutive counts, when it
+# is next due, and which checker holds it (leases, ``--role checker``).
+monitor_state = Table(
+    "monitor_state",
+    metadata,
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True),
+    Column("org_id", Id, nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("consecutive_ok", Integer, nullable=False, default=0),
+    Column("consecutive_fail", Integer, nullable=False, default=0),
+    Column("last_checked_at", UtcDateTime, nullable=True),
+    Column("status_changed_at", UtcDateTime, nullable=True),
+    Column("next_due_at", UtcDateTime, nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Index(None, "lease_until"),
+    Index(None, "lease_owner"),
+)
+
+# Raw check results, kept for OBSERVE_CHECK_RETENTION_DAYS.
+check_results = Table(
+    "check_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=False),
+    Column("checked_at", UtcDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("response_ms", Float, nullable=True),
+    Column("status_code", SmallInteger, nullable=True),
+    Column("reason", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    # JSON object of phase timings in ms; null when none.
+    Column("timings", Text, nullable=True),
+    Column("cert_expires_at", UtcDateTime, nullable=True),
+    Column("region", String(8), nullable=False, default="local"),
+    Index(None, "monitor_id", "id"),
+    Index(None, "checked_at"),
+)
+
+# Rollups kept as results arrive: per monitor, per bucket of 5 minutes
+# (level 0), 1 hour (1) or 1 day (2). ``hist`` is a sparse JSON histogram of
+# response times (see core.monitors.rollups) from which percentiles merge.
+check_rollups = Table(
+    "check_rollups",
+    metadata,
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("bucket_start", UtcDateTime, primary_key=True),
+    Column("checks", Integer, nullable=False),
+    Column("up_checks", Integer, nullable=False),
+    Column("timed", Integer, nullable=False),
+    Column("sum_ms", Float, nullable=False),
+    Column("min_ms", Float, nullable=True),
+    Column("max_ms", Float, nullable=True),
+    Column("hist", Text, nullable=False),
+    Index(None, "level", "bucket_start"),
+)
+
+# Every status change of a monitor: what incidents and alerts consume.
+monitor_events = Table(
+    "monitor_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=False),
+    Column("org_id", Id, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("from_status", String(16), nullable=False),
+    Column("to_status", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "monitor_id", "id"),
+    Index(None, "org_id", "id"),
+)
+
+# Live checker processes (``observe serve`` with a scheduler): the lease
+# balancer divides the monitors among those seen recently.
+checker_nodes = Table(
+    "checker_nodes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("seen_at", UtcDateTime, nullable=False),
 )

@@ -1,0 +1,35 @@
+"""Opaque id cursors and page sizes, the same for every list route."""
+
+from __future__ import annotations
+
+import base64
+
+from core.errors import Violations
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def cursor_out(last_id: int, kind: str = "a") -> str:
+    """The cursor after the row ``last_id``; ``kind`` keeps one list's cursor out of another."""
+    return base64.urlsafe_b64encode(f"{kind}{last_id}".encode()).decode().rstrip("=")
+
+
+def cursor_in(v: Violations, cursor: str, kind: str = "a") -> int | None:
+    """The row id a cursor names; a violation on ``cursor`` when it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text.startswith(kind) and text[len(kind) :].isdigit():
+            return int(text[len(kind) :])
+    except (ValueError, UnicodeDecodeError):
+        pass
+    v.add("cursor", "invalid_string", "Invalid cursor")
+    return None
+
+
+def page_limit(v: Violations, limit: int | None) -> int:
+    """``limit`` (1–1000) or the default of 100."""
+    if limit is None:
+        return DEFAULT_LIMIT
+    v.int_range("limit", limit, 1, MAX_LIMIT)
+    return limit

@@ -1,0 +1,45 @@
+"""Status changes: stored as ``monitor_events`` rows in the same transaction
+as the results that caused them, then handed to the subscribed hooks (the
+incidents and alerts code subscribes here). A process that does not run the
+scheduler reads the same changes from the table, in id order."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+log = logging.getLogger("observe.scheduler.events")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    event_id: int
+    monitor_id: int
+    org_id: int
+    at: datetime
+    from_status: str
+    to_status: str
+    reason: str | None
+    error: str | None
+
+
+Hook = Callable[[list[StatusChange]], Awaitable[None]]
+
+
+class StatusHooks:
+    """Subscribers to status changes, called after the changes commit."""
+
+    def __init__(self) -> None:
+        self._hooks: list[Hook] = []
+
+    def subscribe(self, hook: Hook) -> None:
+        self._hooks.append(hook)
+
+    async def emit(self, changes: list[StatusChange]) -> None:
+        for hook in self._hooks:
+            try:
+                await hook(changes)
+            except Exception:  # a failing subscriber must not stop the checks
+                log.exception("status hook %r failed", hook)
