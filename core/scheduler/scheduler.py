@@ -37,6 +37,7 @@ log = logging.getLogger("observe.scheduler")
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LOAD_CHUNK = 500
+ROLLUP_RETENTION_DAYS = (2, 35)  # 5-minute and hourly buckets; daily ones: OBSERVE_ROLLUP_RETENTION_DAYS
 
 
 def _epoch(dt: datetime) -> float:
@@ -76,6 +77,7 @@ class Scheduler:
         self._seq = 0
         # Orgs on a plan with a monthly check cap: org → [limit, used].
         self._capped: dict[int, list[int]] = {}
+        self._capped_month = ""
         registry = registry if registry is not None else CollectorRegistry()
         self.lag = Histogram(
             "observe_scheduler_lag_seconds",
@@ -242,23 +244,26 @@ class Scheduler:
 
     async def _refresh_caps(self) -> None:
         capped_plans = [name for name, limits in self.plans.plans.items() if limits.monthly_checks is not None]
-        self._capped = {}
         if not capped_plans:
             return
         orgs = {job.org_id for job in self.jobs.values()}
+        month = current_month()
         o, u = t.orgs, t.org_usage
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(o.c.id, o.c.plan, u.c.checks)
-                    .outerjoin(u, (u.c.org_id == o.c.id) & (u.c.month == current_month()))
+                    .outerjoin(u, (u.c.org_id == o.c.id) & (u.c.month == month))
                     .where(o.c.plan.in_(capped_plans), o.c.id.in_(orgs))
                 )
             ).all()
+        previous = self._capped if month == self._capped_month else {}
+        self._capped, self._capped_month = {}, month
         for row in rows:
             limit = self.plans.limits(row.plan).monthly_checks
             assert limit is not None
-            self._capped[row.id] = [limit, row.checks or 0]
+            # Checks counted here may not be flushed yet: never count fewer than before.
+            self._capped[row.id] = [limit, max(row.checks or 0, previous.get(row.id, [0, 0])[1])]
 
     # ---- running checks ------------------------------------------------------
 
@@ -357,8 +362,9 @@ class Scheduler:
             await asyncio.sleep(3600)
 
     async def prune(self, now: datetime) -> None:
-        """Drops raw results past their retention, then rollups past theirs
-        (5-minute ones after 35 days, hourly after the rollup retention)."""
+        """Drops raw results past their retention, then rollups past theirs:
+        5-minute buckets after 2 days, hourly after 35, daily after the
+        rollup retention (as Uptime Kuma 2 keeps minutely/hourly/daily stats)."""
         r, ro = t.check_results, t.check_rollups
         raw_cutoff = now - timedelta(days=self.settings.check_retention_days)
         while True:
@@ -368,13 +374,9 @@ class Scheduler:
             if deleted < 5000:
                 break
             await asyncio.sleep(0)
-        async with self.db.write() as conn:
-            await conn.execute(delete(ro).where(ro.c.level == 0, ro.c.bucket_start < now - timedelta(days=35)))
-            await conn.execute(
-                delete(ro).where(
-                    ro.c.level == 1, ro.c.bucket_start < now - timedelta(days=self.settings.rollup_retention_days)
-                )
-            )
+        for level, days in enumerate(ROLLUP_RETENTION_DAYS[:2] + (self.settings.rollup_retention_days,)):
+            async with self.db.write() as conn:
+                await conn.execute(delete(ro).where(ro.c.level == level, ro.c.bucket_start < now - timedelta(days=days)))
 
     # ---- introspection -------------------------------------------------------------
 

@@ -1,0 +1,264 @@
+"""The checking engine end to end, in the session server (intervals shrunk
+20×: 30 s runs every 1.5 s): thresholds flip the status after exactly the
+configured counts and store events; intervals run start to start; paused
+monitors never run; an edit takes effect at the next run; stats, timeline and
+metrics follow the results; the monthly check cap stops checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+
+from core.storage import tables as t
+from tests.conftest import CHECKING_ENV, ROOT, Persona, Server, register, start_server, stop_server
+from tests.targets import Target, http_target
+
+INTERVAL = 1.5  # intervalSec 30 × OBSERVE_CHECK_INTERVAL_SCALE 0.05
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    with http_target() as tgt:
+        yield tgt
+
+
+def create(c: httpx.Client, target: Target, path: str, **body: Any) -> dict[str, Any]:
+    payload = {"name": path, "type": "http", "url": f"{target.url}{path}", "intervalSec": 30, "timeoutMs": 1000}
+    r = c.post("/api/v1/monitors", json={**payload, **body})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def results(server: Server, monitor_id: int) -> list[Any]:
+    r = t.check_results
+    return list(server.sql(select(r).where(r.c.monitor_id == monitor_id).order_by(r.c.checked_at)))
+
+
+def events(server: Server, monitor_id: int) -> list[Any]:
+    e = t.monitor_events
+    return list(server.sql(select(e).where(e.c.monitor_id == monitor_id).order_by(e.c.id)))
+
+
+def status(c: httpx.Client, monitor_id: int) -> str:
+    return str(c.get(f"/api/v1/monitors/{monitor_id}").json()["status"])
+
+
+def test_thresholds_flip_the_status_after_exactly_the_configured_counts(
+    owner: Persona, server: Server, target: Target
+) -> None:
+    target.status = 500
+    with owner.client() as c:
+        m = create(c, target, "/flip", failureThreshold=3, recoveryThreshold=2)
+        wait_for(lambda: status(c, m["id"]) == "down", what="down")
+        target.status = 200
+        wait_for(lambda: status(c, m["id"]) == "up", what="up")
+    rows = results(server, m["id"])
+    oks = [row.ok for row in rows]
+    third_failure = 2  # results 0, 1, 2 failed: the 3rd flips pending → down
+    assert oks[:3] == [False, False, False]
+    first_ok = oks.index(True)
+    assert oks[first_ok : first_ok + 2] == [True, True]
+    changes = events(server, m["id"])
+    assert [(e.from_status, e.to_status) for e in changes[:2]] == [("pending", "down"), ("down", "up")]
+    assert changes[0].at == rows[third_failure].checked_at
+    assert changes[0].reason == "status"
+    assert changes[1].at == rows[first_ok + 1].checked_at  # the 2nd success, not the 1st
+    assert rows[third_failure].status_code == 500
+    assert rows[third_failure].reason == "status"
+
+
+def test_a_down_monitor_stays_down_until_recovery_threshold(owner: Persona, server: Server, target: Target) -> None:
+    target.status = 200
+    with owner.client() as c:
+        m = create(c, target, "/recover", failureThreshold=1, recoveryThreshold=3)
+        wait_for(lambda: status(c, m["id"]) == "up", what="up")
+        target.status = 503
+        wait_for(lambda: status(c, m["id"]) == "down", what="down")
+        target.status = 200
+        wait_for(lambda: status(c, m["id"]) == "up", what="up again")
+    rows = results(server, m["id"])
+    oks = [row.ok for row in rows]
+    last_failure = max(i for i, ok in enumerate(oks) if not ok)
+    changes = events(server, m["id"])
+    assert [(e.from_status, e.to_status) for e in changes] == [("pending", "up"), ("up", "down"), ("down", "up")]
+    assert changes[2].at == rows[last_failure + 3].checked_at
+
+
+def test_intervals_run_start_to_start_and_paused_monitors_never_run(
+    owner: Persona, server: Server, target: Target
+) -> None:
+    with owner.client() as c:
+        running = create(c, target, "/cadence")
+        paused = create(c, target, "/paused", paused=True)
+        wait_for(lambda: len(results(server, running["id"])) >= 5, what="5 checks")
+        assert target.count("/paused") == 0
+        assert results(server, paused["id"]) == []
+        assert status(c, paused["id"]) == "paused"
+        r = c.patch(f"/api/v1/monitors/{paused['id']}", json={"paused": False})
+        assert r.status_code == 200
+        wait_for(lambda: target.count("/paused") >= 1, what="unpaused monitor to run")
+    starts = [row.checked_at.timestamp() for row in results(server, running["id"])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(abs(gap - INTERVAL) < 0.3 for gap in gaps), gaps
+
+
+def test_an_edit_takes_effect_at_the_next_run_and_delete_stops_checks(
+    owner: Persona, server: Server, target: Target
+) -> None:
+    with owner.client() as c:
+        m = create(c, target, "/old")
+        wait_for(lambda: target.count("/old") >= 1, what="first check")
+        assert c.patch(f"/api/v1/monitors/{m['id']}", json={"url": f"{target.url}/new"}).status_code == 200
+        wait_for(lambda: target.count("/new") >= 2, what="checks of the new URL")
+        old = target.count("/old")
+        time.sleep(2 * INTERVAL)
+        assert target.count("/old") == old
+        assert c.delete(f"/api/v1/monitors/{m['id']}").status_code == 204
+        time.sleep(0.5)
+        new = target.count("/new")
+        time.sleep(2 * INTERVAL)
+        assert target.count("/new") == new
+
+
+def test_check_types_and_expectations_reach_the_checker(owner: Persona, server: Server, target: Target) -> None:
+    target.status, target.body = 500, b"maintenance page"
+    with owner.client() as c:
+        expect_500 = create(c, target, "/e500", expectedStatus=[500], failureThreshold=1)
+        klass = create(c, target, "/class", expectedStatus="5xx", failureThreshold=1)
+        keyword = create(c, target, "/kw", type="keyword", keyword="maintenance", expectedStatus="5xx")
+        missing = create(
+            c, target, "/kw2", type="keyword", keyword="all good", expectedStatus="5xx", failureThreshold=1
+        )
+        tcp_port = int(target.url.rsplit(":", 1)[1])
+        tcp = create(c, target, "/tcp", type="tcp", url=None, host="127.0.0.1", port=tcp_port)
+        for monitor, expected in ((expect_500, "up"), (klass, "up"), (keyword, "up"), (missing, "down"), (tcp, "up")):
+            wait_for(lambda m=monitor, e=expected: status(c, m["id"]) == e, what=f"{monitor['name']} {expected}")
+        checks = c.get(f"/api/v1/monitors/{missing['id']}/checks").json()["checks"]
+    assert checks[0]["reason"] == "keyword"
+    assert checks[0]["statusCode"] == 500
+    assert set(checks[0]["timings"]) >= {"connect", "firstByte"}
+
+
+def test_history_endpoints_follow_the_results(owner: Persona, server: Server, target: Target) -> None:
+    target.status = 200
+    with owner.client() as c:
+        m = create(c, target, "/history", failureThreshold=1)
+        wait_for(lambda: len(results(server, m["id"])) >= 3, what="3 checks")
+        target.status = 500
+        wait_for(lambda: status(c, m["id"]) == "down", what="down")
+        c.patch(f"/api/v1/monitors/{m['id']}", json={"paused": True})
+        time.sleep(0.5)  # the last results flush (every 100 ms here)
+        rows = results(server, m["id"])
+        stats = c.get(f"/api/v1/monitors/{m['id']}/stats").json()
+        timeline = c.get(f"/api/v1/monitors/{m['id']}/timeline", params={"bucketSec": 300}).json()
+        daily = c.get(
+            f"/api/v1/monitors/{m['id']}/timeline",
+            params={"from": "2026-01-01T00:00:00Z", "to": "2026-12-31T00:00:00Z", "bucketSec": 86400},
+        )
+        checks = c.get(f"/api/v1/monitors/{m['id']}/checks", params={"limit": 2}).json()
+        page2 = c.get(f"/api/v1/monitors/{m['id']}/checks", params={"limit": 2, "cursor": checks["nextCursor"]}).json()
+        bad = [
+            c.get(f"/api/v1/monitors/{m['id']}/timeline", params={"bucketSec": 301}),
+            c.get(f"/api/v1/monitors/{m['id']}/timeline", params={"bucketSec": 300, "from": "2020-01-01T00:00:00Z"}),
+            c.get(
+                f"/api/v1/monitors/{m['id']}/timeline",
+                params={"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            ),
+        ]
+    ups = sum(row.ok for row in rows)
+    for window in ("last24h", "last7d", "last30d", "last90d"):
+        assert (stats[window]["checks"], stats[window]["upChecks"]) == (len(rows), ups), window
+    assert stats["last24h"]["uptimePct"] == pytest.approx(100 * ups / len(rows), abs=1e-3)
+    timed = sorted(row.response_ms for row in rows)
+    assert stats["last24h"]["minMs"] == pytest.approx(timed[0], abs=1e-3)
+    assert stats["last24h"]["maxMs"] == pytest.approx(timed[-1], abs=1e-3)
+    assert timed[0] <= stats["last24h"]["p50Ms"] <= timed[-1]
+    assert timeline["bucketSec"] == 300
+    assert len(timeline["buckets"]) in (288, 289)
+    assert sum(b["checks"] for b in timeline["buckets"]) == len(rows)
+    assert daily.status_code == 200
+    assert sum(b["checks"] for b in daily.json()["buckets"]) == len(rows)
+    newest = sorted(rows, key=lambda r: r.id, reverse=True)
+    listed = [datetime.fromisoformat(x["checkedAt"]) for x in checks["checks"] + page2["checks"]]
+    assert listed == [r.checked_at for r in newest[:4]]
+    assert [r.status_code for r in bad] == [400, 400, 400]
+    assert bad[0].json()["fields"][0]["path"] == "bucketSec"
+
+
+def test_metrics_carry_each_monitor_with_its_labels(owner: Persona, server: Server, target: Target) -> None:
+    target.status = 200
+    with owner.client() as c:
+        m = create(c, target, "/metrics", tags=["prod", "eu"], name="shop front")
+        wait_for(lambda: status(c, m["id"]) == "up", what="up")
+    text = httpx.get(f"{server.base_url}/metrics").text
+    labels = {
+        "monitor_id": str(m["id"]),
+        "monitor_name": "shop front",
+        "monitor_type": "http",
+        "monitor_tags": "prod,eu",
+    }
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels == labels
+    }
+    assert samples["observe_monitor_status"] == 1.0
+    assert samples["observe_monitor_up"] == 1.0
+    assert 0 < samples["observe_monitor_response_time_seconds"] < 1.0
+    assert "observe_scheduler_lag_seconds_bucket" in text
+    assert 'observe_checks_total{result="up",type="http"}' in text
+
+
+@pytest.fixture(scope="module")
+def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp("capped"),
+        backend="sqlite",
+        extra_env={**CHECKING_ENV, "OBSERVE_PLANS": json.dumps({"capped": {"monthlyChecks": 3}})},
+        role="all",
+    )
+    yield srv
+    stop_server(srv)
+
+
+def test_the_monthly_check_cap_stops_checks(capped_server: Server, target: Target) -> None:
+    persona = register(capped_server)
+    subprocess.run(
+        [sys.executable, "-m", "core.cli", "admin", "set-plan", "--org-id", str(persona.org_id), "--plan", "capped"],
+        cwd=ROOT,
+        env=capped_server.env,
+        check=True,
+        capture_output=True,
+    )
+    with persona.client() as c:
+        m = create(c, target, "/capped")
+        wait_for(lambda: c.get("/api/v1/me").json()["usage"]["monthlyChecks"] >= 3, what="3 checks")
+        time.sleep(4 * INTERVAL)
+        assert c.get("/api/v1/me").json()["usage"]["monthlyChecks"] == 3
+    assert target.count("/capped") == 3
+    assert len(results(capped_server, m["id"])) == 3
+    assert (
+        'observe_checks_skipped_total{reason="plan_limit_checks"}'
+        in httpx.get(f"{capped_server.base_url}/metrics").text
+    )
