@@ -143,6 +143,7 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     args: list[str] | None = None,
     role: str = "api",
+    database_url: str | None = None,
 ) -> Server:
     """A server subprocess. Only the session server (and tests about
     checking) run a scheduler: others would share the PostgreSQL database's
@@ -157,7 +158,9 @@ def start_server(
         **{f"OBSERVE_RATE_LIMIT_{name}": spec for name, spec in GENEROUS_LIMITS.items()},
         **(extra_env or {}),
     }
-    if backend == "postgresql":
+    if database_url:
+        env["OBSERVE_DATABASE_URL"] = database_url
+    elif backend == "postgresql":
         assert PG_URL
         env["OBSERVE_DATABASE_URL"] = PG_URL
     else:

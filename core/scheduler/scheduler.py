@@ -218,7 +218,11 @@ class Scheduler:
                 due = last_start + job.interval
             elif row.next_due_at is not None and _epoch(row.next_due_at) >= now:
                 due = _epoch(row.next_due_at)
-            else:  # first run here: the monitor's own slot in its interval
+            elif row.next_due_at is not None and now - _epoch(row.next_due_at) < job.interval:
+                # Taken over from a checker that died or left while it was due:
+                # run it now (spread over a second), so no interval goes unchecked.
+                due = now + phase(row.id, min(job.interval, 1.0))
+            else:  # never checked, or idle for longer than an interval: its own slot in the interval
                 due = now + (phase(row.id, job.interval) - now) % job.interval
             self.jobs[row.id] = job
             self._schedule(job, due)
