@@ -6,6 +6,7 @@ the other takes its monitors within one interval."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from core.storage import tables as t
 from tests.conftest import PG_URL, Server, register, start_server, stop_server
-from tests.targets import Target, http_target
+from tests.targets import http_target
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs OBSERVE_TEST_DATABASE_URL (CI sets it)")
 
@@ -111,7 +112,7 @@ def test_two_checkers_check_each_monitor_once_per_interval(cluster: dict[str, An
         starts = starts_by_monitor(api, window_start)
         for monitor_id in ids:
             mine = [s for s in starts.get(monitor_id, []) if s < window_end]
-            gaps = [y - x for x, y in zip(mine, mine[1:], strict=False)]
+            gaps = [y - x for x, y in itertools.pairwise(mine)]
             assert 3 <= len(mine) <= 5, (monitor_id, mine)
             assert all(gap > 0.8 * INTERVAL for gap in gaps), (monitor_id, gaps)  # never twice
             assert all(gap < 1.5 * INTERVAL for gap in gaps), (monitor_id, gaps)  # never skipped
@@ -128,6 +129,6 @@ def test_two_checkers_check_each_monitor_once_per_interval(cluster: dict[str, An
         for monitor_id in ids:
             mine = after.get(monitor_id, [])
             assert any(s > killed_at + INTERVAL for s in mine), (monitor_id, mine)
-            gaps = [y - x for x, y in zip(mine, mine[1:], strict=False)]
+            gaps = [y - x for x, y in itertools.pairwise(mine)]
             # Taken over within one interval: no gap reaches two intervals.
             assert all(0.8 * INTERVAL < gap < 2 * INTERVAL for gap in gaps), (monitor_id, gaps)

@@ -6,12 +6,13 @@ metrics follow the results; the monthly check cap stops checks."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -118,7 +119,7 @@ def test_intervals_run_start_to_start_and_paused_monitors_never_run(
         assert r.status_code == 200
         wait_for(lambda: target.count("/paused") >= 1, what="unpaused monitor to run")
     starts = [row.checked_at.timestamp() for row in results(server, running["id"])]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(abs(gap - INTERVAL) < 0.3 for gap in gaps), gaps
 
 

@@ -378,9 +378,11 @@ class Scheduler:
             if deleted < 5000:
                 break
             await asyncio.sleep(0)
-        for level, days in enumerate(ROLLUP_RETENTION_DAYS[:2] + (self.settings.rollup_retention_days,)):
+        for level, days in enumerate((*ROLLUP_RETENTION_DAYS[:2], self.settings.rollup_retention_days)):
             async with self.db.write() as conn:
-                await conn.execute(delete(ro).where(ro.c.level == level, ro.c.bucket_start < now - timedelta(days=days)))
+                await conn.execute(
+                    delete(ro).where(ro.c.level == level, ro.c.bucket_start < now - timedelta(days=days))
+                )
 
     # ---- introspection -------------------------------------------------------------
 
