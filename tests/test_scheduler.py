@@ -152,8 +152,9 @@ def test_check_types_and_expectations_reach_the_checker(owner: Persona, server: 
         )
         tcp_port = int(target.url.rsplit(":", 1)[1])
         tcp = create(c, target, "/tcp", type="tcp", url=None, host="127.0.0.1", port=tcp_port)
-        for monitor, expected in ((expect_500, "up"), (klass, "up"), (keyword, "up"), (missing, "down"), (tcp, "up")):
-            wait_for(lambda m=monitor, e=expected: status(c, m["id"]) == e, what=f"{monitor['name']} {expected}")
+        expectations = {expect_500["id"]: "up", klass["id"]: "up", keyword["id"]: "up", missing["id"]: "down"}
+        expectations[tcp["id"]] = "up"
+        wait_for(lambda: all(status(c, i) == e for i, e in expectations.items()), what=str(expectations))
         checks = c.get(f"/api/v1/monitors/{missing['id']}/checks").json()["checks"]
     assert checks[0]["reason"] == "keyword"
     assert checks[0]["statusCode"] == 500
