@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     set_plan.add_argument("--data-dir")
     set_plan.add_argument("--database-url")
 
+    reseal = admin_sub.add_parser(
+        "reseal", help="seal every stored secret again with the first key of OBSERVE_SECRET_KEYS (after a rotation)"
+    )
+    reseal.add_argument("--data-dir")
+    reseal.add_argument("--database-url")
+
     args = parser.parse_args(argv)
     settings = _settings(args)
     logging.basicConfig(
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_create_user(settings, args))
     if args.command == "admin" and args.admin_command == "set-plan":
         return asyncio.run(_set_plan(settings, args))
+    if args.command == "admin" and args.admin_command == "reseal":
+        return asyncio.run(_reseal(settings))
     parser.error("unknown command")
     return 2
 
@@ -167,6 +175,23 @@ async def _set_plan(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: no organisation {args.org_id}", file=sys.stderr)
         return 1
     print(f"organisation {args.org_id} is on the {args.plan} plan")
+    return 0
+
+
+async def _reseal(settings: Settings) -> int:
+    from core.accounts.admin import reseal
+    from core.storage.db import Database
+    from core.storage.migrate import migrate
+    from core.storage.sealing import Sealer
+
+    sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)
+    db = Database(settings.effective_database_url)
+    try:
+        await migrate(db)
+        changed = await reseal(db, sealer)
+    finally:
+        await db.close()
+    print(f"{changed} secrets sealed again with key {sealer.primary!r}")
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +265,44 @@ def test_the_monthly_check_cap_stops_checks(capped_server: Server, target: Targe
         'observe_checks_skipped_total{reason="plan_limit_checks"}'
         in httpx.get(f"{capped_server.base_url}/metrics").text
     )
+
+
+@pytest.fixture(scope="module")
+def narrow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Few check slots: 8 in all, 4 per target."""
+    env = {**CHECKING_ENV, "OBSERVE_CHECK_CONCURRENCY": "8", "OBSERVE_CHECK_TARGET_CONCURRENCY": "4"}
+    srv = start_server(tmp_path_factory.mktemp("narrow"), backend="sqlite", extra_env=env, role="all")
+    yield srv
+    stop_server(srv)
+
+
+def test_a_hanging_target_cannot_starve_the_others(narrow_server: Server, target: Target) -> None:
+    # A port that completes TCP handshakes (the kernel's backlog) but never answers.
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(1000)
+    persona = register(narrow_server)
+    try:
+        with persona.client() as c:
+            slow = [
+                {"name": f"slow{i}", "type": "http", "url": f"http://127.0.0.1:{hang.getsockname()[1]}/{i}"}
+                for i in range(30)
+            ]
+            r = c.post(
+                "/api/v1/monitors/bulk", json={"monitors": [{**m, "intervalSec": 30, "timeoutMs": 1000} for m in slow]}
+            )
+            assert r.status_code == 201, r.text
+            fast = [create(c, target, f"/fast{i}") for i in range(4)]
+            time.sleep(8 * INTERVAL)
+        for m in fast:
+            rows = results(narrow_server, m["id"])
+            starts = [row.checked_at.timestamp() for row in rows]
+            gaps = [b - a for a, b in itertools.pairwise(starts)]
+            assert len(rows) >= 6, len(rows)
+            assert all(row.ok for row in rows)
+            assert max(gaps) < INTERVAL + 0.3, gaps
+        timed_out = [row for m in r.json()["monitors"] for row in results(narrow_server, m["id"])]
+        assert timed_out
+        assert {row.reason for row in timed_out} == {"timeout"}
+    finally:
+        hang.close()

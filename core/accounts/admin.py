@@ -1,16 +1,20 @@
-"""Operator actions that bypass the API: the first owner of a fresh install."""
+"""Operator actions that bypass the API: the first owner of a fresh install,
+and sealing the secrets again after a server-key rotation."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import clock
 from core.accounts import passwords
 from core.accounts.service import insert_account, normalize_email
 from core.errors import ErrorCode, ObserveError, Violations
+from core.storage import tables as t
 from core.storage.db import Database
+from core.storage.sealing import Sealer, key_id
 from core.tokens.service import insert_pat
 
 
@@ -52,3 +56,26 @@ async def create_owner(
     except IntegrityError as exc:
         raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "an account with this email exists") from exc
     return result
+
+
+# Every sealed column: (table, primary key column, sealed column).
+SEALED_COLUMNS = (
+    (t.orgs, t.orgs.c.id, t.orgs.c.webhook_secret),
+    (t.monitors, t.monitors.c.id, t.monitors.c.secrets),
+    (t.monitors, t.monitors.c.id, t.monitors.c.heartbeat_token),
+)
+
+
+async def reseal(db: Database, sealer: Sealer) -> int:
+    """Seals every secret not sealed with the primary key again with it; returns how many."""
+    changed = 0
+    for table, pk, column in SEALED_COLUMNS:
+        async with db.write() as conn:
+            rows = (await conn.execute(select(pk, column).where(column.is_not(None)))).all()
+            for row_id, sealed in rows:
+                if key_id(sealed) != sealer.primary:
+                    await conn.execute(
+                        update(table).where(pk == row_id).values({column.name: sealer.seal(sealer.open(sealed))})
+                    )
+                    changed += 1
+    return changed

@@ -2,8 +2,10 @@
 sealed with the server key: AES-256-GCM, ``v1.<key id>.<base64 nonce+data>``.
 
 Keys come from ``OBSERVE_SECRET_KEYS`` (``id:base64key,id:base64key``; the
-first seals, all open — add a new key in front to rotate) or, for a single
-host, from ``server.key`` in the data directory, made on first use.
+first seals, all open) or, for a single host, from ``server.key`` in the
+data directory, made on first use. To rotate: put a new key in front, run
+``observe admin reseal`` (every secret is sealed again with it), then drop
+the old key.
 """
 
 from __future__ import annotations
@@ -58,3 +60,8 @@ def _key_file(path: Path) -> bytes:
         key = AESGCM.generate_key(bit_length=256)
         f.write(base64.urlsafe_b64encode(key).decode())
     return key
+
+
+def key_id(sealed: str) -> str:
+    """The id of the key a value was sealed with."""
+    return sealed.split(".", 2)[1]
