@@ -292,7 +292,8 @@ class Server:
         )  # fmt: skip
         token = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
         if out.returncode != 0 or not token.startswith("obs_"):
-            raise RuntimeError(f"create-user failed ({out.returncode}): {out.stdout}\n{out.stderr}")
+            # Most likely a source file half-way through an edit: worth a retry, as a dead server is.
+            raise ServerDiedError(f"create-user failed ({out.returncode}): {out.stdout}\n{out.stderr[-3000:]}")
         return token
 
     def metrics(self) -> str:
@@ -374,18 +375,19 @@ class ScaleResult:
     missed: int
     skipped: float
     lag_max_bucket: str
+    scrape_ms: float
     notes: list[str] = field(default_factory=list)
 
 
-def create_monitors(client: httpx.Client, target_url: str, n: int) -> tuple[list[int], float]:
+def create_monitors(client: httpx.Client, target_url: str, n: int, bulk: int = BULK) -> tuple[list[int], float]:
     ids: list[int] = []
     started = time.perf_counter()
-    for first in range(0, n, BULK):
+    for first in range(0, n, bulk):
         body = {
             "monitors": [
                 {"name": f"bench-{i}", "type": "http", "url": f"{target_url}/{i}", "intervalSec": INTERVAL,
                  "timeoutMs": 10000}
-                for i in range(first, min(first + BULK, n))
+                for i in range(first, min(first + bulk, n))
             ]
         }  # fmt: skip
         reply = client.post("/api/v1/monitors/bulk", json=body, timeout=120)
@@ -404,21 +406,25 @@ def sleep_watching(server: Server, seconds: float) -> None:
 
 
 def measure_scale(
-    n: int, server: Server, backend: Backend, target_url: str, target_pid: int, measure_sec: float
+    n: int, server: Server, backend: Backend, target_url: str, target_pid: int, measure_sec: float, bulk: int
 ) -> tuple[ScaleResult, str, list[int]]:
     token = server.create_token()
     with httpx.Client(base_url=server.base, headers={"authorization": f"Bearer {token}"}) as client:
-        ids, took = create_monitors(client, target_url, n)
+        ids, took = create_monitors(client, target_url, n, bulk)
     print(f"  {n} monitors created in {took:.1f} s ({n / took:.0f}/s); warming up {WARMUP_SEC} s", flush=True)
     sleep_watching(server, WARMUP_SEC)
 
+    scrape = time.perf_counter()
     m0 = server.metrics()
+    scrape_ms = (time.perf_counter() - scrape) * 1000
     cpu_s0, cpu_t0 = cpu_seconds(server.pid), cpu_seconds(target_pid)
     t0 = time.time()
     sleep_watching(server, measure_sec)
     t1 = time.time()
     cpu_s1, cpu_t1 = cpu_seconds(server.pid), cpu_seconds(target_pid)
+    scrape = time.perf_counter()
     m1 = server.metrics()
+    scrape_ms = max(scrape_ms, (time.perf_counter() - scrape) * 1000)
     elapsed = t1 - t0
     time.sleep(3)  # the writer flushes every second
     server.check_alive()
@@ -445,6 +451,7 @@ def measure_scale(
         missed=n - len(checked & set(ids)),
         skipped=skipped_total(m1) - skipped_total(m0),
         lag_max_bucket=worst_lag_bound(before, after),
+        scrape_ms=scrape_ms,
     )
     return result, token, ids
 
@@ -564,19 +571,31 @@ def base_env(backend: Backend, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def log_findings(log_path: Path) -> list[str]:
-    """WARNING/ERROR lines and tracebacks of a server log, counted by message."""
+def log_findings(log_path: Path, skip_lines: int = 0) -> list[str]:
+    """WARNING/ERROR lines of a server log (after its first skip_lines), counted by message,
+    each with the last line of the traceback that follows it, if any."""
     counts: dict[str, int] = {}
     try:
-        lines = log_path.read_text(errors="replace").splitlines()
+        lines = log_path.read_text(errors="replace").splitlines()[skip_lines:]
     except OSError:
         return []
-    for line in lines:
-        if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", line):
+    for i, line in enumerate(lines):
+        if re.search(r" (WARNING|ERROR|CRITICAL) ", line):
             key = re.sub(r"^\S+ \S+ ", "", line)[:160]
+            if i + 1 < len(lines) and lines[i + 1].startswith("Traceback"):
+                end = next((j for j in range(i + 2, len(lines)) if not lines[j].startswith((" ", "Traceback"))), i)
+                if end > i:
+                    key += " <- " + lines[end][:200]
             key = re.sub(r"\d+", "N", key)
             counts[key] = counts.get(key, 0) + 1
     return [f"{n:6d} x {msg}" for msg, n in sorted(counts.items(), key=lambda kv: -kv[1])][:12]
+
+
+def log_lines(log_path: Path) -> int:
+    try:
+        return len(log_path.read_text(errors="replace").splitlines())
+    except OSError:
+        return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -602,7 +621,9 @@ def run(args: argparse.Namespace) -> int:
                 server = Server(base_env(backend, data_dir), data_dir.parent / f"server-{n}.log")
                 servers.append(server)
                 server.start()
-                result, token, ids = measure_scale(n, server, backend, target_url, target_pid, args.measure_sec)
+                result, token, ids = measure_scale(
+                    n, server, backend, target_url, target_pid, args.measure_sec, args.bulk
+                )
                 return server, result, token, ids
 
             server, result, token, ids = with_retries(f"{n} monitors", fresh)
@@ -631,6 +652,8 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"  {seed_note}", flush=True)
 
+            seen = log_lines(server.log_path)
+
             def restart(server: Server = server) -> Server:
                 server.start()
                 return server
@@ -642,12 +665,13 @@ def run(args: argparse.Namespace) -> int:
             cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0) * 100
             seed_note += f"\nserver CPU while timing the reads (it keeps checking): {cpu:.0f}%"
             server.stop()
-            findings[f"{n} monitors, after seeding"] = log_findings(server.log_path)
+            findings[f"{n} monitors, after seeding"] = log_findings(server.log_path, seen)
     except (ServerDiedError, RuntimeError) as err:
         print(f"\nbenchmark failed: {err}", file=sys.stderr)
-        for server in servers:
-            if server.proc is not None:
-                print(server.log_tail(), file=sys.stderr)
+        if not isinstance(err, ServerDiedError):
+            for server in servers:
+                if server.proc is not None:
+                    print(server.log_tail(), file=sys.stderr)
         return 1
     finally:
         for server in servers:
@@ -680,6 +704,7 @@ def print_report(
     header = (
         f"{'monitors':>8} {'created/s':>9} {'ideal/s':>8} {'achieved/s':>10} {'ratio':>6} {'lag p50/p99 ms':>15}"
         f" {'jitter p50/p99 ms':>18} {'server CPU':>10} {'target CPU':>10} {'missed':>6} {'skipped':>7}"
+        f" {'/metrics ms':>11}"
     )
     print(header)
     for r in results:
@@ -688,10 +713,14 @@ def print_report(
         print(
             f"{r.monitors:8d} {r.created_per_sec:9.0f} {r.ideal:8.1f} {r.achieved:10.1f} {r.achieved / r.ideal:6.3f}"
             f" {lag:>15} {jit:>18} {r.server_cpu:9.0f}% {r.target_cpu:9.0f}% {r.missed:6d} {r.skipped:7.0f}"
+            f" {r.scrape_ms:11.0f}"
         )
     print(
         "\nlag: due time to check start (observe_scheduler_lag_seconds); jitter: |start-to-start gap - 30 s|;"
-        "\nCPU in % of one core; skipped: observe_checks_skipped_total in the window (e.g. still running)"
+        "\nCPU in % of one core; skipped: observe_checks_skipped_total in the window (e.g. still running);"
+        "\n/metrics ms: the slower of the two scrapes (window start and end); the server's loop is busy"
+        " for about that long,\nso the lag and jitter figures include one such stall per window, as a"
+        " Prometheus scrape would add"
     )
     worst = ", ".join(f"{r.monitors}: {r.lag_max_bucket}" for r in results)
     print(f"largest lag in the window (histogram bound): {worst}")
@@ -716,6 +745,7 @@ def main() -> None:
     parser.add_argument("--measure-sec", type=float, default=60, help="measurement window after warm-up")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--requests", type=int, default=LATENCY_REQUESTS, help="timed reads per endpoint")
+    parser.add_argument("--bulk", type=int, default=BULK, help="monitors per POST /monitors/bulk (1-100)")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and server logs")
     args = parser.parse_args()
     if args.measure_sec < INTERVAL:

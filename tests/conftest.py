@@ -181,6 +181,14 @@ def start_server(
     return server
 
 
+def set_plan(server: Server, org_id: int, plan: str) -> subprocess.CompletedProcess[str]:
+    """``observe admin set-plan`` against the server's database."""
+    args = ["admin", "set-plan", "--org-id", str(org_id), "--plan", plan]
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=server.env, capture_output=True, text=True
+    )
+
+
 def wait_ready(server: Server, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

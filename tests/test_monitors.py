@@ -21,7 +21,7 @@ from observe.v1 import monitors_pb2, monitors_pb2_grpc
 from sqlalchemy import select
 
 from core.storage import tables as t
-from tests.conftest import ROOT, Persona, Server, free_port, register, start_server, stop_server
+from tests.conftest import Persona, Server, free_port, register, set_plan, start_server, stop_server
 
 SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
 
@@ -495,13 +495,7 @@ def test_tcp_and_ping_hosts_are_target_checked(strict_server: Server) -> None:
 
 def test_the_plan_caps_the_monitor_count(strict_server: Server) -> None:
     persona = register(strict_server)
-    subprocess.run(
-        [sys.executable, "-m", "core.cli", "admin", "set-plan", "--org-id", str(persona.org_id), "--plan", "tiny"],
-        cwd=ROOT,
-        env=strict_server.env,
-        check=True,
-        capture_output=True,
-    )
+    assert set_plan(strict_server, persona.org_id, "tiny").returncode == 0
     good = {"name": "n", "type": "http", "url": "http://example.com/", "paused": True}
     with persona.client() as c:
         assert c.post("/api/v1/monitors", json=good).status_code == 201

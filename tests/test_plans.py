@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from core.accounts.plans import PlanBook, parse_plans
 from core.errors import CODES, ObserveError
 from core.storage.db import Database
-from tests.conftest import ROOT, Server, register, start_server, stop_server
+from tests.conftest import Server, register, set_plan, start_server, stop_server
 
 PLANS = {"starter": {"monitors": 3, "monthlyChecks": 1000, "monthlyLogBytes": 5000}, "pro": {"monitors": 100}}
 
@@ -41,15 +39,8 @@ def test_me_shows_the_plan_its_limits_and_usage(planned: Server) -> None:
 
 def test_admin_moves_an_org_to_another_plan(planned: Server) -> None:
     persona = register(planned)
-
-    def set_plan(plan: str) -> subprocess.CompletedProcess[str]:
-        args = ["admin", "set-plan", "--org-id", str(persona.org_id), "--plan", plan]
-        return subprocess.run(
-            [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=planned.env, capture_output=True, text=True
-        )
-
-    assert set_plan("pro").returncode == 0
-    assert set_plan("gold").returncode == 1
+    assert set_plan(planned, persona.org_id, "pro").returncode == 0
+    assert set_plan(planned, persona.org_id, "gold").returncode == 1
     with persona.client() as c:
         assert c.get("/api/v1/me").json()["plan"]["limits"] == {
             "monitors": 100,

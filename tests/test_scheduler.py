@@ -9,8 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -22,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from core.storage import tables as t
-from tests.conftest import CHECKING_ENV, ROOT, Persona, Server, register, start_server, stop_server
+from tests.conftest import CHECKING_ENV, Persona, Server, register, set_plan, start_server, stop_server
 from tests.targets import Target, http_target
 
 INTERVAL = 1.5  # intervalSec 30 × OBSERVE_CHECK_INTERVAL_SCALE 0.05
@@ -247,13 +245,7 @@ def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_the_monthly_check_cap_stops_checks(capped_server: Server, target: Target) -> None:
     persona = register(capped_server)
-    subprocess.run(
-        [sys.executable, "-m", "core.cli", "admin", "set-plan", "--org-id", str(persona.org_id), "--plan", "capped"],
-        cwd=ROOT,
-        env=capped_server.env,
-        check=True,
-        capture_output=True,
-    )
+    assert set_plan(capped_server, persona.org_id, "capped").returncode == 0
     with persona.client() as c:
         m = create(c, target, "/capped")
         wait_for(lambda: c.get("/api/v1/me").json()["usage"]["monthlyChecks"] >= 3, what="3 checks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,14 +35,30 @@ _STATE_UPDATE = (
 
 
 @dataclass(slots=True)
-class _Event:
-    monitor_id: int
-    org_id: int
-    at: datetime
-    from_status: str
-    to_status: str
-    reason: str | None
-    error: str | None
+class _Batch:
+    """What one flush writes."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    jobs: dict[int, Job] = field(default_factory=dict)  # whose state to write
+    events: list[StatusChange] = field(default_factory=list)  # event_id 0 until stored
+    checks_by_org: Counter[int] = field(default_factory=Counter)
+    deltas: dict[tuple[int, int, datetime], Agg] = field(default_factory=dict)  # (monitor, level, bucket)
+
+    def absorb(self, older: _Batch) -> None:
+        """Puts a failed batch back in front of this one."""
+        self.results[:0] = older.results
+        self.jobs = {**older.jobs, **self.jobs}
+        self.events[:0] = older.events
+        self.checks_by_org.update(older.checks_by_org)
+        for key, agg in older.deltas.items():
+            self.deltas.setdefault(key, Agg()).merge(agg)
+
+    def keep(self, live: set[int]) -> None:
+        """Drops what belongs to monitors deleted while their checks ran."""
+        self.results = [r for r in self.results if r["monitor_id"] in live]
+        self.jobs = {i: j for i, j in self.jobs.items() if i in live}
+        self.events = [e for e in self.events if e.monitor_id in live]
+        self.deltas = {k: a for k, a in self.deltas.items() if k[0] in live}
 
 
 class ResultWriter:
@@ -50,19 +66,16 @@ class ResultWriter:
         self.db = db
         self.owner = owner
         self.hooks = hooks
-        self._results: list[dict[str, Any]] = []
-        self._jobs: dict[int, Job] = {}
-        self._events: list[_Event] = []
-        self._checks_by_org: Counter[int] = Counter()
-        self._deltas: dict[tuple[int, int, datetime], Agg] = {}
+        self._batch = _Batch()
         # The current bucket of each (monitor, level), as written last.
         self._cache: dict[tuple[int, int], tuple[datetime, Agg]] = {}
 
     def __len__(self) -> int:
-        return len(self._results)
+        return len(self._batch.results)
 
     def add(self, job: Job, started_at: datetime, result: CheckResult, change: tuple[str, str] | None) -> None:
-        self._results.append(
+        batch = self._batch
+        batch.results.append(
             {
                 "monitor_id": job.id,
                 "checked_at": started_at,
@@ -76,22 +89,22 @@ class ResultWriter:
                 "region": "local",
             }
         )
-        self._jobs[job.id] = job
-        self._checks_by_org[job.org_id] += 1
+        batch.jobs[job.id] = job
+        batch.checks_by_org[job.org_id] += 1
         if change is not None:
-            self._events.append(
-                _Event(job.id, job.org_id, started_at, change[0], change[1], result.reason, result.error)
+            batch.events.append(
+                StatusChange(0, job.id, job.org_id, started_at, change[0], change[1], result.reason, result.error)
             )
         for level in range(len(LEVELS)):
             key = (job.id, level, bucket_start(started_at, level))
-            agg = self._deltas.get(key)
+            agg = batch.deltas.get(key)
             if agg is None:
-                agg = self._deltas[key] = Agg()
+                agg = batch.deltas[key] = Agg()
             agg.add(result.ok, result.response_ms)
 
     def note_state(self, job: Job) -> None:
         """Persist this job's state (next due time) at the next flush, e.g. before a release."""
-        self._jobs[job.id] = job
+        self._batch.jobs[job.id] = job
 
     def forget(self, monitor_ids: set[int]) -> None:
         """Drops what is cached for monitors this process no longer holds."""
@@ -100,68 +113,39 @@ class ResultWriter:
 
     async def flush(self) -> int:
         """Writes everything pending; returns the number of results written.
-        On failure the batch goes back in the queue for the next flush."""
-        if not self._jobs:
+        A monitor deleted meanwhile (a foreign-key error) makes one retry that
+        re-reads which monitors exist; any other failure puts the batch back
+        for the next flush."""
+        batch, self._batch = self._batch, _Batch()
+        if not batch.jobs:
             return 0
-        batch = (self._results, self._jobs, self._events, self._checks_by_org, self._deltas)
-        self._results, self._jobs, self._events = [], {}, []
-        self._checks_by_org, self._deltas = Counter(), {}
         for attempt in (1, 2):
             try:
-                changes = await self._write(*batch, recheck=attempt == 2)
+                changes = await self._write(batch, recheck=attempt == 2)
                 break
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-            except Exception:
-                self._requeue(*batch)
+            except Exception as exc:
+                self._cache.clear()  # may hold merges of the failed attempt
+                if attempt == 1 and isinstance(exc, IntegrityError):
+                    continue
+                self._batch.absorb(batch)
                 raise
         if changes:
             await self.hooks.emit(changes)
-        return len(batch[0])
+        return len(batch.results)
 
-    def _requeue(
-        self,
-        results: list[dict[str, Any]],
-        jobs: dict[int, Job],
-        events: list[_Event],
-        checks_by_org: Counter[int],
-        deltas: dict[tuple[int, int, datetime], Agg],
-    ) -> None:
-        self._cache.clear()  # may hold merges of the failed batch
-        self._results[:0] = results
-        self._jobs = {**jobs, **self._jobs}
-        self._events[:0] = events
-        self._checks_by_org.update(checks_by_org)
-        for key, agg in deltas.items():
-            mine = self._deltas.setdefault(key, Agg())
-            mine.merge(agg)
-
-    async def _write(
-        self,
-        results: list[dict[str, Any]],
-        jobs: dict[int, Job],
-        events: list[_Event],
-        checks_by_org: Counter[int],
-        deltas: dict[tuple[int, int, datetime], Agg],
-        *,
-        recheck: bool,
-    ) -> list[StatusChange]:
+    async def _write(self, batch: _Batch, *, recheck: bool) -> list[StatusChange]:
         changes: list[StatusChange] = []
         async with self.db.write() as conn:
-            ids = set(jobs)
+            ids = set(batch.jobs)
             live = set((await conn.execute(select(t.monitors.c.id).where(t.monitors.c.id.in_(ids)))).scalars().all())
-            if live != ids or recheck:  # deleted while their checks ran: drop their results
+            if live != ids or recheck:
                 self.forget(ids - live)
-                results = [r for r in results if r["monitor_id"] in live]
-                events = [e for e in events if e.monitor_id in live]
-                deltas = {k: a for k, a in deltas.items() if k[0] in live}
-                jobs = {i: j for i, j in jobs.items() if i in live}
-            if results:
-                await conn.execute(insert(t.check_results), results)
-            if deltas:
-                await self._write_rollups(conn, deltas)
-            if jobs:
+                batch.keep(live)
+            if batch.results:
+                await conn.execute(insert(t.check_results), batch.results)
+            if batch.deltas:
+                await self._write_rollups(conn, batch.deltas)
+            if batch.jobs:
                 await conn.execute(
                     _STATE_UPDATE,
                     [
@@ -175,10 +159,10 @@ class ResultWriter:
                             "b_changed": job.status_changed_at,
                             "b_due": datetime.fromtimestamp(job.next_due, tz=UTC) if job.next_due else None,
                         }
-                        for job in jobs.values()
+                        for job in batch.jobs.values()
                     ],
                 )
-            for e in events:
+            for e in batch.events:
                 event_id = (
                     await conn.execute(
                         insert(t.monitor_events)
@@ -194,10 +178,9 @@ class ResultWriter:
                         .returning(t.monitor_events.c.id)
                     )
                 ).scalar_one()
-                changes.append(StatusChange(event_id, e.monitor_id, e.org_id, e.at, e.from_status, e.to_status,
-                                            e.reason, e.error))  # fmt: skip
+                changes.append(replace(e, event_id=event_id))
             month = current_month()
-            for org_id, n in checks_by_org.items():
+            for org_id, n in batch.checks_by_org.items():
                 stmt = self.db.upsert(t.org_usage).values(org_id=org_id, month=month, checks=n, log_bytes=0)
                 await conn.execute(
                     stmt.on_conflict_do_update(
