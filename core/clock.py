@@ -12,6 +12,11 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def precise_now() -> datetime:
+    """The current UTC time to the microsecond, for leases and schedules."""
+    return datetime.now(UTC)
+
+
 def to_timestamp(value: datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -36,6 +38,8 @@ class ApiMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        # Exposition text appended to the registry's at /metrics (the scheduler's per-monitor series).
+        self.extra: list[Callable[[], bytes]] = []
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._grpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
@@ -59,3 +63,6 @@ class ApiMetrics:
             self._grpc_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry) + b"".join(render() for render in self.extra)

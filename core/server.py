@@ -53,7 +53,7 @@ async def serve(settings: Settings, *, grpc_upstream: str | None = None, role: s
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
-            db=core.db, store=core.monitor_store, settings=settings, plans=core.plans, registry=metrics.registry
+            db=core.db, store=core.monitor_store, settings=settings, plans=core.plans, metrics=metrics
         )
         core.monitors.on_change = scheduler.nudge
         await scheduler.start()

@@ -397,9 +397,12 @@ def test_bulk_calls_are_all_or_nothing(owner: Persona) -> None:
         assert c.get("/api/v1/monitors").json()["monitors"] == []
         over = c.post("/api/v1/monitors/bulk", json={"monitors": [good] * 101})
         assert (over.status_code, over.json()["code"]) == (400, "BULK_LIMIT_EXCEEDED")
-        created = c.post("/api/v1/monitors/bulk", json={"monitors": [good] * 3})
+        created = c.post("/api/v1/monitors/bulk", json={"monitors": [{**good, "paused": True}] * 100})
         assert created.status_code == 201, created.text
         ids = [m["id"] for m in created.json()["monitors"]]
+        entry = c.get("/api/v1/audit-logs", params={"action": "BULK_CREATE_MONITORS"}).json()["entries"][0]
+        assert entry["resource"] == "monitors:bulk"
+        assert entry["meta"]["diff"]["ids"]["to"] == ids
         patched = c.patch("/api/v1/monitors/bulk", json={"ids": ids, "patch": {"paused": True, "tags": ["bulk"]}})
         assert patched.status_code == 200, patched.text
         assert all(m["paused"] and m["status"] == "paused" for m in patched.json()["monitors"])
@@ -407,9 +410,9 @@ def test_bulk_calls_are_all_or_nothing(owner: Persona) -> None:
         assert bad_patch.json()["fields"] == [
             {"path": "patch.timeoutMs", "code": "too_small", "message": "Must be at least 1000"}
         ]
-        missing = c.request("DELETE", "/api/v1/monitors/bulk", json={"ids": [*ids, 999999]})
+        missing = c.request("DELETE", "/api/v1/monitors/bulk", json={"ids": [*ids[:99], 999999]})
         assert missing.status_code == 404
-        assert len(c.get("/api/v1/monitors").json()["monitors"]) == 3
+        assert len(c.get("/api/v1/monitors").json()["monitors"]) == 100
         gone = c.request("DELETE", "/api/v1/monitors/bulk", json={"ids": ids})
         assert gone.status_code == 204
         assert c.get("/api/v1/monitors").json()["monitors"] == []

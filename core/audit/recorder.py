@@ -24,6 +24,7 @@ from core.storage import tables as t
 from core.storage.db import Database
 
 REDACTED = {"redacted": True}
+RESOURCE_MAX = 200  # the column's length
 _codec = JsonCodec()
 
 
@@ -109,7 +110,7 @@ async def record(db: Database, method: Method, request: Message, ctx: CallContex
         "actor_pat_id": principal.pat_id if principal else None,
         "actor_email": principal.email if principal else note.actor_email,
         "action": method.rule.audit_action,
-        "resource": note.resource or _default_resource(method, request),
+        "resource": (note.resource or _default_resource(method, request))[:RESOURCE_MAX],
         "meta": json.dumps(meta, separators=(",", ":")),
     }
     async with db.write() as conn:

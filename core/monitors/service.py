@@ -22,6 +22,8 @@ from core.storage import tables as t
 from core.storage.db import Database
 
 BULK_LIMIT = 100
+# Bulk calls write one audit entry; its diff lists the ids (and the patch).
+BULK_RESOURCE = "monitors:bulk"
 
 
 class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
@@ -241,11 +243,10 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
         async with self.db.write() as conn:
             ids = await self._create(conn, principal.org_id, items)
             monitors = await self._projections(conn, principal.org_id, ids)
-        response = monitors_pb2.BulkCreateMonitorsResponse(monitors=monitors)
-        ctx.audit.resource = "monitor:" + ",".join(map(str, ids))
-        ctx.audit.after = response
+        ctx.audit.resource = BULK_RESOURCE
+        ctx.audit.after = monitors_pb2.BulkDeleteMonitorsRequest(ids=ids)  # the entry names the ids created
         self.on_change()
-        return response
+        return monitors_pb2.BulkCreateMonitorsResponse(monitors=monitors)
 
     async def BulkUpdateMonitors(
         self, request: monitors_pb2.BulkUpdateMonitorsRequest, ctx: CallContext
@@ -267,7 +268,7 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
             for row, m in zip(rows, merged, strict=True):
                 await self.store.update(conn, row, m, now)
             monitors = await self._projections(conn, principal.org_id, ids)
-        ctx.audit.resource = "monitor:" + ",".join(map(str, ids))
+        ctx.audit.resource = BULK_RESOURCE
         self.on_change()
         return monitors_pb2.BulkUpdateMonitorsResponse(monitors=monitors)
 
@@ -282,7 +283,7 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
             await conn.execute(
                 delete(t.monitors).where(and_(t.monitors.c.org_id == principal.org_id, t.monitors.c.id.in_(ids)))
             )
-        ctx.audit.resource = "monitor:" + ",".join(map(str, ids))
+        ctx.audit.resource = BULK_RESOURCE
         self.on_change()
         return monitors_pb2.BulkDeleteMonitorsResponse()
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from core.checks.base import CheckSpec
 from core.monitors import validation as val
+from core.scheduler.metrics import label_set
 
 CHECKED_TYPES = frozenset({"http", "https", "keyword", "tcp", "dns", "tls", "ping"})
 _CLASS_RANGES = {c: range(int(c[0]) * 100, int(c[0]) * 100 + 100) for c in val.STATUS_CLASSES}
@@ -72,6 +73,7 @@ class Job:
     recovery_threshold: int
     spec: CheckSpec | None  # None: not checked here (paused, heartbeat, remote regions only)
     target: str = ""
+    labels: str = ""  # Prometheus label set (core.scheduler.metrics)
     status: str = "pending"
     consecutive_ok: int = 0
     consecutive_fail: int = 0
@@ -118,6 +120,7 @@ def job_from_row(row: Any, m: dict[str, Any], *, allow_private: bool, scale: flo
         recovery_threshold=m["recoveryThreshold"],
         spec=spec,
         target=target_key(spec) if spec else "",
+        labels=label_set(row.id, m["name"], m["type"], m.get("tags", ())),
         status=row.status or "pending",
         consecutive_ok=row.consecutive_ok or 0,
         consecutive_fail=row.consecutive_fail or 0,

@@ -1,13 +1,19 @@
-"""Leases: which checker process holds which monitors. Every process renews
-its leases and heartbeats a ``checker_nodes`` row each tick; each holds about
-its fair share (monitors / live checkers), claims expired or free leases up
-to it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two claimers never take
-the same row) and releases its surplus when a new checker joins. A dead
-checker's leases lapse after ``ttl`` and the others take them."""
+"""Leases: which checker process holds which monitors.
+
+A lease is ``monitor_state.lease_owner`` naming a checker node; it is good
+while that node's ``checker_nodes`` row is fresh (seen within ``ttl``), so a
+node renews all its leases with one small write per tick, however many it
+holds. Each node holds about its fair share (monitors / live nodes), claims
+free leases or those of dead nodes up to it (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, so two claimers never take the same row) and releases its surplus
+when a node joins. A killed node's monitors are free once its row is
+``ttl`` old. Node clocks are assumed to agree (NTP) to well under the ttl."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
@@ -15,69 +21,61 @@ from sqlalchemy import delete, func, or_, select, update
 from core.storage import tables as t
 from core.storage.db import Database
 
-s = t.monitor_state
+s, n, m = t.monitor_state, t.checker_nodes, t.monitors
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    held: dict[int, int]  # monitor id → settings version, for every monitor this node holds
+    share: int  # about how many this node should hold
+    live: list[str]  # ids of the nodes alive now, this one included
 
 
 class Leases:
-    def __init__(self, db: Database, owner: str, ttl: float) -> None:
+    def __init__(self, db: Database, owner: str, ttl: float, lock: asyncio.Lock) -> None:
         self.db = db
         self.owner = owner
         self.ttl = timedelta(seconds=ttl)
+        self.lock = lock  # shared with the result writer: one writer of this node's rows at a time
 
-    async def heartbeat(self, now: datetime) -> tuple[set[int], int]:
-        """Renews this node and its leases; returns (monitors held, fair share)."""
-        until = now + self.ttl
-        async with self.db.write() as conn:
-            stmt = self.db.upsert(t.checker_nodes).values(id=self.owner, started_at=now, seen_at=now)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=[t.checker_nodes.c.id], set_={"seen_at": now}))
-            held = set(
-                (
-                    await conn.execute(
-                        update(s)
-                        .where(s.c.lease_owner == self.owner)
-                        .values(lease_until=until)
-                        .returning(s.c.monitor_id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            live = (
-                await conn.execute(
-                    select(func.count()).select_from(t.checker_nodes).where(t.checker_nodes.c.seen_at > now - self.ttl)
-                )
-            ).scalar_one()
+    async def heartbeat(self, now: datetime) -> Tick:
+        """Renews this node (and so all its leases); reads what it holds."""
+        async with self.lock, self.db.write() as conn:
+            stmt = self.db.upsert(n).values(id=self.owner, started_at=now, seen_at=now)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=[n.c.id], set_={"seen_at": now}))
+            await conn.execute(delete(n).where(n.c.seen_at < now - 10 * self.ttl))
+            live = list((await conn.execute(select(n.c.id).where(n.c.seen_at > now - self.ttl))).scalars())
             total = (await conn.execute(select(func.count()).select_from(s))).scalar_one()
-            await conn.execute(delete(t.checker_nodes).where(t.checker_nodes.c.seen_at < now - 10 * self.ttl))
-        return held, math.ceil(total / max(live, 1))
+            held = await conn.execute(
+                select(m.c.id, m.c.version).join(s, s.c.monitor_id == m.c.id).where(s.c.lease_owner == self.owner)
+            )
+            return Tick(dict(held.tuples().all()), math.ceil(total / max(len(live), 1)), live)
 
-    async def claim(self, now: datetime, limit: int) -> list[int]:
-        """Takes up to ``limit`` free or lapsed leases."""
+    async def claim(self, live: list[str], limit: int) -> list[int]:
+        """Takes up to ``limit`` free leases or leases of nodes not in ``live``."""
         free = (
             select(s.c.monitor_id)
-            .where(or_(s.c.lease_until.is_(None), s.c.lease_until < now))
+            .where(or_(s.c.lease_owner.is_(None), s.c.lease_owner.not_in(live)))
             .order_by(s.c.monitor_id)
             .limit(limit)
         )
         if not self.db.is_sqlite:
             free = free.with_for_update(skip_locked=True)
-        async with self.db.write() as conn:
-            claimed = (
-                await conn.execute(
-                    update(s)
-                    .where(s.c.monitor_id.in_(free.scalar_subquery()))
-                    .values(lease_owner=self.owner, lease_until=now + self.ttl)
-                    .returning(s.c.monitor_id)
-                )
-            ).scalars()
-            return sorted(claimed)
+        async with self.lock, self.db.write() as conn:
+            claimed = await conn.execute(
+                update(s)
+                .where(s.c.monitor_id.in_(free.scalar_subquery()))
+                .values(lease_owner=self.owner)
+                .returning(s.c.monitor_id)
+            )
+            return sorted(claimed.scalars())
 
     async def release(self, monitor_ids: list[int] | None = None) -> None:
-        """Gives up some leases (all when None) for another checker to take now."""
+        """Gives up some leases (all when None, and leaves) for another node to take now."""
         stmt = update(s).where(s.c.lease_owner == self.owner)
         if monitor_ids is not None:
             stmt = stmt.where(s.c.monitor_id.in_(monitor_ids))
-        async with self.db.write() as conn:
-            await conn.execute(stmt.values(lease_owner=None, lease_until=None))
+        async with self.lock, self.db.write() as conn:
+            await conn.execute(stmt.values(lease_owner=None))
             if monitor_ids is None:
-                await conn.execute(delete(t.checker_nodes).where(t.checker_nodes.c.id == self.owner))
+                await conn.execute(delete(n).where(n.c.id == self.owner))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import logging
 import os
@@ -24,11 +25,12 @@ from core.accounts.plans import PlanBook, current_month
 from core.checks import run_check
 from core.checks.base import CheckResult, CheckSpec
 from core.config import Settings
+from core.metrics import ApiMetrics
 from core.monitors.store import MonitorStore
 from core.scheduler.events import StatusHooks
 from core.scheduler.jobs import Job, job_from_row, phase
 from core.scheduler.leases import Leases
-from core.scheduler.metrics import MonitorCollector
+from core.scheduler.metrics import render as render_monitors
 from core.scheduler.writer import ResultWriter
 from core.storage import tables as t
 from core.storage.db import Database
@@ -37,6 +39,7 @@ log = logging.getLogger("observe.scheduler")
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LOAD_CHUNK = 500
+_SYNC_DEBOUNCE = 0.5
 ROLLUP_RETENTION_DAYS = (2, 35)  # 5-minute and hourly buckets; daily ones: OBSERVE_ROLLUP_RETENTION_DAYS
 
 
@@ -53,7 +56,7 @@ class Scheduler:
         settings: Settings,
         plans: PlanBook,
         hooks: StatusHooks | None = None,
-        registry: CollectorRegistry | None = None,
+        metrics: ApiMetrics | None = None,
         checker: Callable[[CheckSpec], Awaitable[CheckResult]] = run_check,
     ) -> None:
         self.db = db
@@ -63,8 +66,9 @@ class Scheduler:
         self.hooks = hooks or StatusHooks()
         self.checker = checker
         self.node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.leases = Leases(db, self.node_id, settings.lease_ttl_sec)
-        self.writer = ResultWriter(db, self.node_id, self.hooks)
+        db_lock = asyncio.Lock()  # this node's writes of its monitor_state rows, one at a time
+        self.leases = Leases(db, self.node_id, settings.lease_ttl_sec, db_lock)
+        self.writer = ResultWriter(db, self.node_id, self.hooks, db_lock)
         self.jobs: dict[int, Job] = {}
         self._heap: list[tuple[float, int, int]] = []
         self._inflight: dict[int, asyncio.Task[None]] = {}
@@ -78,7 +82,7 @@ class Scheduler:
         # Orgs on a plan with a monthly check cap: org → [limit, used].
         self._capped: dict[int, list[int]] = {}
         self._capped_month = ""
-        registry = registry if registry is not None else CollectorRegistry()
+        registry = metrics.registry if metrics is not None else CollectorRegistry()
         self.lag = Histogram(
             "observe_scheduler_lag_seconds",
             "Delay between a check's due time and its start.",
@@ -92,7 +96,8 @@ class Scheduler:
         self.skipped = Counter(
             "observe_checks_skipped_total", "Due checks not run, by reason.", ["reason"], registry=registry
         )
-        registry.register(MonitorCollector(self))
+        if metrics is not None:
+            metrics.extra.append(lambda: render_monitors(self.snapshot()))
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -140,36 +145,38 @@ class Scheduler:
                 await self.sync()
             except Exception:
                 log.exception("scheduler sync failed")
+            # A burst of API changes (bulk creates) makes one sync a moment later, not one each.
+            await asyncio.sleep(min(period, _SYNC_DEBOUNCE))
 
     async def sync(self) -> None:
-        """Renews leases, balances them with the other checkers, and loads
-        monitors that are new here or changed since they were loaded."""
-        now = clock.now()
-        held, share = await self.leases.heartbeat(now)
-        self._drop(set(self.jobs) - held)
-        surplus = len(held) - share
+        """Renews this node's leases, balances them with the other checkers,
+        and loads monitors that are new here or changed since they were loaded."""
+        tick = await self.leases.heartbeat(clock.precise_now())
+        held = tick.held
+        self._drop(set(self.jobs) - set(held))
+        surplus = len(held) - tick.share
         if surplus > 0:
-            # Give away those due last, after persisting when they are due.
+            # Give away those due last: stop running them here first, then
+            # persist when each is next due, then let the lease go.
             by_due = sorted((self.jobs[i] for i in held if i in self.jobs), key=lambda j: -j.next_due)[:surplus]
+            released = [job.id for job in by_due]
+            self._drop(set(released))
             for job in by_due:
                 self.writer.note_state(job)
             await self.writer.flush()
-            released = [job.id for job in by_due]
             await self.leases.release(released)
-            self._drop(set(released))
-            held -= set(released)
-        elif surplus < 0:
-            held |= set(await self.leases.claim(now, -surplus))
-        m, s = t.monitors, t.monitor_state
-        async with self.db.read() as conn:
-            versions = (
-                await conn.execute(
-                    select(m.c.id, m.c.version).join(s, s.c.monitor_id == m.c.id).where(s.c.lease_owner == self.node_id)
-                )
-            ).all()
-        stale = [i for i, version in versions if i not in self.jobs or self.jobs[i].version != version]
+            log.info("released %d monitors to other checkers (%d live, share %d)", surplus, len(tick.live), tick.share)
+        elif surplus < 0 and (claimed := await self.leases.claim(tick.live, -surplus)):
+            log.info("claimed %d monitors (%d checkers live, share %d)", len(claimed), len(tick.live), tick.share)
+            held = (await self.leases.heartbeat(clock.precise_now())).held
+        stale = [i for i, version in held.items() if i not in self.jobs or self.jobs[i].version != version]
         for start in range(0, len(stale), _LOAD_CHUNK):
             await self._load(stale[start : start + _LOAD_CHUNK])
+        if stale:
+            # The jobs just loaded live as long as their monitors: keep them out of
+            # the collector's full passes, which otherwise stall the loop at 10,000.
+            gc.collect(1)
+            gc.freeze()
         await self._refresh_caps()
 
     async def _load(self, ids: list[int]) -> None:

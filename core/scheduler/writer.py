@@ -3,6 +3,7 @@ and the org's monthly check count, in one transaction per flush."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -62,10 +63,11 @@ class _Batch:
 
 
 class ResultWriter:
-    def __init__(self, db: Database, owner: str, hooks: StatusHooks) -> None:
+    def __init__(self, db: Database, owner: str, hooks: StatusHooks, lock: asyncio.Lock) -> None:
         self.db = db
         self.owner = owner
         self.hooks = hooks
+        self.lock = lock
         self._batch = _Batch()
         # The current bucket of each (monitor, level), as written last.
         self._cache: dict[tuple[int, int], tuple[datetime, Agg]] = {}
@@ -135,7 +137,7 @@ class ResultWriter:
 
     async def _write(self, batch: _Batch, *, recheck: bool) -> list[StatusChange]:
         changes: list[StatusChange] = []
-        async with self.db.write() as conn:
+        async with self.lock, self.db.write() as conn:
             ids = set(batch.jobs)
             live = set((await conn.execute(select(t.monitors.c.id).where(t.monitors.c.id.in_(ids)))).scalars().all())
             if live != ids or recheck:
@@ -159,7 +161,7 @@ class ResultWriter:
                             "b_changed": job.status_changed_at,
                             "b_due": datetime.fromtimestamp(job.next_due, tz=UTC) if job.next_due else None,
                         }
-                        for job in batch.jobs.values()
+                        for job in sorted(batch.jobs.values(), key=lambda j: j.id)
                     ],
                 )
             for e in batch.events:

@@ -234,9 +234,9 @@ monitor_state = Table(
     Column("last_checked_at", UtcDateTime, nullable=True),
     Column("status_changed_at", UtcDateTime, nullable=True),
     Column("next_due_at", UtcDateTime, nullable=True),
+    # The checker node holding the monitor; the lease is good while the node's
+    # checker_nodes row is fresh.
     Column("lease_owner", String(64), nullable=True),
-    Column("lease_until", UtcDateTime, nullable=True),
-    Index(None, "lease_until"),
     Index(None, "lease_owner"),
 )
 

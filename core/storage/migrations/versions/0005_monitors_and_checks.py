@@ -109,13 +109,11 @@ def upgrade() -> None:
     sa.Column('status_changed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('next_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('lease_owner', sa.String(length=64), nullable=True),
-    sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['monitor_id'], ['monitors.id'], name=op.f('fk_monitor_state_monitor_id_monitors'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('monitor_id', name=op.f('pk_monitor_state'))
     )
     with op.batch_alter_table('monitor_state', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_monitor_state_lease_owner'), ['lease_owner'], unique=False)
-        batch_op.create_index(batch_op.f('ix_monitor_state_lease_until'), ['lease_until'], unique=False)
 
     op.create_table('monitor_tags',
     sa.Column('monitor_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -137,7 +135,6 @@ def downgrade() -> None:
 
     op.drop_table('monitor_tags')
     with op.batch_alter_table('monitor_state', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_monitor_state_lease_until'))
         batch_op.drop_index(batch_op.f('ix_monitor_state_lease_owner'))
 
     op.drop_table('monitor_state')
