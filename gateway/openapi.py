@@ -9,6 +9,7 @@ required, since every field is always present in output.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -169,6 +170,9 @@ class _Schemas:
         return schema
 
     def field(self, fd: AnyField, output: bool) -> dict[str, Any]:
+        declared = fd.GetOptions().Extensions[options_pb2.field].json_schema
+        if declared:
+            return dict(json.loads(declared))
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value_fd, output)}

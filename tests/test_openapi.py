@@ -58,6 +58,14 @@ def test_openapi_typescript_yields_real_types(server: Server, tmp_path: Path) ->
         assert line in body, body
     assert "unknown" not in body
     assert "any" not in re.sub(r"@description.*", "", body)
+    # The monitor projection (the page's "monitor CRUD" shapes) is fully typed too.
+    monitor = re.search(r"\n        Monitor: \{(.*?)\n        \};", ts, re.S)
+    assert monitor, ts[:2000]
+    shown = re.sub(r"/\*\*.*?\*/", "", monitor.group(1), flags=re.S)
+    for line in ("id: number;", "hasAlertSlack: boolean;", "tags: string[];", 'status: "up" | "down"'):
+        assert line in shown, shown
+    assert "expectedStatus: number[] | (\"1xx\" | \"2xx\"" in shown, shown
+    assert "unknown" not in shown
 
 
 def test_docs_are_served_without_a_cdn(server: Server) -> None:

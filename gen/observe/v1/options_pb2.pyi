@@ -152,6 +152,7 @@ class FieldRule(_message.Message):
 
     SENSITIVE_FIELD_NUMBER: _builtins.int
     ALTERNATE_MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -161,15 +162,20 @@ class FieldRule(_message.Message):
     body (with its content type) instead of the JSON reply. Names the media
     type for the OpenAPI document, e.g. "text/csv".
     """
+    json_schema: _builtins.str
+    """For a google.protobuf.Value field: the JSON Schema of the values it
+    takes, as JSON, used by the OpenAPI document instead of "any value".
+    """
     def __init__(
         self,
         *,
         sensitive: _builtins.bool = ...,
         alternate_media_type: _builtins.str = ...,
+        json_schema: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "json_schema", b"json_schema", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
