@@ -23,7 +23,7 @@ from sqlalchemy import select
 from core.storage import tables as t
 from tests.conftest import Persona, Server, free_port, register, set_plan, start_server, stop_server
 
-SLACK = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+SLACK = "https://hooks.slack.com/services/T000/B000/SLACKSECRET"
 
 # Copied from ../shared/spec/24observe-api.txt ("Walkthrough: create a monitor").
 CURL = """curl -X POST https://api.24observe.com/api/v1/monitors \\
@@ -317,7 +317,7 @@ def test_secrets_are_sealed_at_rest_and_absent_from_projections(owner: Persona, 
         one = c.get(f"/api/v1/monitors/{m['id']}").text
         secrets = c.get(f"/api/v1/monitors/{m['id']}/secrets").json()
         audit = c.get("/api/v1/audit-logs", params={"action": "CREATE_MONITOR"}).text
-    plain = ("header-secret-value", "XXXXSECRET", "secret-path", "webhooks/secret", token, "-1001234")
+    plain = ("header-secret-value", "SLACKSECRET", "secret-path", "webhooks/secret", token, "-1001234")
     for text in (listed, one, audit, json.dumps(m)):
         assert_no_secret(text, *plain)
     assert all(m[k] for k in ("hasHeaders", "hasAlertSlack", "hasAlertWebhook", "hasAlertDiscord", "hasAlertTelegram"))
