@@ -22,6 +22,9 @@ from core.tokens import secrets as token_secrets
 COLUMNS = {"name": "name", "type": "type", "intervalSec": "interval_sec", "timeoutMs": "timeout_ms", "paused": "paused"}
 STATUS_NUMBERS = {name: number for number, name in enum_json_names(monitors_pb2.MonitorStatus.DESCRIPTOR).items()}
 HEARTBEAT_PREFIX = "hb_"
+# Settings shown as they are when set (null otherwise) in the projection.
+_OPTIONAL_SHOWN = ("url", "host", "port", "method", "body", "maxRedirects", "keyword", "dnsRecordType", "dnsResolver",
+                   "expectedValue", "tlsExpiryDays", "graceSec", "cron", "timezone", "alertEmail")  # fmt: skip
 
 SELECT = select(
     t.monitors,
@@ -144,11 +147,7 @@ class MonitorStore:
         last = getattr(row, "last_checked_at", None)
         if last is not None:
             out.last_checked_at.CopyFrom(clock.to_timestamp(last))
-        for key in ("url", "host", "method", "body", "keyword", "dnsRecordType", "dnsResolver", "expectedValue",
-                    "cron", "timezone", "alertEmail"):  # fmt: skip
-            if key in m:
-                setattr(out, val.FIELDS[key].name, m[key])
-        for key in ("port", "maxRedirects", "tlsExpiryDays", "graceSec"):
+        for key in _OPTIONAL_SHOWN:
             if key in m:
                 setattr(out, val.FIELDS[key].name, m[key])
         if "expectedStatus" in m:
