@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(abspath $(VENV))/bin/python
 STAMP  := $(VENV)/.installed
 PROTO_FILES := $(wildcard proto/observe/v1/*.proto)
+VENDORED_PROTOS := proto/buf/validate/validate.proto
 PROTOBUF_INCLUDE = $(shell $(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 BUF    := $(VENV)/bin/buf
 GEN_DIR ?= gen
@@ -24,14 +25,16 @@ setup: $(STAMP) ## create .venv and install observe with its dev tools
 
 # grpcio-tools' protoc writes the messages and gRPC stubs, mypy-protobuf the
 # type stubs; descriptors.binpb keeps the comments for OpenAPI. google/api protos come from googleapis-common-protos at run time,
-# so only observe/v1 is generated (a copy would shadow the package).
+# so only observe/v1 is generated (a copy would shadow the package); buf/validate (protovalidate's annotations, vendored)
+# has no Python package of its own, so it is generated too.
 gen: $(STAMP) ## regenerate gen/ from proto/ (grpcio-tools + mypy-protobuf)
-	rm -rf $(GEN_DIR)/observe && mkdir -p $(GEN_DIR)/observe/v1
+	rm -rf $(GEN_DIR)/observe $(GEN_DIR)/buf && mkdir -p $(GEN_DIR)/observe/v1
 	$(PY) -m grpc_tools.protoc -Iproto -I$(PROTOBUF_INCLUDE) \
 	  --plugin=protoc-gen-mypy=$(abspath $(VENV))/bin/protoc-gen-mypy \
 	  --python_out=$(GEN_DIR) --grpc_python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
-	  --include_source_info --descriptor_set_out=$(GEN_DIR)/observe/v1/descriptors.binpb $(PROTO_FILES)
-	touch $(GEN_DIR)/observe/__init__.py $(GEN_DIR)/observe/v1/__init__.py
+	  --include_source_info --descriptor_set_out=$(GEN_DIR)/observe/v1/descriptors.binpb $(PROTO_FILES) $(VENDORED_PROTOS)
+	rm -f $(GEN_DIR)/buf/validate/validate_pb2_grpc.py
+	touch $(GEN_DIR)/observe/__init__.py $(GEN_DIR)/observe/v1/__init__.py $(GEN_DIR)/buf/__init__.py $(GEN_DIR)/buf/validate/__init__.py
 
 gen-check: gen ## fail if gen/ is not what proto/ generates
 	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit it" && exit 1)
