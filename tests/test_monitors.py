@@ -233,7 +233,7 @@ def test_the_page_validation_example_comes_back_exactly(owner: Persona) -> None:
         ({"name": "n", "type": "tcp", "host": "h"}, "port", "required"),
         ({"name": "n", "type": "tcp", "host": "h", "port": 70000}, "port", "too_big"),
         ({"name": "n", "type": "tcp", "host": "bad host!", "port": 1}, "host", "invalid_string"),
-        ({"name": "n", "type": "tcp", "host": "h", "port": 1, "regions": ["weur"]}, "regions[0]", "custom"),
+        ({"name": "n", "type": "tcp", "host": "h", "port": 1, "regions": ["weur"]}, "regions", "custom"),
         ({"name": "n", "type": "http", "url": "http://h/", "regions": ["mars"]}, "regions[0]", "invalid_enum_value"),
         ({"name": "n", "type": "dns", "host": "h", "dnsRecordType": "XYZ"}, "dnsRecordType", "invalid_enum_value"),
         ({"name": "n", "type": "dns", "host": "h", "dnsResolver": "not-an-ip"}, "dnsResolver", "invalid_string"),
@@ -446,6 +446,18 @@ def test_delete_removes_the_monitor_and_audits_a_redacted_snapshot(owner: Person
         entry = c.get("/api/v1/audit-logs", params={"action": "DELETE_MONITOR"}).json()["entries"][0]
     assert entry["meta"]["snapshot"]["name"] == "m"
     assert entry["meta"]["snapshot"]["alertSlackUrl"] == {"redacted": True}
+
+
+def test_ids_are_never_reused_after_a_delete_or_across_orgs(owner: Persona, outsider: Persona) -> None:
+    with owner.client() as c:
+        first = create(c)
+        assert c.delete(f"/api/v1/monitors/{first['id']}").status_code == 204
+        second = create(c)
+        assert second["id"] > first["id"]
+        assert c.delete(f"/api/v1/monitors/{second['id']}").status_code == 204
+    with outsider.client() as c:
+        elsewhere = create(c)
+    assert elsewhere["id"] > second["id"]
 
 
 @pytest.fixture(scope="module")

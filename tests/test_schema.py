@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.storage.tables import metadata
@@ -25,3 +27,20 @@ def test_migrated_schema_matches_the_tables(server: Server) -> None:
             await engine.dispose()
 
     assert asyncio.run(diff()) == []
+
+
+def test_sqlite_ids_only_grow(server: Server) -> None:
+    """Every table whose integer key the database generates is AUTOINCREMENT on
+    SQLite, so a deleted row's id is never given out again."""
+    if server.backend != "sqlite":
+        pytest.skip("PostgreSQL sequences never go back")
+    generated = {
+        table.name
+        for table in metadata.sorted_tables
+        if table.autoincrement_column is not None and not table.autoincrement_column.foreign_keys
+    }
+    assert generated >= {"monitors", "api_tokens", "orgs", "users", "audit_logs"}
+    rows = server.sql(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    schema = {name: sql for name, sql in rows}
+    for name in generated:
+        assert "AUTOINCREMENT" in schema[name], name

@@ -157,24 +157,7 @@ class MonitorStore:
     def input_view(self, m: dict[str, Any]) -> monitors_pb2.MonitorInput:
         """All settings (secrets included) as a MonitorInput: what the audit
         log diffs; the proto marks the secret fields, so they show redacted."""
-        msg = monitors_pb2.MonitorInput()
-        for key, value in m.items():
-            fd = val.FIELDS.get(key)
-            if fd is None or value is None:
-                continue
-            if key == "type":
-                msg.type = val.TYPE_NUMBERS[value]  # type: ignore[assignment]
-            elif key == "regions":
-                msg.regions.extend(val.REGION_NUMBERS[r] for r in value)  # type: ignore[misc]
-            elif key == "headers":
-                msg.headers.update(value)
-            elif key == "tags":
-                msg.tags.extend(value)
-            elif key == "expectedStatus":
-                msg.expected_status.CopyFrom(_to_value(value))
-            else:
-                setattr(msg, fd.name, value)
-        return msg
+        return val.as_input(m)
 
     def secrets_message(self, row: Any, m: dict[str, Any]) -> monitors_pb2.MonitorSecrets:
         out = monitors_pb2.MonitorSecrets(id=row.id, headers=m.get("headers", {}))

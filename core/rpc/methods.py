@@ -65,6 +65,11 @@ class Method:
         return bool(self.descriptor.server_streaming)
 
     @property
+    def body_field(self) -> str:
+        """The request field the REST body fills ("" none, "*" the whole request)."""
+        return self.bindings[0].body if self.bindings else ""
+
+    @property
     def has_rule(self) -> bool:
         return self.descriptor.GetOptions().HasExtension(options_pb2.rule)
 

@@ -1,7 +1,7 @@
 """The core call pipeline: every RPC from every transport passes through here.
 
 ``admit`` runs the checks the method's rule declares (authentication, scope,
-role, body size). A mutation by a token then goes through Idempotency-Key
+role, body size) and the request's own ``buf.validate`` rules. A mutation by a token then goes through Idempotency-Key
 (claim or replay) and the PAT's daily mutation cap before its handler runs;
 its reply is recorded for replay. Unexpected exceptions become ``INTERNAL``
 without leaking their text to the caller.
@@ -24,6 +24,7 @@ from core.rpc.context import CallContext, Principal
 from core.rpc.idempotency import Claim, IdempotencyStore, Replay
 from core.rpc.methods import Method
 from core.rpc.ratelimit import RateLimiter
+from core.rpc.validator import VALIDATOR
 from core.storage.db import Database
 
 log = logging.getLogger("observe.pipeline")
@@ -46,6 +47,7 @@ class Pipeline:
         self.db = db
         self.idempotency = idempotency
         self.rate_limiter = rate_limiter
+        self.validator = VALIDATOR
 
     async def admit(self, method: Method, request: Message, ctx: CallContext) -> None:
         rule = method.rule
@@ -55,6 +57,7 @@ class Pipeline:
             )
         if rule.public:
             ctx.response_headers.extend(await self.rate_limiter.hit(rule.rate_limit, f"ip:{ctx.ip}"))
+            self.validator.check_request(request, method.body_field)
             return
         principal = await self.authenticator.authenticate(ctx)
         ctx.principal = principal
@@ -67,6 +70,8 @@ class Pipeline:
             raise ObserveError(
                 ErrorCode.ERROR_CODE_ROLE_INSUFFICIENT, f"the {principal.role_name} role cannot call {method.name}"
             )
+        # The proto's buf.validate rules, for both transports alike.
+        self.validator.check_request(request, method.body_field)
 
     async def unary(self, method: Method, request: Message, ctx: CallContext) -> Message:
         """Admits and runs one unary call; raises :class:`ObserveError` only."""

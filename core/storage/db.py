@@ -135,6 +135,34 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    @asynccontextmanager
+    async def schema_change(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction for migrations. On SQLite, foreign keys are off
+        while it runs: rebuilding a table (the only way to change most of its
+        definition) drops the old one, and with them on, that drop deletes its
+        rows first and cascades into their children. They are checked before
+        the commit instead; a violation rolls the whole change back."""
+        if not self.is_sqlite:
+            async with self._transaction() as conn:
+                yield conn
+            return
+        async with self._write_lock, self._sqlite_connection() as conn:
+            # PRAGMA foreign_keys is a no-op inside a transaction: set it first.
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+            try:
+                await conn.execution_options(sqlite_immediate=True)
+                async with conn.begin():
+                    yield conn
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"migration left rows without their parent: {broken[:5]}")
+            finally:
+                # Back to what every other connection of the pool has.
+                await conn.execution_options(sqlite_immediate=False)
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
+
     def upsert(self, table: Table) -> Any:
         """``INSERT`` for ``table`` with ``on_conflict_do_update`` (the dialect's own)."""
         return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)

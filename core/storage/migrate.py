@@ -31,5 +31,5 @@ def _upgrade(connection: Connection) -> None:
 
 async def migrate(db: Database) -> None:
     """Brings the schema to the newest revision (idempotent)."""
-    async with db.write() as conn:
+    async with db.schema_change() as conn:
         await conn.run_sync(_upgrade)

@@ -1,4 +1,10 @@
-"""The schema, as SQLAlchemy Core tables. Migrations in ``migrations/`` create it."""
+"""The schema, as SQLAlchemy Core tables. Migrations in ``migrations/`` create it.
+
+Ids are never reused, also after deletes and across organisations: every table
+whose integer key the database generates is ``sqlite_autoincrement`` (on
+PostgreSQL a sequence never goes back anyway). A new such table needs it too;
+tests/test_schema.py checks.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ users = Table(
     Column("password_hash", String(255), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 orgs = Table(
@@ -53,6 +60,7 @@ orgs = Table(
     # Standard Webhooks signing secret, sealed with the server key.
     Column("webhook_secret", Text, nullable=True),
     Column("webhook_secret_created_at", UtcDateTime, nullable=True),
+    sqlite_autoincrement=True,
 )
 
 # A user belongs to one organisation (unique user_id).
@@ -65,6 +73,7 @@ memberships = Table(
     Column("role", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "org_id"),
+    sqlite_autoincrement=True,
 )
 
 # PATs (kind "pat", obs_…) and login sessions (kind "session", obss_…).
@@ -88,6 +97,7 @@ api_tokens = Table(
     Column("last_used_at", UtcDateTime, nullable=True),
     Column("revoked_at", UtcDateTime, nullable=True),
     Index(None, "user_id", "kind"),
+    sqlite_autoincrement=True,
 )
 
 # Per-token usage for one UTC day: what daily caps count against.
@@ -120,6 +130,7 @@ password_resets = Table(
     Column("used_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("token_hash"),
+    sqlite_autoincrement=True,
 )
 
 # Idempotency-Key records: one per (token, key), kept 24 h. A row is
@@ -142,6 +153,7 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     UniqueConstraint("token_id", "key"),
     Index(None, "expires_at"),
+    sqlite_autoincrement=True,
 )
 
 # Append-only: no code path updates or deletes a row, and on PostgreSQL a
@@ -163,6 +175,7 @@ audit_logs = Table(
     Index(None, "org_id", "action"),
     Index(None, "org_id", "actor_pat_id"),
     Index(None, "org_id", "created_at"),
+    sqlite_autoincrement=True,
 )
 
 invites = Table(
@@ -178,6 +191,7 @@ invites = Table(
     Column("accepted_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Index(None, "org_id", "email"),
+    sqlite_autoincrement=True,
 )
 
 
@@ -209,6 +223,7 @@ monitors = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index(None, "org_id", "id"),
     Index(None, "updated_at"),
+    sqlite_autoincrement=True,
 )
 
 # Tags, one row each, for the ?tag=a&tag=b (AND) filter.
@@ -258,6 +273,7 @@ check_results = Table(
     Column("region", String(8), nullable=False, default="local"),
     Index(None, "monitor_id", "id"),
     Index(None, "checked_at"),
+    sqlite_autoincrement=True,
 )
 
 # Rollups kept as results arrive: per monitor, per bucket of 5 minutes
@@ -293,6 +309,7 @@ monitor_events = Table(
     Column("error", Text, nullable=True),
     Index(None, "monitor_id", "id"),
     Index(None, "org_id", "id"),
+    sqlite_autoincrement=True,
 )
 
 # Live checker processes (``observe serve`` with a scheduler): the lease

@@ -892,7 +892,7 @@ class ListMonitorsRequest(_message.Message):
     """nextCursor of the previous page."""
     @_builtins.property
     def tag(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Keep monitors carrying every one of these tags."""
+        """Keep monitors carrying every one of these tags (at most 20)."""
 
     def __init__(
         self,

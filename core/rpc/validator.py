@@ -1,0 +1,259 @@
+"""Request rules declared in the proto, enforced for both transports.
+
+Fields and messages carry standard ``buf.validate`` annotations; protovalidate
+(the Rust engine, compiled once per message type and cached) checks a
+message against them, and this module words each violation in the contract's
+vocabulary (CONTRACT.md, "JSON rules")::
+
+    protovalidate violation ──► FieldViolation(path, code, message)
+      field path (numbers)        monitors[3].intervalSec  (JSON names)
+      rule path  (int32.in)       invalid_literal
+      rule value ([30, 60, …])    "Expected one of 30, 60, 300, 900, 1800, 3600"
+
+CEL rules say their code in their ``id``. A field's rule: ``"<code>"`` or
+``"<code>.<name>"``. A message's rule cannot name a field otherwise, so its
+id does: ``"<proto_field>.<code>[.<name>]"`` (``"timeout_ms.too_big"``)
+reports on that field of the message, a bare ``"<code>"`` on the message
+itself. The rule's ``message`` (or the string its expression returns) is
+shown as is.
+
+A request whose method has an ``update_mask`` is a patch: only the values it
+gives are checked here (``required`` and message-level rules of the patched
+message are left out); the service checks the merged result with
+:meth:`RequestValidator.check` once it has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import protovalidate
+from buf.validate import validate_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from core.errors import FieldViolation, validation_failed
+from core.rpc.jsonmap import enum_json_names
+
+FD = FieldDescriptor
+# The codes a CEL rule id may name (CONTRACT.md's vocabulary).
+CODES = frozenset(
+    {"required", "invalid_type", "invalid_literal", "invalid_enum_value", "too_small", "too_big", "invalid_string",
+     "unrecognized_keys", "custom"}
+)  # fmt: skip
+_STRING_FORMATS = {
+    "email": "Expected an e-mail address",
+    "uri": "Expected an absolute URI",
+    "uri_ref": "Expected a URI reference",
+    "hostname": "Expected a host name",
+    "ip": "Expected an IP address",
+    "ipv4": "Expected an IPv4 address",
+    "ipv6": "Expected an IPv6 address",
+    "address": "Expected a host name or an IP address",
+    "host_and_port": "Expected host:port",
+    "uuid": "Expected a UUID",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the validator needs to know of one request type."""
+
+    strip: str  # the REST body field: its paths are reported without it ("monitor.")
+    patch: bool  # the request carries an update_mask
+
+
+class RequestValidator:
+    """One protovalidate engine for the process; thread-safe and cached."""
+
+    def __init__(self) -> None:
+        self._engine = protovalidate.Validator()
+
+    def violations(self, message: Message, *, strip: str = "", patch: bool = False) -> list[FieldViolation]:
+        """Every rule ``message`` breaks, in the contract's words."""
+        found = self._engine.collect_violations(message)
+        if not found:
+            return []
+        fields: list[FieldViolation] = []
+        across: list[FieldViolation] = []  # message-level rules
+        for violation in found:
+            proto = violation.proto
+            path, fd = _walk(message.DESCRIPTOR, proto.field.elements if proto.field else ())
+            rule_names = [e.field_name for e in proto.rule.elements] if proto.rule else []
+            message_level = not rule_names
+            if patch and ((message_level and path) or (rule_names == ["required"] and ("." in path or "[" in path))):
+                continue  # judged on the merged result by the service
+            (across if message_level else fields).append(_word(violation, path, fd, rule_names))
+        # A field wrong on its own is not judged against the others as well.
+        wrong = {f.path for f in fields}
+        out = fields + [f for f in across if f.path not in wrong]
+        if strip:
+            out = [FieldViolation(_strip(v.path, strip), v.code, v.message) for v in out]
+        return out
+
+    def check(self, message: Message, *, prefix: str = "", strip: str = "", patch: bool = False) -> None:
+        """Raises VALIDATION_FAILED listing every violation (paths under ``prefix``)."""
+        found = self.violations(message, strip=strip, patch=patch)
+        if found:
+            raise validation_failed([FieldViolation(_join(prefix, v.path), v.code, v.message) for v in found])
+
+    def check_request(self, message: Message, body_field: str) -> None:
+        """The pipeline's check of a request as it arrived."""
+        shape = _shape(message.DESCRIPTOR, body_field)
+        self.check(message, strip=shape.strip, patch=shape.patch)
+
+
+@cache
+def _shape(desc: Descriptor, body_field: str) -> _Shape:
+    patch = any(
+        fd.message_type is not None and fd.message_type.full_name == "google.protobuf.FieldMask" for fd in desc.fields
+    )
+    strip = ""
+    if body_field and body_field != "*" and body_field in desc.fields_by_name:
+        strip = desc.fields_by_name[body_field].json_name
+    return _Shape(strip=strip, patch=patch)
+
+
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    if not path:
+        return prefix.rstrip(".")
+    return prefix + path if path.startswith("[") or prefix.endswith(".") else f"{prefix}.{path}"
+
+
+def _strip(path: str, field: str) -> str:
+    if path == field:
+        return ""
+    for sep in (".", "["):
+        if path.startswith(field + sep):
+            rest = path[len(field) :]
+            return rest[1:] if sep == "." else rest
+    return path
+
+
+def _walk(desc: Any, elements: Iterable[Any]) -> tuple[str, Any]:
+    """The JSON path of a protovalidate field path and the field it ends on
+    (None at the top of the message)."""
+    path, fd = "", None
+    for element in elements:
+        fd = desc.fields_by_number[element.field_number]
+        path = f"{path}.{fd.json_name}" if path else fd.json_name
+        sub = element.subscript  # protobuf-py's oneof: None or (field, value)
+        kind = sub.field if sub is not None else None
+        if kind == "string_key":
+            path += f".{sub.value}"
+        elif kind is not None:
+            path += f"[{sub.value}]"
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                value = fd.message_type.fields_by_name["value"]
+                desc = value.message_type if kind is not None and value.message_type is not None else desc
+            else:
+                desc = fd.message_type
+    return path, fd
+
+
+def _word(violation: Any, path: str, fd: Any, rule_names: list[str]) -> FieldViolation:
+    proto = violation.proto
+    if not rule_names or "cel" in rule_names:
+        return _cel(proto, path, message_level=not rule_names)
+    rule = rule_names[-1]
+    family = rule_names[-2] if len(rule_names) > 1 else ""
+    value = violation.field_value
+    if rule == "required":
+        return FieldViolation(path, "required", "Required")
+    if family == "enum" or (fd is not None and fd.enum_type is not None and family in ("", "items")):
+        if rule == "not_in" and value == 0:
+            return FieldViolation(path, "required", "Required")
+        names = ", ".join(enum_json_names(fd.enum_type).values()) if fd is not None else ""
+        return FieldViolation(path, "invalid_enum_value", f"Expected one of {names}" if names else "Invalid value")
+    if rule in ("in", "const"):
+        allowed = violation.rule_value if rule == "in" else [violation.rule_value]
+        code = "invalid_enum_value" if family == "string" else "invalid_literal"
+        return FieldViolation(path, code, "Expected one of " + ", ".join(_show(a) for a in allowed))
+    if rule == "not_in":
+        return FieldViolation(path, "invalid_literal", f"Must not be {_show(value)}")
+    if family in ("string", "bytes"):
+        return _string_rule(path, rule, value, violation.rule_value)
+    if family in ("repeated", "map"):
+        unit = "items" if family == "repeated" else "entries"
+        if rule in ("min_items", "min_pairs"):
+            return FieldViolation(path, "too_small", f"At least {violation.rule_value} {unit}")
+        if rule in ("max_items", "max_pairs"):
+            return FieldViolation(path, "too_big", f"At most {violation.rule_value} {unit}")
+        if rule == "unique":
+            return FieldViolation(path, "custom", "Items must be unique")
+    if family == "timestamp":
+        if rule in ("gt_now", "gte"):
+            return FieldViolation(path, "too_small", "Must be in the future" if rule == "gt_now" else proto.message)
+        if rule in ("lt_now", "lte", "within"):
+            return FieldViolation(path, "too_big", "Must be in the past" if rule == "lt_now" else proto.message)
+    if rule in ("gt", "gte", "lt", "lte"):
+        return _range(path, fd, rule_names[:-1], value)
+    return FieldViolation(path, "custom", proto.message)
+
+
+def _cel(proto: Any, path: str, message_level: bool) -> FieldViolation:
+    parts = (proto.rule_id or "").split(".")
+    field, code = "", parts[0]
+    if message_level and len(parts) > 1:
+        field, code = parts[0], parts[1]
+        path = f"{path}.{_json_name(field)}" if path else _json_name(field)
+    return FieldViolation(path, code if code in CODES else "custom", proto.message)
+
+
+def _json_name(proto_name: str) -> str:
+    head, *rest = proto_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _string_rule(path: str, rule: str, value: Any, limit: Any) -> FieldViolation:
+    unit = "bytes" if rule.endswith("_bytes") else "characters"
+    if rule in ("min_len", "min_bytes"):
+        if value in ("", b""):
+            return FieldViolation(path, "required", "Required")
+        return FieldViolation(path, "too_small", f"Must be at least {limit} {unit}")
+    if rule in ("max_len", "max_bytes"):
+        return FieldViolation(path, "too_big", f"Must be at most {limit} {unit}")
+    if rule == "len":
+        return FieldViolation(path, "invalid_string", f"Must be exactly {limit} {unit}")
+    if rule == "pattern":
+        return FieldViolation(path, "invalid_string", f"Must match {limit}")
+    if rule in _STRING_FORMATS:
+        return FieldViolation(path, "invalid_string", _STRING_FORMATS[rule])
+    if rule in ("prefix", "suffix", "contains", "not_contains"):
+        return FieldViolation(path, "invalid_string", f"Must {rule.replace('_', ' ')} '{limit}'")
+    return FieldViolation(path, "invalid_string", "Invalid string")
+
+
+def _range(path: str, fd: Any, rule_path: list[str], value: Any) -> FieldViolation:
+    """too_small or too_big for a number outside its bounds; the message names
+    the bound it crossed, as ``Must be at least 1000``."""
+    if fd is None:
+        return FieldViolation(path, "custom", "Out of range")
+    rules: Any = fd.GetOptions().Extensions[validate_pb2.field]
+    for name in rule_path:  # e.g. repeated.items.int32
+        rules = getattr(rules, name)
+    if rules.HasField("gte") and value < rules.gte:
+        return FieldViolation(path, "too_small", f"Must be at least {_show(rules.gte)}")
+    if rules.HasField("gt") and value <= rules.gt:
+        return FieldViolation(path, "too_small", f"Must be greater than {_show(rules.gt)}")
+    if rules.HasField("lte") and value > rules.lte:
+        return FieldViolation(path, "too_big", f"Must be at most {_show(rules.lte)}")
+    if rules.HasField("lt"):
+        return FieldViolation(path, "too_big", f"Must be less than {_show(rules.lt)}")
+    return FieldViolation(path, "custom", "Out of range")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+VALIDATOR = RequestValidator()
+"""The process's validator (protovalidate caches compiled rules per instance)."""
