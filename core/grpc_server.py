@@ -16,6 +16,7 @@ from core.errors import ObserveError
 from core.metrics import ApiMetrics
 from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
+from core.rpc.idempotency import received_key
 from core.rpc.methods import Method
 from core.rpc.pipeline import Pipeline
 from core.rpc.status import to_status
@@ -53,7 +54,7 @@ def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContex
         if key == "authorization":
             ctx.authorization = text
         elif key == "idempotency-key":
-            ctx.idempotency_key = text
+            ctx.idempotency_key = received_key(text)
         elif key == "user-agent":
             ctx.user_agent = text
         elif key == "cookie":
@@ -87,8 +88,8 @@ async def _send_headers(context: grpc.aio.ServicerContext[Any, Any], ctx: CallCo
 def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
-        ctx = context_from_grpc(context)
         try:
+            ctx = context_from_grpc(context)
             response = await pipeline.unary(method, request, ctx)
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
@@ -108,8 +109,8 @@ def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> g
 def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        ctx = context_from_grpc(context)
         try:
+            ctx = context_from_grpc(context)
             async for item in pipeline.stream(method, request, ctx):
                 yield item
         except ObserveError as err:

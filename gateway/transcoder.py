@@ -24,6 +24,7 @@ from observe.v1 import options_pb2
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
 from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
+from core.rpc.idempotency import received_key
 from core.rpc.jsonmap import AnyDesc, AnyField, JsonCodec
 from core.rpc.methods import HttpBinding, Method
 from gateway.dispatch import Dispatcher
@@ -199,9 +200,6 @@ class Transcoder:
         cookie = headers.get(b"cookie")
         if cookie is not None:
             ctx.session_cookie = session_from_cookie(cookie.decode("latin-1"))
-        key = headers.get(b"idempotency-key")
-        if key is not None:
-            ctx.idempotency_key = key.decode("latin-1")
         ua = headers.get(b"user-agent")
         if ua is not None:
             ctx.user_agent = ua.decode("latin-1")
@@ -209,6 +207,9 @@ class Transcoder:
         if client:
             ctx.ip = client[0]
         try:
+            key = headers.get(b"idempotency-key")
+            if key is not None:
+                ctx.idempotency_key = received_key(key.decode("latin-1"))
             request = await self._decode(route, variables, scope, headers, receive)
             if route.method.server_streaming:
                 await self._stream(route, request, ctx, receive, send)

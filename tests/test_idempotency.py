@@ -185,3 +185,55 @@ def test_a_claim_left_by_a_crash_lapses(server: Server, owner: Persona) -> None:
     assert taken.status_code == 201
     assert replay.json() == taken.json()
     assert replay.headers["idempotent-replayed"] == "true"
+
+
+def test_an_empty_key_is_refused_not_taken_as_none(server: Server, owner: Persona) -> None:
+    from observe.v1 import tokens_pb2, tokens_pb2_grpc
+
+    from core.rpc.status import from_rpc_error
+
+    with owner.client() as c:
+        before = len(c.get("/api/v1/me/tokens").json()["tokens"])
+        r = c.post("/api/v1/me/tokens", json={"name": "empty key"}, headers={"idempotency-key": ""})
+        assert (r.status_code, r.json()["code"]) == (400, "VALIDATION_FAILED"), r.text
+        assert [f["path"] for f in r.json()["fields"]] == ["Idempotency-Key"]
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        stub = tokens_pb2_grpc.TokenServiceStub(ch)
+        md = (("authorization", f"Bearer {owner.pat}"), ("idempotency-key", ""))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CreateToken(tokens_pb2.CreateTokenRequest(name="empty key"), metadata=md)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = from_rpc_error(err.value)
+    assert refused.name == "VALIDATION_FAILED"
+    assert [f.path for f in refused.fields] == ["Idempotency-Key"]
+    with owner.client() as c:
+        assert len(c.get("/api/v1/me/tokens").json()["tokens"]) == before  # nothing minted
+
+
+def test_a_replay_carries_one_set_of_fresh_rate_limit_headers(echo_server: Any) -> None:
+    persona = register(echo_server)
+    key = _key()
+    first = _post(echo_server, persona, {"text": "limits"}, key)
+    second = _post(echo_server, persona, {"text": "limits"}, key)
+    assert second.headers["idempotent-replayed"] == "true"
+    for name in ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
+        assert len(first.headers.get_list(name)) == 1, name
+        assert len(second.headers.get_list(name)) == 1, name
+    # The replay's own admission counted: what remains is its, not the stored reply's.
+    assert int(second.headers["ratelimit-remaining"]) < int(first.headers["ratelimit-remaining"])
+    pb2 = echo_server.echo_pb2
+    with grpc.insecure_channel(echo_server.grpc_target) as ch:
+        record = ch.unary_unary(
+            "/observetest.v1.EchoService/Record",
+            request_serializer=pb2.RecordRequest.SerializeToString,
+            response_deserializer=pb2.RecordResponse.FromString,
+        )
+        md = (("authorization", f"Bearer {persona.pat}"), ("idempotency-key", key))
+        _, call = record.with_call(pb2.RecordRequest(text="limits"), metadata=md)
+    sent = [*call.initial_metadata(), *call.trailing_metadata()]
+    assert ("idempotent-replayed", "true") in sent
+    assert [k for k, _ in sent if k.startswith("ratelimit-")] == [
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+    ]

@@ -26,15 +26,19 @@ from google.protobuf.message import Message
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.errors import ErrorCode, FieldViolation, ObserveError
+from core.errors import ErrorCode, FieldViolation, ObserveError, validation_failed
 from core.rpc.methods import Method
 from core.storage import tables as t
 from core.storage.db import Database
 
 MAX_KEY_LENGTH = 255
+HEADER = "Idempotency-Key"
 TTL = timedelta(hours=24)
 LOCK_SECONDS = 60
 REPLAYED = ("idempotent-replayed", "true")
+# Reply headers that describe this request, not the stored one: a replay
+# carries the fresh RateLimit-* of its own admission (and never a cookie).
+_NOT_REPLAYED = frozenset({"set-cookie", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"})
 _ik = t.idempotency_keys
 
 
@@ -74,6 +78,14 @@ def fingerprint(method: Method, request: Message) -> str:
     digest.update(b"\0")
     digest.update(request.SerializeToString(deterministic=True))
     return digest.hexdigest()
+
+
+def received_key(value: str) -> str:
+    """The key a transport received (REST header, gRPC metadata). An empty
+    one is refused: taken as "no key", a retry would run the call again."""
+    if not value.strip():
+        raise validation_failed([FieldViolation(HEADER, "too_small", f"{HEADER} must not be empty")])
+    return value
 
 
 def check_key(key: str) -> None:
@@ -159,7 +171,7 @@ class IdempotencyStore:
             return None
 
     async def finish(self, claim: Claim, bearer: str, response: Message, headers: list[tuple[str, str]]) -> None:
-        kept = [[k, v] for k, v in headers if k.lower() != "set-cookie"]
+        kept = [[k, v] for k, v in headers if k.lower() not in _NOT_REPLAYED]
         reply = {"response": response.SerializeToString().hex(), "headers": kept}
         await self._store(claim, _seal(bearer, json.dumps(reply).encode()))
 
@@ -188,7 +200,8 @@ class IdempotencyStore:
 
 def _replay(bearer: str, sealed: bytes) -> Replay:
     reply = json.loads(_open(bearer, sealed))
-    headers = [(k, v) for k, v in reply["headers"]]
+    # Replies stored before RateLimit-* were left out may still hold them.
+    headers = [(k, v) for k, v in reply["headers"] if k.lower() not in _NOT_REPLAYED]
     headers.append(REPLAYED)
     error = reply.get("error")
     if error is not None:
