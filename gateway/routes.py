@@ -3,8 +3,11 @@
 Templates follow google.api.http: literal segments, ``{field}`` (one
 segment), ``{field=pattern}`` with ``*`` (one segment) and ``**`` (the rest),
 and an optional ``:verb`` suffix. When several templates match a path, the
-more literal one wins (``/monitors/bulk`` before ``/monitors/{id}``); a path
-that matches but not for this HTTP method is a 405 with ``Allow``.
+more literal one wins, segment by segment from the left (``/monitors/bulk``
+over ``/monitors/{id}``, ``/a/b/{x}`` over ``/a/{y}/c``, a ``:verb`` over none),
+whatever the HTTP method: when the winner has no binding for the method, the
+answer is a 405 with its ``Allow``, never a less literal template's binding
+(``GET /monitors/bulk`` is not ``GetMonitor`` with ``id=bulk``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ class Template:
     regex: re.Pattern[str]
     variables: tuple[str, ...]  # field paths, in group order
     specificity: tuple[int, ...]  # lower sorts first: literal 0, "*" 1, "**" 2
+    has_verb: bool = False  # ends in a literal ":verb"
+
+    @property
+    def rank(self) -> tuple[int, ...]:
+        """Sorts the more literal of two templates matching one path first: by
+        segment from the left, then a ``:verb`` before none (it is one more
+        literal part; without it, ``{id}`` would also match ``5:verb``)."""
+        return (*self.specificity, 0 if self.has_verb else 3)
 
     @property
     def openapi_path(self) -> str:
@@ -66,7 +77,7 @@ def compile_template(text: str) -> Template:
     pattern.append(re.escape(tail))
     specificity.extend(0 for s in tail.split("/") if s)
     pattern.append(re.escape(verb) + "$")
-    return Template(text + verb, re.compile("".join(pattern)), tuple(variables), tuple(specificity))
+    return Template(text + verb, re.compile("".join(pattern)), tuple(variables), tuple(specificity), bool(verb))
 
 
 @dataclass(slots=True)
@@ -90,7 +101,7 @@ class Router(Generic[T]):
             self._entries[path] = entry
             if entry.template.variables:
                 self._dynamic.append(entry)
-                self._dynamic.sort(key=lambda e: (len(e.template.specificity), e.template.specificity))
+                self._dynamic.sort(key=lambda e: e.template.rank)
             else:
                 self._static[path] = entry
         if verb in entry.targets:
@@ -99,19 +110,24 @@ class Router(Generic[T]):
         return entry.template
 
     def match(self, verb: str, path: str) -> tuple[T, Template, dict[str, str]] | list[str]:
-        """The target, its template and path variables; or, when no template
-        takes this method, the methods allowed on the path (empty: 404)."""
-        allowed: list[str] = []
+        """The target, its template and path variables; or, when the most
+        literal template matching the path has no binding for this method,
+        the methods it allows (empty: no template matches, a 404)."""
         entry = self._static.get(path)
-        if entry is not None:
+        if entry is not None:  # all literal: nothing matches more closely
             target = entry.targets.get(verb)
             if target is not None:
                 return target, entry.template, {}
-            allowed.extend(entry.targets)
-        for entry in self._dynamic:
+            return sorted(entry.targets)
+        allowed: list[str] = []
+        best: tuple[int, ...] | None = None
+        for entry in self._dynamic:  # most literal first
+            if best is not None and entry.template.rank != best:
+                break  # only less literal templates are left
             m = entry.template.regex.match(path)
             if m is None:
                 continue
+            best = entry.template.rank
             target = entry.targets.get(verb)
             if target is None:
                 allowed.extend(entry.targets)

@@ -121,6 +121,37 @@ def test_unknown_route_and_method(owner: Persona) -> None:
     assert wrong_method.headers["allow"] == "GET, POST"
 
 
+def test_a_literal_segment_wins_over_a_variable_one_whatever_the_method(owner: Persona) -> None:
+    with owner.client() as c:
+        for method in ("GET", "HEAD", "PUT"):
+            r = c.request(method, "/api/v1/monitors/bulk")
+            assert r.status_code == 405, (method, r.text)
+            assert r.headers["allow"] == "DELETE, PATCH, POST"
+            if method != "HEAD":
+                assert r.json()["code"] == "METHOD_NOT_ALLOWED"
+        assert c.get("/api/v1/monitors/123456789").json()["code"] == "NOT_FOUND"  # {id} still routes
+
+
+def test_the_router_prefers_literal_segments_from_the_left() -> None:
+    from gateway.routes import Router
+
+    router: Router[str] = Router()
+    router.add("GET", "/a/{x}", "get-x")
+    router.add("POST", "/a/b", "post-b")
+    router.add("GET", "/a/{x}/c", "get-x-c")
+    router.add("DELETE", "/a/b/{y}", "delete-b-y")
+    router.add("POST", "/a/{x}:run", "run-x")
+    router.add("GET", "/a/{x}/{rest=**}", "get-rest")
+    assert router.match("GET", "/a/b") == ["POST"]
+    assert router.match("GET", "/a/z")[0] == "get-x"
+    assert router.match("GET", "/a/b/c") == ["DELETE"]  # /a/b/{y} is more literal than /a/{x}/c
+    assert router.match("GET", "/a/z/c")[0] == "get-x-c"
+    assert router.match("GET", "/a/5:run") == ["POST"]  # the :verb is one more literal part
+    assert router.match("POST", "/a/5:run")[:1] == ("run-x",)
+    assert router.match("GET", "/a/z/c/d")[0] == "get-rest"
+    assert router.match("GET", "/b") == []
+
+
 def test_non_api_wrong_method_gets_the_envelope(owner: Persona) -> None:
     with owner.server.client() as c:
         r = c.post("/health/live")
