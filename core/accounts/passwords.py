@@ -11,18 +11,12 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from core.errors import Violations
-
 MIN_LENGTH = 10
 MAX_LENGTH = 256
 
 _hasher = PasswordHasher()
 # Verified when the e-mail is unknown, so both answers take the same time.
 _DUMMY_HASH = _hasher.hash("observe-dummy-password")
-
-
-def validate(violations: Violations, path: str, password: str) -> None:
-    violations.require_string(path, password, min_len=MIN_LENGTH, max_len=MAX_LENGTH)
 
 
 async def hash_password(password: str) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import clock
 from core.accounts.service import normalize_email
 from core.config import Settings
-from core.errors import ErrorCode, ObserveError, Violations, not_found
+from core.errors import ErrorCode, ObserveError, not_found
 from core.mail.sender import Mailer
 from core.rpc.context import ROLE_NAMES, ROLES_BY_NAME, CallContext
 from core.storage import tables as t
@@ -81,10 +81,6 @@ class MemberService(members_pb2_grpc.MemberServiceServicer):
         self, request: members_pb2.UpdateMemberRequest, ctx: CallContext
     ) -> members_pb2.UpdateMemberResponse:
         principal = ctx.require_principal()
-        if request.role == options_pb2.ROLE_UNSPECIFIED:
-            v = Violations()
-            v.add("role", "required", "Required")
-            v.raise_if_any()
         new_role = ROLE_NAMES[request.role]
         async with self.db.write() as conn:
             mine = (t.memberships.c.org_id == principal.org_id) & (t.memberships.c.user_id == request.user_id)
@@ -147,9 +143,7 @@ class MemberService(members_pb2_grpc.MemberServiceServicer):
         self, request: members_pb2.CreateInviteRequest, ctx: CallContext
     ) -> members_pb2.CreateInviteResponse:
         principal = ctx.require_principal()
-        v = Violations()
-        email = normalize_email(v, "email", request.email)
-        v.raise_if_any()
+        email = normalize_email(request.email)
         role = ROLE_NAMES.get(request.role, "member")
         if role == "owner" and principal.role != options_pb2.ROLE_OWNER:
             raise ObserveError(ErrorCode.ERROR_CODE_ROLE_INSUFFICIENT, "only owners invite owners")

@@ -28,8 +28,5 @@ def cursor_in(v: Violations, cursor: str, kind: str = "a") -> int | None:
 
 
 def page_limit(v: Violations, limit: int | None) -> int:
-    """``limit`` (1–1000) or the default of 100."""
-    if limit is None:
-        return DEFAULT_LIMIT
-    v.int_range("limit", limit, 1, MAX_LIMIT)
-    return limit
+    """``limit`` (its 1–1000 range is the proto's rule) or the default of 100."""
+    return DEFAULT_LIMIT if limit is None else limit

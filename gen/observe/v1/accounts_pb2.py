@@ -22,36 +22,47 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from observe.v1 import options_pb2 as observe_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19observe/v1/accounts.proto\x12\nobserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"/\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x1f\n\x03Org\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x96\x01\n\nPlanLimits\x12\x15\n\x08monitors\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0emonthly_checks\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11monthly_log_bytes\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x0b\n\t_monitorsB\x11\n\x0f_monthly_checksB\x14\n\x12_monthly_log_bytes\"<\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06limits\x18\x02 \x01(\x0b\x32\x16.observe.v1.PlanLimits\"L\n\x05Usage\x12\x10\n\x08monitors\x18\x01 \x01(\x03\x12\x16\n\x0emonthly_checks\x18\x02 \x01(\x03\x12\x19\n\x11monthly_log_bytes\x18\x03 \x01(\x03\"x\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x18\n\x08password\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08org_name\x18\x04 \x01(\t\x12\x1c\n\x0cinvite_token\x18\x05 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\"\xbf\x01\n\x10RegisterResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1c\n\x03org\x18\x02 \x01(\x0b\x32\x0f.observe.v1.Org\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12\x1d\n\rsession_token\x18\x04 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x18\n\x08password\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\"~\n\rLoginResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1d\n\rsession_token\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"&\n\x15\x46orgotPasswordRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x18\n\x16\x46orgotPasswordResponse\"G\n\x14ResetPasswordRequest\x12\x15\n\x05token\x18\x01 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12\x18\n\x08password\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\"\x17\n\x15ResetPasswordResponse\"\x0e\n\x0cGetMeRequest\"\xaf\x01\n\rGetMeResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1c\n\x03org\x18\x02 \x01(\x0b\x32\x0f.observe.v1.Org\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12\x1e\n\x04plan\x18\x04 \x01(\x0b\x32\x10.observe.v1.Plan\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.observe.v1.Usage\"W\n\x15\x43hangePasswordRequest\x12 \n\x10\x63urrent_password\x18\x01 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12\x1c\n\x0cnew_password\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\"\x18\n\x16\x43hangePasswordResponse2\xa2\x05\n\x0b\x41uthService\x12\x82\x01\n\x08Register\x12\x1b.observe.v1.RegisterRequest\x1a\x1c.observe.v1.RegisterResponse\";\x8a\xb5\x18\x17\x18\x01 \x01(\xc9\x01\x30\x80\x80\x01\x38\x01\x42\x08REGISTER\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*\x12g\n\x05Login\x12\x18.observe.v1.LoginRequest\x1a\x19.observe.v1.LoginResponse\")\x8a\xb5\x18\x08\x18\x01\x30\x80\x80\x01\x38\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12s\n\x06Logout\x12\x19.observe.v1.LogoutRequest\x1a\x1a.observe.v1.LogoutResponse\"2\x8a\xb5\x18\x10 \x01(\xcc\x01\x30\x80\x08\x42\x06LOGOUT\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*\x12\x8f\x01\n\x0e\x46orgotPassword\x12!.observe.v1.ForgotPasswordRequest\x1a\".observe.v1.ForgotPasswordResponse\"6\x8a\xb5\x18\x0b\x18\x01(\xca\x01\x30\x80\x80\x01\x38\x01\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/auth/forgot-password:\x01*\x12\x9d\x01\n\rResetPassword\x12 .observe.v1.ResetPasswordRequest\x1a!.observe.v1.ResetPasswordResponse\"G\x8a\xb5\x18\x1d\x18\x01 \x01(\xcc\x01\x30\x80\x80\x01\x38\x01\x42\x0eRESET_PASSWORD\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/auth/reset-password:\x01*2\x8f\x02\n\tMeService\x12T\n\x05GetMe\x12\x18.observe.v1.GetMeRequest\x1a\x19.observe.v1.GetMeResponse\"\x16\x8a\xb5\x18\x00\x82\xd3\xe4\x93\x02\x0c\x12\n/api/v1/me\x12\xab\x01\n\x0e\x43hangePassword\x12!.observe.v1.ChangePasswordRequest\x1a\".observe.v1.ChangePasswordResponse\"R\x8a\xb5\x18)\n\raccount:write \x01(\xcc\x01\x30\x80\x80\x01\x42\x0f\x43HANGE_PASSWORD\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/me/change-password:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19observe/v1/accounts.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"/\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x1f\n\x03Org\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x96\x01\n\nPlanLimits\x12\x15\n\x08monitors\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1b\n\x0emonthly_checks\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1e\n\x11monthly_log_bytes\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x0b\n\t_monitorsB\x11\n\x0f_monthly_checksB\x14\n\x12_monthly_log_bytes\"<\n\x04Plan\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06limits\x18\x02 \x01(\x0b\x32\x16.observe.v1.PlanLimits\"L\n\x05Usage\x12\x10\n\x08monitors\x18\x01 \x01(\x03\x12\x16\n\x0emonthly_checks\x18\x02 \x01(\x03\x12\x19\n\x11monthly_log_bytes\x18\x03 \x01(\x03\"\xae\x01\n\x0fRegisterRequest\x12\x1c\n\x05\x65mail\x18\x01 \x01(\tB\r\xbaH\nr\x05\x18\xc0\x02`\x01\xc8\x01\x01\x12%\n\x08password\x18\x02 \x01(\tB\x13\xbaH\nr\x05\x10\n\x18\x80\x02\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\x12\x15\n\x04name\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x1a\n\x08org_name\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12#\n\x0cinvite_token\x18\x05 \x01(\tB\r\xbaH\x04r\x02\x18@\x92\xb5\x18\x02\x08\x01\"\xbf\x01\n\x10RegisterResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1c\n\x03org\x18\x02 \x01(\x0b\x32\x0f.observe.v1.Org\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12\x1d\n\rsession_token\x18\x04 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x0cLoginRequest\x12\x1c\n\x05\x65mail\x18\x01 \x01(\tB\r\xbaH\nr\x05\x18\xc0\x02`\x01\xc8\x01\x01\x12#\n\x08password\x18\x02 \x01(\tB\x11\xbaH\x08r\x03\x18\x80\x02\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\"~\n\rLoginResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1d\n\rsession_token\x18\x02 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x0f\n\rLogoutRequest\"\x10\n\x0eLogoutResponse\"5\n\x15\x46orgotPasswordRequest\x12\x1c\n\x05\x65mail\x18\x01 \x01(\tB\r\xbaH\nr\x05\x18\xc0\x02`\x01\xc8\x01\x01\"\x18\n\x16\x46orgotPasswordResponse\"^\n\x14ResetPasswordRequest\x12\x1f\n\x05token\x18\x01 \x01(\tB\x10\xbaH\x07r\x02\x18@\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\x12%\n\x08password\x18\x02 \x01(\tB\x13\xbaH\nr\x05\x10\n\x18\x80\x02\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\"\x17\n\x15ResetPasswordResponse\"\x0e\n\x0cGetMeRequest\"\xaf\x01\n\rGetMeResponse\x12\x1e\n\x04user\x18\x01 \x01(\x0b\x32\x10.observe.v1.User\x12\x1c\n\x03org\x18\x02 \x01(\x0b\x32\x0f.observe.v1.Org\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12\x1e\n\x04plan\x18\x04 \x01(\x0b\x32\x10.observe.v1.Plan\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.observe.v1.Usage\"o\n\x15\x43hangePasswordRequest\x12+\n\x10\x63urrent_password\x18\x01 \x01(\tB\x11\xbaH\x08r\x03\x18\x80\x02\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\x12)\n\x0cnew_password\x18\x02 \x01(\tB\x13\xbaH\nr\x05\x10\n\x18\x80\x02\xc8\x01\x01\x92\xb5\x18\x02\x08\x01\"\x18\n\x16\x43hangePasswordResponse2\xa2\x05\n\x0b\x41uthService\x12\x82\x01\n\x08Register\x12\x1b.observe.v1.RegisterRequest\x1a\x1c.observe.v1.RegisterResponse\";\x8a\xb5\x18\x17\x18\x01 \x01(\xc9\x01\x30\x80\x80\x01\x38\x01\x42\x08REGISTER\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*\x12g\n\x05Login\x12\x18.observe.v1.LoginRequest\x1a\x19.observe.v1.LoginResponse\")\x8a\xb5\x18\x08\x18\x01\x30\x80\x80\x01\x38\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12s\n\x06Logout\x12\x19.observe.v1.LogoutRequest\x1a\x1a.observe.v1.LogoutResponse\"2\x8a\xb5\x18\x10 \x01(\xcc\x01\x30\x80\x08\x42\x06LOGOUT\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*\x12\x8f\x01\n\x0e\x46orgotPassword\x12!.observe.v1.ForgotPasswordRequest\x1a\".observe.v1.ForgotPasswordResponse\"6\x8a\xb5\x18\x0b\x18\x01(\xca\x01\x30\x80\x80\x01\x38\x01\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/auth/forgot-password:\x01*\x12\x9d\x01\n\rResetPassword\x12 .observe.v1.ResetPasswordRequest\x1a!.observe.v1.ResetPasswordResponse\"G\x8a\xb5\x18\x1d\x18\x01 \x01(\xcc\x01\x30\x80\x80\x01\x38\x01\x42\x0eRESET_PASSWORD\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/auth/reset-password:\x01*2\x8f\x02\n\tMeService\x12T\n\x05GetMe\x12\x18.observe.v1.GetMeRequest\x1a\x19.observe.v1.GetMeResponse\"\x16\x8a\xb5\x18\x00\x82\xd3\xe4\x93\x02\x0c\x12\n/api/v1/me\x12\xab\x01\n\x0e\x43hangePassword\x12!.observe.v1.ChangePasswordRequest\x1a\".observe.v1.ChangePasswordResponse\"R\x8a\xb5\x18)\n\raccount:write \x01(\xcc\x01\x30\x80\x80\x01\x42\x0f\x43HANGE_PASSWORD\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/me/change-password:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'observe.v1.accounts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REGISTERREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_REGISTERREQUEST'].fields_by_name['email']._serialized_options = b'\272H\nr\005\030\300\002`\001\310\001\001'
   _globals['_REGISTERREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_REGISTERREQUEST'].fields_by_name['password']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_REGISTERREQUEST'].fields_by_name['password']._serialized_options = b'\272H\nr\005\020\n\030\200\002\310\001\001\222\265\030\002\010\001'
+  _globals['_REGISTERREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_REGISTERREQUEST'].fields_by_name['name']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_REGISTERREQUEST'].fields_by_name['org_name']._loaded_options = None
+  _globals['_REGISTERREQUEST'].fields_by_name['org_name']._serialized_options = b'\272H\005r\003\030\310\001'
   _globals['_REGISTERREQUEST'].fields_by_name['invite_token']._loaded_options = None
-  _globals['_REGISTERREQUEST'].fields_by_name['invite_token']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_REGISTERREQUEST'].fields_by_name['invite_token']._serialized_options = b'\272H\004r\002\030@\222\265\030\002\010\001'
   _globals['_REGISTERRESPONSE'].fields_by_name['session_token']._loaded_options = None
   _globals['_REGISTERRESPONSE'].fields_by_name['session_token']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_LOGINREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_LOGINREQUEST'].fields_by_name['email']._serialized_options = b'\272H\nr\005\030\300\002`\001\310\001\001'
   _globals['_LOGINREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\272H\010r\003\030\200\002\310\001\001\222\265\030\002\010\001'
   _globals['_LOGINRESPONSE'].fields_by_name['session_token']._loaded_options = None
   _globals['_LOGINRESPONSE'].fields_by_name['session_token']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_FORGOTPASSWORDREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_FORGOTPASSWORDREQUEST'].fields_by_name['email']._serialized_options = b'\272H\nr\005\030\300\002`\001\310\001\001'
   _globals['_RESETPASSWORDREQUEST'].fields_by_name['token']._loaded_options = None
-  _globals['_RESETPASSWORDREQUEST'].fields_by_name['token']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_RESETPASSWORDREQUEST'].fields_by_name['token']._serialized_options = b'\272H\007r\002\030@\310\001\001\222\265\030\002\010\001'
   _globals['_RESETPASSWORDREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_RESETPASSWORDREQUEST'].fields_by_name['password']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_RESETPASSWORDREQUEST'].fields_by_name['password']._serialized_options = b'\272H\nr\005\020\n\030\200\002\310\001\001\222\265\030\002\010\001'
   _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['current_password']._loaded_options = None
-  _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['current_password']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['current_password']._serialized_options = b'\272H\010r\003\030\200\002\310\001\001\222\265\030\002\010\001'
   _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['new_password']._loaded_options = None
-  _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['new_password']._serialized_options = b'\222\265\030\002\010\001'
+  _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['new_password']._serialized_options = b'\272H\nr\005\020\n\030\200\002\310\001\001\222\265\030\002\010\001'
   _globals['_AUTHSERVICE'].methods_by_name['Register']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\212\265\030\027\030\001 \001(\311\0010\200\200\0018\001B\010REGISTER\202\323\344\223\002\032\"\025/api/v1/auth/register:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
@@ -66,46 +77,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESERVICE'].methods_by_name['GetMe']._serialized_options = b'\212\265\030\000\202\323\344\223\002\014\022\n/api/v1/me'
   _globals['_MESERVICE'].methods_by_name['ChangePassword']._loaded_options = None
   _globals['_MESERVICE'].methods_by_name['ChangePassword']._serialized_options = b'\212\265\030)\n\raccount:write \001(\314\0010\200\200\001B\017CHANGE_PASSWORD\202\323\344\223\002\037\"\032/api/v1/me/change-password:\001*'
-  _globals['_USER']._serialized_start=130
-  _globals['_USER']._serialized_end=177
-  _globals['_ORG']._serialized_start=179
-  _globals['_ORG']._serialized_end=210
-  _globals['_PLANLIMITS']._serialized_start=213
-  _globals['_PLANLIMITS']._serialized_end=363
-  _globals['_PLAN']._serialized_start=365
-  _globals['_PLAN']._serialized_end=425
-  _globals['_USAGE']._serialized_start=427
-  _globals['_USAGE']._serialized_end=503
-  _globals['_REGISTERREQUEST']._serialized_start=505
-  _globals['_REGISTERREQUEST']._serialized_end=625
-  _globals['_REGISTERRESPONSE']._serialized_start=628
-  _globals['_REGISTERRESPONSE']._serialized_end=819
-  _globals['_LOGINREQUEST']._serialized_start=821
-  _globals['_LOGINREQUEST']._serialized_end=876
-  _globals['_LOGINRESPONSE']._serialized_start=878
-  _globals['_LOGINRESPONSE']._serialized_end=1004
-  _globals['_LOGOUTREQUEST']._serialized_start=1006
-  _globals['_LOGOUTREQUEST']._serialized_end=1021
-  _globals['_LOGOUTRESPONSE']._serialized_start=1023
-  _globals['_LOGOUTRESPONSE']._serialized_end=1039
-  _globals['_FORGOTPASSWORDREQUEST']._serialized_start=1041
-  _globals['_FORGOTPASSWORDREQUEST']._serialized_end=1079
-  _globals['_FORGOTPASSWORDRESPONSE']._serialized_start=1081
-  _globals['_FORGOTPASSWORDRESPONSE']._serialized_end=1105
-  _globals['_RESETPASSWORDREQUEST']._serialized_start=1107
-  _globals['_RESETPASSWORDREQUEST']._serialized_end=1178
-  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1180
-  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1203
-  _globals['_GETMEREQUEST']._serialized_start=1205
-  _globals['_GETMEREQUEST']._serialized_end=1219
-  _globals['_GETMERESPONSE']._serialized_start=1222
-  _globals['_GETMERESPONSE']._serialized_end=1397
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1399
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1486
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1488
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1512
-  _globals['_AUTHSERVICE']._serialized_start=1515
-  _globals['_AUTHSERVICE']._serialized_end=2189
-  _globals['_MESERVICE']._serialized_start=2192
-  _globals['_MESERVICE']._serialized_end=2463
+  _globals['_USER']._serialized_start=159
+  _globals['_USER']._serialized_end=206
+  _globals['_ORG']._serialized_start=208
+  _globals['_ORG']._serialized_end=239
+  _globals['_PLANLIMITS']._serialized_start=242
+  _globals['_PLANLIMITS']._serialized_end=392
+  _globals['_PLAN']._serialized_start=394
+  _globals['_PLAN']._serialized_end=454
+  _globals['_USAGE']._serialized_start=456
+  _globals['_USAGE']._serialized_end=532
+  _globals['_REGISTERREQUEST']._serialized_start=535
+  _globals['_REGISTERREQUEST']._serialized_end=709
+  _globals['_REGISTERRESPONSE']._serialized_start=712
+  _globals['_REGISTERRESPONSE']._serialized_end=903
+  _globals['_LOGINREQUEST']._serialized_start=905
+  _globals['_LOGINREQUEST']._serialized_end=986
+  _globals['_LOGINRESPONSE']._serialized_start=988
+  _globals['_LOGINRESPONSE']._serialized_end=1114
+  _globals['_LOGOUTREQUEST']._serialized_start=1116
+  _globals['_LOGOUTREQUEST']._serialized_end=1131
+  _globals['_LOGOUTRESPONSE']._serialized_start=1133
+  _globals['_LOGOUTRESPONSE']._serialized_end=1149
+  _globals['_FORGOTPASSWORDREQUEST']._serialized_start=1151
+  _globals['_FORGOTPASSWORDREQUEST']._serialized_end=1204
+  _globals['_FORGOTPASSWORDRESPONSE']._serialized_start=1206
+  _globals['_FORGOTPASSWORDRESPONSE']._serialized_end=1230
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=1232
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=1326
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=1328
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=1351
+  _globals['_GETMEREQUEST']._serialized_start=1353
+  _globals['_GETMEREQUEST']._serialized_end=1367
+  _globals['_GETMERESPONSE']._serialized_start=1370
+  _globals['_GETMERESPONSE']._serialized_end=1545
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1547
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1658
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1660
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1684
+  _globals['_AUTHSERVICE']._serialized_start=1687
+  _globals['_AUTHSERVICE']._serialized_end=2361
+  _globals['_MESERVICE']._serialized_start=2364
+  _globals['_MESERVICE']._serialized_end=2635
 # @@protoc_insertion_point(module_scope)

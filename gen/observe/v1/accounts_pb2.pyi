@@ -191,7 +191,9 @@ class RegisterRequest(_message.Message):
     name: _builtins.str
     """Display name (optional, up to 100 characters)."""
     org_name: _builtins.str
-    """Organisation name; defaults to "<name or e-mail>'s organisation"."""
+    """Organisation name (up to 200 characters); defaults to "<name or
+    e-mail>'s organisation".
+    """
     invite_token: _builtins.str
     """Invite token from an invite e-mail: join that organisation instead."""
     def __init__(

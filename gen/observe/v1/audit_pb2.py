@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -29,23 +30,31 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from observe.v1 import options_pb2 as observe_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16observe/v1/audit.proto\x12\nobserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\x88\x02\n\x14ListAuditLogsRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x12\n\x05\x61\x63tor\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x06pat_id\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x33\n\tfrom_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12/\n\x07to_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\x12\x12\n\x05limit\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0e\n\x06\x63ursor\x18\x07 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x08 \x01(\tB\x08\n\x06_actorB\t\n\x07_pat_idB\x08\n\x06_limit\"\x83\x02\n\rAuditLogEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\ractor_user_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x19\n\x0c\x61\x63tor_pat_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x13\n\x0b\x61\x63tor_email\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x10\n\x08resource\x18\x07 \x01(\t\x12%\n\x04meta\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x10\n\x0e_actor_user_idB\x0f\n\r_actor_pat_id\"\x8b\x01\n\x15ListAuditLogsResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.observe.v1.AuditLogEntry\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x31\n\x03\x63sv\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x0e\x92\xb5\x18\n\x12\x08text/csv2\x95\x01\n\x0c\x41uditService\x12\x84\x01\n\rListAuditLogs\x12 .observe.v1.ListAuditLogsRequest\x1a!.observe.v1.ListAuditLogsResponse\".\x8a\xb5\x18\x10\n\naudit:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/audit-logsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16observe/v1/audit.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\xd7\x02\n\x14ListAuditLogsRequest\x12\"\n\x06\x61\x63tion\x18\x01 \x01(\tB\x12\xbaH\x0fr\r\x18@2\t^[A-Z_]*$\x12\x12\n\x05\x61\x63tor\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x06pat_id\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x33\n\tfrom_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04\x66rom\x12/\n\x07to_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02to\x12\x1e\n\x05limit\x18\x06 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x01H\x02\x88\x01\x01\x12)\n\x06\x63ursor\x18\x07 \x01(\tB\x19\xbaH\x16r\x14\x18@2\x10^[A-Za-z0-9_-]*$\x12\"\n\x06\x66ormat\x18\x08 \x01(\tB\x12\xbaH\x0fr\rR\x00R\x04jsonR\x03\x63svB\x08\n\x06_actorB\t\n\x07_pat_idB\x08\n\x06_limit\"\x83\x02\n\rAuditLogEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\ractor_user_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x19\n\x0c\x61\x63tor_pat_id\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x13\n\x0b\x61\x63tor_email\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x10\n\x08resource\x18\x07 \x01(\t\x12%\n\x04meta\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x10\n\x0e_actor_user_idB\x0f\n\r_actor_pat_id\"\x8b\x01\n\x15ListAuditLogsResponse\x12*\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x19.observe.v1.AuditLogEntry\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\x12\x31\n\x03\x63sv\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x0e\x92\xb5\x18\n\x12\x08text/csv2\x95\x01\n\x0c\x41uditService\x12\x84\x01\n\rListAuditLogs\x12 .observe.v1.ListAuditLogsRequest\x1a!.observe.v1.ListAuditLogsResponse\".\x8a\xb5\x18\x10\n\naudit:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/audit-logsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'observe.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['action']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['action']._serialized_options = b'\272H\017r\r\030@2\t^[A-Z_]*$'
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['limit']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['limit']._serialized_options = b'\272H\007\032\005\030\350\007(\001'
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['cursor']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['cursor']._serialized_options = b'\272H\026r\024\030@2\020^[A-Za-z0-9_-]*$'
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['format']._loaded_options = None
+  _globals['_LISTAUDITLOGSREQUEST'].fields_by_name['format']._serialized_options = b'\272H\017r\rR\000R\004jsonR\003csv'
   _globals['_LISTAUDITLOGSRESPONSE'].fields_by_name['csv']._loaded_options = None
   _globals['_LISTAUDITLOGSRESPONSE'].fields_by_name['csv']._serialized_options = b'\222\265\030\n\022\010text/csv'
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditLogs']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['ListAuditLogs']._serialized_options = b'\212\265\030\020\n\naudit:read\022\002\001\002\202\323\344\223\002\024\022\022/api/v1/audit-logs'
-  _globals['_LISTAUDITLOGSREQUEST']._serialized_start=185
-  _globals['_LISTAUDITLOGSREQUEST']._serialized_end=449
-  _globals['_AUDITLOGENTRY']._serialized_start=452
-  _globals['_AUDITLOGENTRY']._serialized_end=711
-  _globals['_LISTAUDITLOGSRESPONSE']._serialized_start=714
-  _globals['_LISTAUDITLOGSRESPONSE']._serialized_end=853
-  _globals['_AUDITSERVICE']._serialized_start=856
-  _globals['_AUDITSERVICE']._serialized_end=1005
+  _globals['_LISTAUDITLOGSREQUEST']._serialized_start=214
+  _globals['_LISTAUDITLOGSREQUEST']._serialized_end=557
+  _globals['_AUDITLOGENTRY']._serialized_start=560
+  _globals['_AUDITLOGENTRY']._serialized_end=819
+  _globals['_LISTAUDITLOGSRESPONSE']._serialized_start=822
+  _globals['_LISTAUDITLOGSRESPONSE']._serialized_end=961
+  _globals['_AUDITSERVICE']._serialized_start=964
+  _globals['_AUDITSERVICE']._serialized_end=1113
 # @@protoc_insertion_point(module_scope)

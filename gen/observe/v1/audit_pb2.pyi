@@ -44,7 +44,7 @@ class ListAuditLogsRequest(_message.Message):
     limit: _builtins.int
     """Page size, 1–1000; default 100."""
     cursor: _builtins.str
-    """nextCursor of the previous page."""
+    """nextCursor of the previous page (opaque)."""
     format: _builtins.str
     """"json" (default) or "csv"."""
     @_builtins.property

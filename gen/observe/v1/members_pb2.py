@@ -22,18 +22,25 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from observe.v1 import options_pb2 as observe_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18observe/v1/members.proto\x12\nobserve.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\x85\x01\n\x06Member\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.observe.v1.Role\x12-\n\tjoined_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListMembersRequest\":\n\x13ListMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.observe.v1.Member\"F\n\x13UpdateMemberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.observe.v1.Role\":\n\x14UpdateMemberResponse\x12\"\n\x06member\x18\x01 \x01(\x0b\x32\x12.observe.v1.Member\"&\n\x13RemoveMemberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"\x16\n\x14RemoveMemberResponse\"\xa3\x01\n\x06Invite\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListInvitesRequest\":\n\x13ListInvitesResponse\x12#\n\x07invites\x18\x01 \x03(\x0b\x32\x12.observe.v1.Invite\"D\n\x13\x43reateInviteRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.observe.v1.Role\":\n\x14\x43reateInviteResponse\x12\"\n\x06invite\x18\x01 \x01(\x0b\x32\x12.observe.v1.Invite\"!\n\x13\x44\x65leteInviteRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x16\n\x14\x44\x65leteInviteResponse\"\x19\n\x17GetWebhookSecretRequest\"\x1c\n\x1aRotateWebhookSecretRequest\"W\n\rWebhookSecret\x12\x16\n\x06secret\x18\x01 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x18GetWebhookSecretResponse\x12\x31\n\x0ewebhook_secret\x18\x01 \x01(\x0b\x32\x19.observe.v1.WebhookSecret\"P\n\x1bRotateWebhookSecretResponse\x12\x31\n\x0ewebhook_secret\x18\x01 \x01(\x0b\x32\x19.observe.v1.WebhookSecret2\xd0\n\n\rMemberService\x12\x80\x01\n\x0bListMembers\x12\x1e.observe.v1.ListMembersRequest\x1a\x1f.observe.v1.ListMembersResponse\"0\x8a\xb5\x18\x12\n\x0cmembers:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/me/members\x12\xb1\x01\n\x0cUpdateMember\x12\x1f.observe.v1.UpdateMemberRequest\x1a .observe.v1.UpdateMemberResponse\"^\x8a\xb5\x18+\n\rmembers:write\x12\x01\x01 \x01\x30\x80 B\x12UPDATE_MEMBER_ROLE\x82\xd3\xe4\x93\x02)2\x1c/api/v1/me/members/{user_id}:\x01*b\x06member\x12\xa2\x01\n\x0cRemoveMember\x12\x1f.observe.v1.RemoveMemberRequest\x1a .observe.v1.RemoveMemberResponse\"O\x8a\xb5\x18\'\n\rmembers:write\x12\x02\x01\x02 \x01(\xcc\x01\x42\rREMOVE_MEMBER\x82\xd3\xe4\x93\x02\x1e*\x1c/api/v1/me/members/{user_id}\x12\x80\x01\n\x0bListInvites\x12\x1e.observe.v1.ListInvitesRequest\x1a\x1f.observe.v1.ListInvitesResponse\"0\x8a\xb5\x18\x12\n\x0cmembers:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/me/invites\x12\xa6\x01\n\x0c\x43reateInvite\x12\x1f.observe.v1.CreateInviteRequest\x1a .observe.v1.CreateInviteResponse\"S\x8a\xb5\x18*\n\rmembers:write\x12\x02\x01\x02 \x01(\xc9\x01\x30\x80 B\rCREATE_INVITE\x82\xd3\xe4\x93\x02\x1f\"\x12/api/v1/me/invites:\x01*b\x06invite\x12\x9d\x01\n\x0c\x44\x65leteInvite\x12\x1f.observe.v1.DeleteInviteRequest\x1a .observe.v1.DeleteInviteResponse\"J\x8a\xb5\x18\'\n\rmembers:write\x12\x02\x01\x02 \x01(\xcc\x01\x42\rDELETE_INVITE\x82\xd3\xe4\x93\x02\x19*\x17/api/v1/me/invites/{id}\x12\xbc\x01\n\x10GetWebhookSecret\x12#.observe.v1.GetWebhookSecretRequest\x1a$.observe.v1.GetWebhookSecretResponse\"]\x8a\xb5\x18(\n\rwebhooks:read\x12\x02\x01\x02\x42\x13READ_WEBHOOK_SECRET\x82\xd3\xe4\x93\x02+\x12\x19/api/v1/me/webhook-secretb\x0ewebhook_secret\x12\xd7\x01\n\x13RotateWebhookSecret\x12&.observe.v1.RotateWebhookSecretRequest\x1a\'.observe.v1.RotateWebhookSecretResponse\"o\x8a\xb5\x18\x30\n\x0ewebhooks:write\x12\x02\x01\x02 \x01\x30\x80\x08\x42\x15ROTATE_WEBHOOK_SECRET\x82\xd3\xe4\x93\x02\x35\" /api/v1/me/webhook-secret/rotate:\x01*b\x0ewebhook_secretb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18observe/v1/members.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\x85\x01\n\x06Member\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.observe.v1.Role\x12-\n\tjoined_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListMembersRequest\":\n\x13ListMembersResponse\x12#\n\x07members\x18\x01 \x03(\x0b\x32\x12.observe.v1.Member\"S\n\x13UpdateMemberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x10.observe.v1.RoleB\x0b\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\":\n\x14UpdateMemberResponse\x12\"\n\x06member\x18\x01 \x01(\x0b\x32\x12.observe.v1.Member\"&\n\x13RemoveMemberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"\x16\n\x14RemoveMemberResponse\"\xa3\x01\n\x06Invite\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x1e\n\x04role\x18\x03 \x01(\x0e\x32\x10.observe.v1.Role\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12ListInvitesRequest\":\n\x13ListInvitesResponse\x12#\n\x07invites\x18\x01 \x03(\x0b\x32\x12.observe.v1.Invite\"]\n\x13\x43reateInviteRequest\x12\x1c\n\x05\x65mail\x18\x01 \x01(\tB\r\xbaH\nr\x05\x18\xc0\x02`\x01\xc8\x01\x01\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x10.observe.v1.RoleB\x08\xbaH\x05\x82\x01\x02\x10\x01\":\n\x14\x43reateInviteResponse\x12\"\n\x06invite\x18\x01 \x01(\x0b\x32\x12.observe.v1.Invite\"!\n\x13\x44\x65leteInviteRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x16\n\x14\x44\x65leteInviteResponse\"\x19\n\x17GetWebhookSecretRequest\"\x1c\n\x1aRotateWebhookSecretRequest\"W\n\rWebhookSecret\x12\x16\n\x06secret\x18\x01 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x18GetWebhookSecretResponse\x12\x31\n\x0ewebhook_secret\x18\x01 \x01(\x0b\x32\x19.observe.v1.WebhookSecret\"P\n\x1bRotateWebhookSecretResponse\x12\x31\n\x0ewebhook_secret\x18\x01 \x01(\x0b\x32\x19.observe.v1.WebhookSecret2\xd0\n\n\rMemberService\x12\x80\x01\n\x0bListMembers\x12\x1e.observe.v1.ListMembersRequest\x1a\x1f.observe.v1.ListMembersResponse\"0\x8a\xb5\x18\x12\n\x0cmembers:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/me/members\x12\xb1\x01\n\x0cUpdateMember\x12\x1f.observe.v1.UpdateMemberRequest\x1a .observe.v1.UpdateMemberResponse\"^\x8a\xb5\x18+\n\rmembers:write\x12\x01\x01 \x01\x30\x80 B\x12UPDATE_MEMBER_ROLE\x82\xd3\xe4\x93\x02)2\x1c/api/v1/me/members/{user_id}:\x01*b\x06member\x12\xa2\x01\n\x0cRemoveMember\x12\x1f.observe.v1.RemoveMemberRequest\x1a .observe.v1.RemoveMemberResponse\"O\x8a\xb5\x18\'\n\rmembers:write\x12\x02\x01\x02 \x01(\xcc\x01\x42\rREMOVE_MEMBER\x82\xd3\xe4\x93\x02\x1e*\x1c/api/v1/me/members/{user_id}\x12\x80\x01\n\x0bListInvites\x12\x1e.observe.v1.ListInvitesRequest\x1a\x1f.observe.v1.ListInvitesResponse\"0\x8a\xb5\x18\x12\n\x0cmembers:read\x12\x02\x01\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/me/invites\x12\xa6\x01\n\x0c\x43reateInvite\x12\x1f.observe.v1.CreateInviteRequest\x1a .observe.v1.CreateInviteResponse\"S\x8a\xb5\x18*\n\rmembers:write\x12\x02\x01\x02 \x01(\xc9\x01\x30\x80 B\rCREATE_INVITE\x82\xd3\xe4\x93\x02\x1f\"\x12/api/v1/me/invites:\x01*b\x06invite\x12\x9d\x01\n\x0c\x44\x65leteInvite\x12\x1f.observe.v1.DeleteInviteRequest\x1a .observe.v1.DeleteInviteResponse\"J\x8a\xb5\x18\'\n\rmembers:write\x12\x02\x01\x02 \x01(\xcc\x01\x42\rDELETE_INVITE\x82\xd3\xe4\x93\x02\x19*\x17/api/v1/me/invites/{id}\x12\xbc\x01\n\x10GetWebhookSecret\x12#.observe.v1.GetWebhookSecretRequest\x1a$.observe.v1.GetWebhookSecretResponse\"]\x8a\xb5\x18(\n\rwebhooks:read\x12\x02\x01\x02\x42\x13READ_WEBHOOK_SECRET\x82\xd3\xe4\x93\x02+\x12\x19/api/v1/me/webhook-secretb\x0ewebhook_secret\x12\xd7\x01\n\x13RotateWebhookSecret\x12&.observe.v1.RotateWebhookSecretRequest\x1a\'.observe.v1.RotateWebhookSecretResponse\"o\x8a\xb5\x18\x30\n\x0ewebhooks:write\x12\x02\x01\x02 \x01\x30\x80\x08\x42\x15ROTATE_WEBHOOK_SECRET\x82\xd3\xe4\x93\x02\x35\" /api/v1/me/webhook-secret/rotate:\x01*b\x0ewebhook_secretb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'observe.v1.members_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_UPDATEMEMBERREQUEST'].fields_by_name['role']._loaded_options = None
+  _globals['_UPDATEMEMBERREQUEST'].fields_by_name['role']._serialized_options = b'\272H\010\202\001\002\020\001\310\001\001'
+  _globals['_CREATEINVITEREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_CREATEINVITEREQUEST'].fields_by_name['email']._serialized_options = b'\272H\nr\005\030\300\002`\001\310\001\001'
+  _globals['_CREATEINVITEREQUEST'].fields_by_name['role']._loaded_options = None
+  _globals['_CREATEINVITEREQUEST'].fields_by_name['role']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_WEBHOOKSECRET'].fields_by_name['secret']._loaded_options = None
   _globals['_WEBHOOKSECRET'].fields_by_name['secret']._serialized_options = b'\222\265\030\002\010\001'
   _globals['_MEMBERSERVICE'].methods_by_name['ListMembers']._loaded_options = None
@@ -52,44 +59,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSERVICE'].methods_by_name['GetWebhookSecret']._serialized_options = b'\212\265\030(\n\rwebhooks:read\022\002\001\002B\023READ_WEBHOOK_SECRET\202\323\344\223\002+\022\031/api/v1/me/webhook-secretb\016webhook_secret'
   _globals['_MEMBERSERVICE'].methods_by_name['RotateWebhookSecret']._loaded_options = None
   _globals['_MEMBERSERVICE'].methods_by_name['RotateWebhookSecret']._serialized_options = b'\212\265\0300\n\016webhooks:write\022\002\001\002 \0010\200\010B\025ROTATE_WEBHOOK_SECRET\202\323\344\223\0025\" /api/v1/me/webhook-secret/rotate:\001*b\016webhook_secret'
-  _globals['_MEMBER']._serialized_start=130
-  _globals['_MEMBER']._serialized_end=263
-  _globals['_LISTMEMBERSREQUEST']._serialized_start=265
-  _globals['_LISTMEMBERSREQUEST']._serialized_end=285
-  _globals['_LISTMEMBERSRESPONSE']._serialized_start=287
-  _globals['_LISTMEMBERSRESPONSE']._serialized_end=345
-  _globals['_UPDATEMEMBERREQUEST']._serialized_start=347
-  _globals['_UPDATEMEMBERREQUEST']._serialized_end=417
-  _globals['_UPDATEMEMBERRESPONSE']._serialized_start=419
-  _globals['_UPDATEMEMBERRESPONSE']._serialized_end=477
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=479
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=517
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=519
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=541
-  _globals['_INVITE']._serialized_start=544
-  _globals['_INVITE']._serialized_end=707
-  _globals['_LISTINVITESREQUEST']._serialized_start=709
-  _globals['_LISTINVITESREQUEST']._serialized_end=729
-  _globals['_LISTINVITESRESPONSE']._serialized_start=731
-  _globals['_LISTINVITESRESPONSE']._serialized_end=789
-  _globals['_CREATEINVITEREQUEST']._serialized_start=791
-  _globals['_CREATEINVITEREQUEST']._serialized_end=859
-  _globals['_CREATEINVITERESPONSE']._serialized_start=861
-  _globals['_CREATEINVITERESPONSE']._serialized_end=919
-  _globals['_DELETEINVITEREQUEST']._serialized_start=921
-  _globals['_DELETEINVITEREQUEST']._serialized_end=954
-  _globals['_DELETEINVITERESPONSE']._serialized_start=956
-  _globals['_DELETEINVITERESPONSE']._serialized_end=978
-  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_start=980
-  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_end=1005
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1007
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1035
-  _globals['_WEBHOOKSECRET']._serialized_start=1037
-  _globals['_WEBHOOKSECRET']._serialized_end=1124
-  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_start=1126
-  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_end=1203
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1205
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1285
-  _globals['_MEMBERSERVICE']._serialized_start=1288
-  _globals['_MEMBERSERVICE']._serialized_end=2648
+  _globals['_MEMBER']._serialized_start=159
+  _globals['_MEMBER']._serialized_end=292
+  _globals['_LISTMEMBERSREQUEST']._serialized_start=294
+  _globals['_LISTMEMBERSREQUEST']._serialized_end=314
+  _globals['_LISTMEMBERSRESPONSE']._serialized_start=316
+  _globals['_LISTMEMBERSRESPONSE']._serialized_end=374
+  _globals['_UPDATEMEMBERREQUEST']._serialized_start=376
+  _globals['_UPDATEMEMBERREQUEST']._serialized_end=459
+  _globals['_UPDATEMEMBERRESPONSE']._serialized_start=461
+  _globals['_UPDATEMEMBERRESPONSE']._serialized_end=519
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=521
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=559
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=561
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=583
+  _globals['_INVITE']._serialized_start=586
+  _globals['_INVITE']._serialized_end=749
+  _globals['_LISTINVITESREQUEST']._serialized_start=751
+  _globals['_LISTINVITESREQUEST']._serialized_end=771
+  _globals['_LISTINVITESRESPONSE']._serialized_start=773
+  _globals['_LISTINVITESRESPONSE']._serialized_end=831
+  _globals['_CREATEINVITEREQUEST']._serialized_start=833
+  _globals['_CREATEINVITEREQUEST']._serialized_end=926
+  _globals['_CREATEINVITERESPONSE']._serialized_start=928
+  _globals['_CREATEINVITERESPONSE']._serialized_end=986
+  _globals['_DELETEINVITEREQUEST']._serialized_start=988
+  _globals['_DELETEINVITEREQUEST']._serialized_end=1021
+  _globals['_DELETEINVITERESPONSE']._serialized_start=1023
+  _globals['_DELETEINVITERESPONSE']._serialized_end=1045
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_start=1047
+  _globals['_GETWEBHOOKSECRETREQUEST']._serialized_end=1072
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1074
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1102
+  _globals['_WEBHOOKSECRET']._serialized_start=1104
+  _globals['_WEBHOOKSECRET']._serialized_end=1191
+  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_start=1193
+  _globals['_GETWEBHOOKSECRETRESPONSE']._serialized_end=1270
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1272
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1352
+  _globals['_MEMBERSERVICE']._serialized_start=1355
+  _globals['_MEMBERSERVICE']._serialized_end=2715
 # @@protoc_insertion_point(module_scope)

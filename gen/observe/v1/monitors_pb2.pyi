@@ -889,7 +889,7 @@ class ListMonitorsRequest(_message.Message):
     limit: _builtins.int
     """Page size, 1–1000; default 100."""
     cursor: _builtins.str
-    """nextCursor of the previous page."""
+    """nextCursor of the previous page (opaque)."""
     @_builtins.property
     def tag(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Keep monitors carrying every one of these tags (at most 20)."""
@@ -1437,7 +1437,7 @@ class ListMonitorChecksRequest(_message.Message):
     limit: _builtins.int
     """Page size, 1–1000; default 100."""
     cursor: _builtins.str
-    """nextCursor of the previous page."""
+    """nextCursor of the previous page (opaque)."""
     def __init__(
         self,
         *,

@@ -38,7 +38,7 @@ class CreateTokenRequest(_message.Message):
     """Log bytes ingestible per UTC day (1 B–1 TiB); null for no cap."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """When the token stops working; null for never."""
+        """When the token stops working (in the future); null for never."""
 
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
