@@ -61,6 +61,7 @@ fmt: $(STAMP) ## apply ruff and buf formatting
 
 bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install wrk nghttp2-client)
 	$(PY) -m bench.pipeline_overhead
+	$(PY) -m bench.validator
 	$(PY) -m bench.api_me
 	$(PY) -m bench.checker_throughput
 	$(PY) -m bench.monitors_scale

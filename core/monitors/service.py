@@ -47,7 +47,7 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
     def _checked(self, current: dict[str, Any] | None, given: dict[str, Any], v: Violations, prefix: str,
                  problems: list[FieldViolation]) -> dict[str, Any]:  # fmt: skip
         merged = val.merge(current, given, v, prefix)
-        problems.extend(val.validate(merged, v, prefix, allow_private=self.allow_private))
+        problems.extend(val.validate(merged, v, prefix, allow_private=self.allow_private, patched=current is not None))
         return merged
 
     async def _rows(self, conn: AsyncConnection, org_id: int, ids: list[int], *, lock: bool = False) -> list[Any]:

@@ -155,19 +155,27 @@ def merge(current: dict[str, Any] | None, given: dict[str, Any], v: Violations, 
     return {k: val for k, val in merged.items() if val is not None and val != {}}
 
 
-def validate(m: dict[str, Any], v: Violations, prefix: str = "", *, allow_private: bool) -> list[FieldViolation]:
+def validate(
+    m: dict[str, Any], v: Violations, prefix: str = "", *, allow_private: bool, patched: bool = True
+) -> list[FieldViolation]:
     """Checks a merged monitor: the proto's rules (monitors.proto) through the
     one validator, then the few that need a library (cron, time zones) or the
     target policy; adds violations to ``v`` and returns the target problems
-    (TARGET_NOT_ALLOWED) separately."""
+    (TARGET_NOT_ALLOWED) separately. A new monitor (``patched=False``) skips
+    the proto's rules: the pipeline checked the whole request against them,
+    and the defaults merged in since meet them."""
     p = prefix
-    if isinstance(m.get("name"), str):
-        m["name"] = m["name"].strip()
+    name = m.get("name")
+    if isinstance(name, str) and name != name.strip():
+        m["name"] = name = name.strip()
+        if not name and not patched:  # a patch's merged name is checked below
+            v.add(f"{p}name", "required", "Required")
     m["tags"] = list(dict.fromkeys(m["tags"]))
     m["regions"] = list(dict.fromkeys(m["regions"]))
-    v.items.extend(
-        FieldViolation(f"{p}{f.path}", f.code, f.message) for f in VALIDATOR.violations(as_input(m), patch=False)
-    )
+    if patched:
+        v.items.extend(
+            FieldViolation(f"{p}{f.path}", f.code, f.message) for f in VALIDATOR.violations(as_input(m), patch=False)
+        )
     kind = m.get("type")
     if kind in HTTP_TYPES:
         _expected_status(m, v, p)
