@@ -49,7 +49,10 @@ def build_core(
     extra_services: Iterable[object] = (),
 ) -> Core:
     """The core for ``settings``; ``extra_*`` add services from other protos
-    (tests use it to prove an annotated RPC needs no transport edit)."""
+    (tests use it to prove an annotated RPC needs no transport edit).
+    ``settings.http_port`` must be the port really served (not 0): links
+    name it unless OBSERVE_PUBLIC_URL is set."""
+    settings = settings.with_overrides(public_url=settings.public_base)
     db = Database(settings.effective_database_url)
     mailer = Mailer(settings.smtp)
     sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)

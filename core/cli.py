@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="serve REST, gRPC and the check scheduler in one process")
     serve.add_argument("--host", help="REST host (OBSERVE_HTTP_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="REST port (OBSERVE_HTTP_PORT, default 8080)")
+    serve.add_argument(
+        "--port", "--http-port", type=int, help="REST port (OBSERVE_HTTP_PORT, default 8080; 0: any free)"
+    )
     serve.add_argument("--grpc-host", help="gRPC host (OBSERVE_GRPC_HOST, default 127.0.0.1)")
     serve.add_argument("--grpc-port", type=int, help="gRPC port (OBSERVE_GRPC_PORT, default 50051)")
     serve.add_argument("--data-dir", help="data directory (OBSERVE_DATA_DIR, default ./data)")

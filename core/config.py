@@ -48,7 +48,9 @@ class Settings:
     data_dir: Path = Path("./data")
     database_url: str | None = None
     redis_url: str | None = None
-    public_url: str = "http://127.0.0.1:8080"
+    # Where users reach the server (links in e-mails, heartbeat URLs). Empty:
+    # where it listens, the port it really got included (see public_base).
+    public_url: str = ""
     allow_private_targets: bool = False
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     session_ttl_days: int = 30
@@ -80,7 +82,7 @@ class Settings:
             data_dir=Path(env("OBSERVE_DATA_DIR", "./data")),
             database_url=env("OBSERVE_DATABASE_URL") or None,
             redis_url=env("OBSERVE_REDIS_URL") or None,
-            public_url=env("OBSERVE_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/"),
+            public_url=env("OBSERVE_PUBLIC_URL", "").rstrip("/"),
             allow_private_targets=_env_bool("OBSERVE_ALLOW_PRIVATE_TARGETS", False),
             smtp=SmtpSettings(
                 host=env("OBSERVE_SMTP_HOST") or None,
@@ -110,6 +112,18 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with the non-None ``changes`` applied (command-line flags)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def public_base(self) -> str:
+        """``public_url``, or else the REST address this server listens on. A
+        wildcard host (``0.0.0.0``, ``::``) reads as loopback: it says nothing
+        about the name users reach the server by (set OBSERVE_PUBLIC_URL)."""
+        if self.public_url:
+            return self.public_url
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.http_host, self.http_host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
 
     @property
     def effective_database_url(self) -> str:

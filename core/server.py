@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import grpc
@@ -20,6 +21,19 @@ from gateway.app import create_app
 from gateway.dispatch import InProcess, Upstream
 
 log = logging.getLogger("observe.server")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The REST socket, bound before anything is built: with port 0 the port
+    it gets is what links (heartbeat URLs, e-mails) must name."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
@@ -44,10 +58,17 @@ ROLES = ("all", "api", "checker")
 async def serve(settings: Settings, *, grpc_upstream: str | None = None, role: str = "all") -> None:
     """``all``: REST, gRPC and the scheduler; ``api``: REST and gRPC;
     ``checker``: the scheduler, with /health and /metrics on the REST port."""
-    if grpc_upstream:
-        await _serve_gateway_only(settings, grpc_upstream)
-        return
+    with _listen(settings.http_host, settings.http_port) as sock:
+        settings = settings.with_overrides(http_port=sock.getsockname()[1])
+        if grpc_upstream:
+            await _serve_gateway_only(settings, grpc_upstream, sock)
+        else:
+            await _serve_core(settings, role, sock)
+
+
+async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> None:
     core = build_core(settings)
+    settings = core.settings
     await migrate(core.db)
     metrics = ApiMetrics()
     scheduler: Scheduler | None = None
@@ -59,16 +80,16 @@ async def serve(settings: Settings, *, grpc_upstream: str | None = None, role: s
         await scheduler.start()
     try:
         if role == "checker":
-            await _serve_checker(core, settings, metrics)
+            await _serve_checker(core, settings, metrics, sock)
         else:
-            await _serve_api(core, settings, metrics)
+            await _serve_api(core, settings, metrics, sock)
     finally:
         if scheduler is not None:
             await scheduler.stop()
         await core.close()
 
 
-async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics) -> None:
+async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics, sock: socket.socket) -> None:
     app = create_app({}, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
     http = _uvicorn(app, settings)
     print(
@@ -76,10 +97,10 @@ async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics) ->
         file=sys.stderr,
         flush=True,
     )
-    await http.serve()
+    await http.serve(sockets=[sock])
 
 
-async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics) -> None:
+async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics, sock: socket.socket) -> None:
     app = create_app(core.methods, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
     grpc_server, grpc_port = await start_grpc(
         core.pipeline, core.methods.values(), f"{settings.grpc_host}:{settings.grpc_port}", metrics
@@ -96,12 +117,12 @@ async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics) -> Non
         flush=True,
     )
     try:
-        await http.serve()
+        await http.serve(sockets=[sock])
     finally:
         await grpc_server.stop(grace=5)
 
 
-async def _serve_gateway_only(settings: Settings, upstream: str) -> None:
+async def _serve_gateway_only(settings: Settings, upstream: str, sock: socket.socket) -> None:
     methods = build_methods(observe_files(), [])
     dispatcher = Upstream(upstream)
 
@@ -119,6 +140,6 @@ async def _serve_gateway_only(settings: Settings, upstream: str) -> None:
         flush=True,
     )
     try:
-        await http.serve()
+        await http.serve(sockets=[sock])
     finally:
         await dispatcher.close()

@@ -6,9 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from tests.conftest import ROOT, Server
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Server, free_port, register
 
 
 def _observe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -51,3 +55,48 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert "up to date" in result.stdout
     assert (tmp_path / "observe.db").exists()
+
+
+@pytest.mark.parametrize("port", ["0", "free"])
+def test_links_name_the_port_really_served(tmp_path: Path, port: str) -> None:
+    """OBSERVE_PUBLIC_URL unset: heartbeat URLs (and e-mailed links) name the
+    address the server listens on, also for --http-port 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVE_")}
+    env["OBSERVE_DATA_DIR"] = str(tmp_path / "data")
+    flag = str(free_port()) if port == "free" else port
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", "--role", "api", "--http-port", flag, "--grpc-port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"REST  (http://127\.0\.0\.1:(\d+))/api/v1", log.read_text())):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        base, served = found.group(1), found.group(2)
+        assert served != "0"
+        if port == "free":
+            assert served == flag
+        persona = register(_Base(base))
+        with persona.client() as c:
+            hb = c.post("/api/v1/monitors", json={"name": "cron", "type": "heartbeat"})
+            assert hb.status_code == 201, hb.text
+            secrets = c.get(f"/api/v1/monitors/{hb.json()['id']}/secrets").json()
+        assert secrets["heartbeatUrl"] == f"{base}/api/v1/heartbeats/{secrets['heartbeatToken']}"
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+class _Base:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
