@@ -129,3 +129,23 @@ def test_a_change_and_its_audit_entry_commit_together(echo_server: Any) -> None:
         assert c.get("/api/v1/me").json()["usage"]["monthlyChecks"] == 5
         actions = [e["action"] for e in c.get("/api/v1/audit-logs").json()["entries"]]
     assert actions.count("CREATE_RECORD") == 1
+
+
+def test_an_audited_read_shows_who_read_what_and_no_change(owner: Persona) -> None:
+    with owner.client() as c:
+        created = c.post("/api/v1/monitors", json={"name": "read me", "type": "heartbeat"})
+        assert created.status_code == 201, created.text
+        monitor_id = created.json()["id"]
+        assert c.get(f"/api/v1/monitors/{monitor_id}/secrets", headers={"user-agent": AGENT_UA}).status_code == 200
+        assert c.get("/api/v1/me/webhook-secret", headers={"user-agent": AGENT_UA}).status_code == 200
+        log = c.get("/api/v1/audit-logs").json()["entries"]
+        exported = c.get("/api/v1/audit-logs", params={"format": "csv"}).text
+    secrets, webhook = (
+        next(e for e in log if e["action"] == a) for a in ("READ_MONITOR_SECRETS", "READ_WEBHOOK_SECRET")
+    )
+    assert secrets["resource"] == f"monitor:{monitor_id}"
+    assert secrets["actorPatId"] == owner.pat_id
+    for entry in (secrets, webhook):
+        assert entry["meta"] == {"ip": "127.0.0.1", "ua": AGENT_UA}
+    rows = {row["action"]: row for row in csv.DictReader(io.StringIO(exported))}
+    assert (rows["READ_MONITOR_SECRETS"]["changedFields"], rows["READ_MONITOR_SECRETS"]["diff"]) == ("", "{}")

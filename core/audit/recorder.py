@@ -5,7 +5,9 @@ hand and no change lands without its entry.
 
 The change is shown in API field names (the JSON mapping). Fields marked
 ``(observe.v1.field).sensitive`` in the proto show as ``{"redacted": true}``
-wherever they appear: in the diff and in delete snapshots.
+wherever they appear: in the diff and in delete snapshots. An audited read
+(``READ_MONITOR_SECRETS``) changed nothing: its entry says who read what,
+from where (resource, ip, ua), with no changedFields, diff or snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from google.protobuf.message import Message
 from sqlalchemy import insert
 
 from core import clock
-from core.rpc.context import CallContext
+from core.rpc.context import AuditNote, CallContext
 from core.rpc.jsonmap import JsonCodec
 from core.rpc.methods import Method, sensitive_paths
 from core.storage import tables as t
@@ -88,21 +90,9 @@ async def record(db: Database, method: Method, request: Message, ctx: CallContex
     org_id = principal.org_id if principal else note.actor_org_id
     if org_id is None:
         return  # a public call that touched no organisation (e.g. a failed lookup)
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    shown: Message | None
-    if note.before is None and note.after is None:
-        shown, after = request, _codec.encode(request)
-    else:
-        shown = note.before if note.before is not None else note.after
-        before = _codec.encode(note.before) if note.before is not None else None
-        after = _codec.encode(note.after) if note.after is not None else None
-    assert shown is not None
-    sensitive = sensitive_paths(shown.DESCRIPTOR)
-    changed, diff = change(before, after, sensitive)
-    meta: dict[str, Any] = {"changedFields": changed, "diff": diff, "ip": ctx.ip, "ua": ctx.user_agent}
-    if before is not None and note.after is None:
-        meta["snapshot"] = _redacted(before, sensitive)
+    meta: dict[str, Any] = {"ip": ctx.ip, "ua": ctx.user_agent}
+    if method.rule.mutation:
+        meta = {**_change_meta(request, note), **meta}
     row = {
         "org_id": org_id,
         "created_at": clock.now(),
@@ -115,3 +105,23 @@ async def record(db: Database, method: Method, request: Message, ctx: CallContex
     }
     async with db.write() as conn:
         await conn.execute(insert(t.audit_logs).values(**row))
+
+
+def _change_meta(request: Message, note: AuditNote) -> dict[str, Any]:
+    """changedFields and diff of a mutation (and a snapshot of what it deleted)."""
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    shown: Message | None
+    if note.before is None and note.after is None:
+        shown, after = request, _codec.encode(request)
+    else:
+        shown = note.before if note.before is not None else note.after
+        before = _codec.encode(note.before) if note.before is not None else None
+        after = _codec.encode(note.after) if note.after is not None else None
+    assert shown is not None
+    sensitive = sensitive_paths(shown.DESCRIPTOR)
+    changed, diff = change(before, after, sensitive)
+    meta: dict[str, Any] = {"changedFields": changed, "diff": diff}
+    if before is not None and note.after is None:
+        meta["snapshot"] = _redacted(before, sensitive)
+    return meta
