@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from observe.v1 import accounts_pb2, accounts_pb2_grpc, tokens_pb2, tokens_pb2_grpc
+from observe.v1 import accounts_pb2, accounts_pb2_grpc, monitors_pb2, monitors_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 
 from core.rpc.jsonmap import JsonCodec
 from tests.conftest import Persona, Server
@@ -85,6 +85,23 @@ def test_errors_carry_error_info_and_field_violations(owner: Persona, channel: g
         stub.CreateToken(tokens_pb2.CreateTokenRequest(name="", scopes=["bogus"]), metadata=_auth(owner.pat))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _details(err.value) == ("VALIDATION_FAILED", [("name", "required"), ("scopes[0]", "invalid_enum_value")])
+
+
+def test_grpc_callers_meet_the_proto_rules_too(owner: Persona, channel: grpc.Channel) -> None:
+    """No JSON parser stands in front of gRPC: an enum number the proto does
+    not define and a value outside its set are refused by the same rules."""
+    stub = monitors_pb2_grpc.MonitorServiceStub(channel)
+    bad = monitors_pb2.MonitorInput(name="n", type=99, url="http://h/", interval_sec=45)  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateMonitor(monitors_pb2.CreateMonitorRequest(monitor=bad), metadata=_auth(owner.pat))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _details(err.value) == (
+        "VALIDATION_FAILED",
+        [("type", "invalid_enum_value"), ("intervalSec", "invalid_literal")],
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.BulkDeleteMonitors(monitors_pb2.BulkDeleteMonitorsRequest(ids=range(1, 102)), metadata=_auth(owner.pat))
+    assert _details(err.value)[0] == "BULK_LIMIT_EXCEEDED"
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,18 @@ def test_the_page_validation_example_comes_back_exactly(owner: Persona) -> None:
             "headers.Bad Name",
             "invalid_string",
         ),
+        ({"name": "n", "type": "https", "url": "https://user:pass@h/"}, "url", "invalid_string"),
+        (
+            {"name": "n", "type": "dns", "host": "h", "dnsResolver": "resolver.example:53"},
+            "dnsResolver",
+            "invalid_string",
+        ),
+        ({"name": "   ", "type": "http", "url": "http://h/"}, "name", "required"),
+        (
+            {"name": "n", "type": "http", "url": "http://h/", "headers": {"X": "a\r\nInjected: 1"}},
+            "headers.X",
+            "invalid_string",
+        ),
     ],
 )
 def test_every_rule_has_a_field_error(owner: Persona, body: dict[str, Any], path: str, code: str) -> None:

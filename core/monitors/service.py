@@ -21,7 +21,6 @@ from core.rpc.context import CallContext
 from core.storage import tables as t
 from core.storage.db import Database
 
-BULK_LIMIT = 100
 # Bulk calls write one audit entry; its diff lists the ids (and the patch).
 BULK_RESOURCE = "monitors:bulk"
 
@@ -216,20 +215,10 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
 
     # ---- bulk --------------------------------------------------------------
 
-    @staticmethod
-    def _bulk_size(count: int, what: str) -> None:
-        if count > BULK_LIMIT:
-            raise ObserveError(
-                ErrorCode.ERROR_CODE_BULK_LIMIT_EXCEEDED, f"at most {BULK_LIMIT} {what} per bulk call; got {count}"
-            )
-        if count == 0:
-            raise validation_failed([FieldViolation(what, "too_small", "At least one item")])
-
     async def BulkCreateMonitors(
         self, request: monitors_pb2.BulkCreateMonitorsRequest, ctx: CallContext
     ) -> monitors_pb2.BulkCreateMonitorsResponse:
         principal = ctx.require_principal()
-        self._bulk_size(len(request.monitors), "monitors")
         v, problems = Violations(), list[FieldViolation]()
         items = [
             self._checked(None, val.present_fields(item), v, f"monitors[{i}].", problems)
@@ -250,7 +239,6 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
     ) -> monitors_pb2.BulkUpdateMonitorsResponse:
         principal = ctx.require_principal()
         ids = list(dict.fromkeys(request.ids))
-        self._bulk_size(len(ids), "ids")
         v, problems = Violations(), list[FieldViolation]()
         mask = self._mask(request, v, "updateMask")
         v.raise_if_any()
@@ -274,7 +262,6 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
     ) -> monitors_pb2.BulkDeleteMonitorsResponse:
         principal = ctx.require_principal()
         ids = list(dict.fromkeys(request.ids))
-        self._bulk_size(len(ids), "ids")
         async with self.db.write() as conn:
             await self._rows(conn, principal.org_id, ids, lock=True)
             await conn.execute(

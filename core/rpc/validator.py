@@ -34,8 +34,9 @@ import protovalidate
 from buf.validate import validate_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from observe.v1 import options_pb2
 
-from core.errors import FieldViolation, validation_failed
+from core.errors import ErrorCode, FieldViolation, ObserveError, validation_failed
 from core.rpc.jsonmap import enum_json_names
 
 FD = FieldDescriptor
@@ -73,7 +74,8 @@ class RequestValidator:
         self._engine = protovalidate.Validator()
 
     def violations(self, message: Message, *, strip: str = "", patch: bool = False) -> list[FieldViolation]:
-        """Every rule ``message`` breaks, in the contract's words."""
+        """Every rule ``message`` breaks, in the contract's words. A bulk list
+        over its size raises BULK_LIMIT_EXCEEDED (``(observe.v1.field).bulk``)."""
         found = self._engine.collect_violations(message)
         if not found:
             return []
@@ -86,7 +88,13 @@ class RequestValidator:
             message_level = not rule_names
             if patch and ((message_level and path) or (rule_names == ["required"] and ("." in path or "[" in path))):
                 continue  # judged on the merged result by the service
-            (across if message_level else fields).append(_word(violation, path, fd, rule_names))
+            if rule_names == ["repeated", "max_items"] and fd and fd.GetOptions().Extensions[options_pb2.field].bulk:
+                raise ObserveError(
+                    ErrorCode.ERROR_CODE_BULK_LIMIT_EXCEEDED,
+                    f"at most {violation.rule_value} {path} per bulk call; got {len(violation.field_value)}",
+                )
+            desc = message.DESCRIPTOR if fd is None else fd.message_type
+            (across if message_level else fields).append(_word(violation, path, fd, rule_names, desc))
         # A field wrong on its own is not judged against the others as well.
         wrong = {f.path for f in fields}
         out = fields + [f for f in across if f.path not in wrong]
@@ -157,10 +165,12 @@ def _walk(desc: Any, elements: Iterable[Any]) -> tuple[str, Any]:
     return path, fd
 
 
-def _word(violation: Any, path: str, fd: Any, rule_names: list[str]) -> FieldViolation:
+def _word(violation: Any, path: str, fd: Any, rule_names: list[str], desc: Any) -> FieldViolation:
     proto = violation.proto
-    if not rule_names or "cel" in rule_names:
-        return _cel(proto, path, message_level=not rule_names)
+    if not rule_names:
+        return _cel(proto, path, desc)
+    if "cel" in rule_names:
+        return _cel(proto, path, None)
     rule = rule_names[-1]
     family = rule_names[-2] if len(rule_names) > 1 else ""
     value = violation.field_value
@@ -197,18 +207,16 @@ def _word(violation: Any, path: str, fd: Any, rule_names: list[str]) -> FieldVio
     return FieldViolation(path, "custom", proto.message)
 
 
-def _cel(proto: Any, path: str, message_level: bool) -> FieldViolation:
+def _cel(proto: Any, path: str, message: Any) -> FieldViolation:
+    """A CEL rule's violation; ``message`` is the descriptor of the message
+    a message-level rule sits on (None for a field's rule)."""
     parts = (proto.rule_id or "").split(".")
-    field, code = "", parts[0]
-    if message_level and len(parts) > 1:
-        field, code = parts[0], parts[1]
-        path = f"{path}.{_json_name(field)}" if path else _json_name(field)
+    code = parts[0]
+    if message is not None and len(parts) > 1 and parts[0] in message.fields_by_name:
+        code = parts[1]
+        name = message.fields_by_name[parts[0]].json_name
+        path = f"{path}.{name}" if path else name
     return FieldViolation(path, code if code in CODES else "custom", proto.message)
-
-
-def _json_name(proto_name: str) -> str:
-    head, *rest = proto_name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _string_rule(path: str, rule: str, value: Any, limit: Any) -> FieldViolation:

@@ -153,6 +153,7 @@ class FieldRule(_message.Message):
     SENSITIVE_FIELD_NUMBER: _builtins.int
     ALTERNATE_MEDIA_TYPE_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    BULK_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -166,16 +167,22 @@ class FieldRule(_message.Message):
     """For a google.protobuf.Value field: the JSON Schema of the values it
     takes, as JSON, used by the OpenAPI document instead of "any value".
     """
+    bulk: _builtins.bool
+    """On a repeated field of a bulk call: more items than its
+    (buf.validate.field).repeated.max_items fail the call with
+    BULK_LIMIT_EXCEEDED instead of VALIDATION_FAILED.
+    """
     def __init__(
         self,
         *,
         sensitive: _builtins.bool = ...,
         alternate_media_type: _builtins.str = ...,
         json_schema: _builtins.str = ...,
+        bulk: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "json_schema", b"json_schema", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -186,4 +193,4 @@ FIELD_FIELD_NUMBER: _builtins.int
 rule: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Rule]
 """The pipeline rule of this RPC. Every RPC of observe.v1 carries one."""
 field: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___FieldRule]
-"""Field-level rules (secrets)."""
+"""Field-level rules (secrets, alternate bodies, bulk lists)."""
