@@ -271,6 +271,8 @@ def test_the_page_validation_example_comes_back_exactly(owner: Persona) -> None:
             "invalid_string",
         ),
         ({"name": "   ", "type": "http", "url": "http://h/"}, "name", "required"),
+        ({"name": "n\u0000", "type": "http", "url": "http://h/"}, "name", "invalid_string"),
+        ({"name": "n", "type": "http", "url": "http://h/", "tags": ["ok", "a\u0000"]}, "tags[1]", "invalid_string"),
         (
             {"name": "n", "type": "http", "url": "http://h/", "headers": {"X": "a\r\nInjected: 1"}},
             "headers.X",
