@@ -4,8 +4,11 @@ entry, a rule option and an implementation; every error code a mapping."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
+from buf.validate import validate_pb2
+from google.protobuf.descriptor import FieldDescriptor
 
 from core.app import build_core
 from core.config import Settings
@@ -74,3 +77,48 @@ def test_contract_codes_are_all_declared() -> None:
         "UNSUPPORTED_MEDIA_TYPE": 415, "INTERNAL": 500, "UNAVAILABLE": 503,
     }  # fmt: skip
     assert {info.name: info.http_status for info in CODES.values()} == contract
+
+
+def _unbounded(desc: Any, path: str, seen: set[str]) -> list[str]:
+    """Request fields a client could make arbitrarily large: strings without
+    a length bound or a closed set, repeated fields and maps without a size."""
+    if desc.full_name in seen or desc.full_name.startswith("google."):
+        return []
+    seen = seen | {desc.full_name}
+    out: list[str] = []
+    for fd in desc.fields:
+        rules = fd.GetOptions().Extensions[validate_pb2.field]
+        where = f"{path}.{fd.name}"
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            if not rules.map.HasField("max_pairs"):
+                out.append(f"{where} (map without max_pairs)")
+            for part, sub in (("keys", rules.map.keys), ("values", rules.map.values)):
+                inner = fd.message_type.fields_by_name["key" if part == "keys" else "value"]
+                if inner.type == FieldDescriptor.TYPE_STRING and not _bounded_string(sub.string):
+                    out.append(f"{where} (map {part} without a length bound)")
+            continue
+        item = rules.repeated.items if fd.is_repeated else rules
+        if fd.is_repeated and not rules.repeated.HasField("max_items"):
+            out.append(f"{where} (repeated without max_items)")
+        if fd.type == FieldDescriptor.TYPE_STRING and not _bounded_string(item.string):
+            out.append(f"{where} (string without a length bound)")
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            out += _unbounded(fd.message_type, where, seen)
+    return out
+
+
+def _bounded_string(rules: Any) -> bool:
+    return (
+        rules.HasField("max_len") or rules.HasField("max_bytes") or rules.HasField("len") or bool(getattr(rules, "in"))
+    )
+
+
+def test_every_request_field_is_bounded_by_the_proto(methods: dict[str, Method]) -> None:
+    """The body limit bounds a request as a whole; each string, list and map
+    in it is bounded by its own rule too, so the OpenAPI document says how
+    large each may be and no store meets a value it cannot keep."""
+    found: set[str] = set()
+    for method in methods.values():
+        if method.descriptor.containing_service.full_name.startswith("observe.v1."):
+            found.update(_unbounded(method.descriptor.input_type, method.descriptor.input_type.name, set()))
+    assert sorted(found) == []
