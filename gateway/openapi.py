@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FieldDescriptor
@@ -23,6 +23,19 @@ from core.errors import CODES
 from core.rpc.context import ROLE_NAMES
 from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
 from core.rpc.methods import HttpBinding, Method
+from gateway.openapi_rules import (
+    collection_rules,
+    field_rules,
+    is_required,
+    item_rules,
+    map_part_rules,
+    message_notes,
+    message_rules,
+    message_schemas,
+    nonzero_keywords,
+    oneof_schemas,
+    value_rules,
+)
 from gateway.routes import compile_template
 
 FD = FieldDescriptor
@@ -48,6 +61,7 @@ _WKT_SCHEMAS: dict[str, dict[str, Any]] = {
     "google.protobuf.FloatValue": {"type": "number"},
 }
 _HTTP_BODY = "google.api.HttpBody"
+_FIELD_MASK = "google.protobuf.FieldMask"
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -125,67 +139,189 @@ def _collect(file: descriptor_pb2.FileDescriptorProto, out: dict[str, str]) -> N
                 out[f"{sname}.{method.name}"] = by_path[(6, i, 2, j)]
 
 
+Mode = Literal["out", "in", "patch"]
+_NULL_WORD = re.compile(r"\bnull\b")
+
+
+def _has_update_mask(desc: AnyDesc) -> bool:
+    mask = desc.fields_by_name.get("update_mask")
+    return mask is not None and mask.message_type is not None and mask.message_type.full_name == _FIELD_MASK
+
+
+def _patched(fd: AnyField) -> bool:
+    """Whether ``fd`` is the patch of a request with an update_mask (a singular message field)."""
+    return (
+        fd.type == FD.TYPE_MESSAGE
+        and not fd.is_repeated
+        and fd.name != "update_mask"
+        and fd.message_type.full_name not in _WKT_SCHEMAS
+        and _has_update_mask(fd.containing_type)
+    )
+
+
+def _proto3_optional(fd: AnyField) -> bool:
+    oneof = fd.containing_oneof
+    return oneof is not None and len(oneof.fields) == 1 and oneof.name == "_" + fd.name
+
+
+def _describe(text: str, notes: list[str]) -> str:
+    lines = [f"- {n}" for n in dict.fromkeys(notes)]
+    return "\n\n".join(part for part in (text, "\n".join(lines)) if part)
+
+
+def _messages_reachable(roots: Iterable[AnyDesc]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        desc = stack.pop()
+        if desc.full_name in seen:
+            continue
+        seen.add(desc.full_name)
+        stack.extend(fd.message_type for fd in desc.fields if fd.type == FD.TYPE_MESSAGE)
+    return seen
+
+
 class _Schemas:
-    """Component schemas, one per (message, direction)."""
+    """Component schemas, one per (message, mode, fields left out).
 
-    def __init__(self, comments: dict[str, str]) -> None:
+    Modes: ``out`` (replies: every field present, null only where the server
+    sends null), ``in`` (request bodies: ``required`` and the other
+    ``buf.validate`` rules; null is accepted and means "unset"), ``patch``
+    (the patch of a request with an update_mask: any subset, so nothing is
+    required, and message-level rules are checked on the patched result).
+    """
+
+    def __init__(self, comments: dict[str, str], output_messages: set[str] | None = None) -> None:
         self.comments = comments
+        self.output_messages = output_messages or set()
         self.components: dict[str, Any] = {}
-        self._names: dict[tuple[str, bool], str] = {}
+        self._names: dict[tuple[str, str, frozenset[str]], str] = {}
 
-    def ref(self, desc: AnyDesc, output: bool) -> dict[str, Any]:
+    def ref(self, desc: AnyDesc, mode: Mode, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
         if desc.full_name in _WKT_SCHEMAS:
             return dict(_WKT_SCHEMAS[desc.full_name])
-        key = (desc.full_name, output)
+        key = (desc.full_name, mode, omit)
         name = self._names.get(key)
         if name is None:
             base = desc.full_name.removeprefix("observe.v1.").replace(".", "_")
-            name = base if output or (desc.full_name, True) not in self._names else f"{base}Input"
-            if not output and any(n == name for k, n in self._names.items() if k[1]):
-                name = f"{base}Input"
+            if mode != "out" and desc.full_name in self.output_messages:
+                base += "Input"
+            if mode == "patch":
+                base += "Patch"
+            name, n = base, 1
+            while name in self.components:
+                n += 1
+                name = f"{base}Body" if n == 2 and omit else f"{base}{n}"
             self._names[key] = name
             self.components[name] = {}
-            self.components[name] = self._message(desc, output)
+            self.components[name] = self._message(desc, mode, omit)
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def _message(self, desc: AnyDesc, output: bool) -> dict[str, Any]:
+    def required(self, ref: dict[str, Any]) -> list[str]:
+        """The required properties of a component named by ``ref``."""
+        name = ref.get("$ref", "").rsplit("/", 1)[-1]
+        return list(self.components.get(name, {}).get("required", []))
+
+    def _message(self, desc: AnyDesc, mode: Mode, omit: frozenset[str]) -> dict[str, Any]:
         props: dict[str, Any] = {}
+        required: list[str] = []
         for fd in desc.fields:
-            if fd.GetOptions().Extensions[options_pb2.field].alternate_media_type:
-                continue  # sent instead of the JSON, never inside it
-            prop = self.field(fd, output)
-            comment = self.comments.get(fd.full_name)
-            if comment:
-                prop = (
-                    {**prop, "description": comment}
-                    if "$ref" not in prop
-                    else {"allOf": [prop], "description": comment}
-                )
+            if fd.name in omit or fd.GetOptions().Extensions[options_pb2.field].alternate_media_type:
+                continue  # bound to the path, or sent instead of the JSON, never inside it
+            rules = field_rules(fd)
+            must = mode == "in" and is_required(fd, rules)
+            if must:
+                required.append(fd.json_name)
+            nullable = self._sent_as_null(fd) if mode == "out" else not is_required(fd, rules)
+            field_mode: Mode = "out" if mode == "out" else ("patch" if mode == "in" and _patched(fd) else "in")
+            prop, notes = self.field(
+                fd, field_mode, nullable=nullable, required=must or (mode == "patch" and not nullable)
+            )
+            text = _describe(self.comments.get(fd.full_name, ""), notes)
+            if text:
+                prop = {**prop, "description": text} if "$ref" not in prop else {"allOf": [prop], "description": text}
             props[fd.json_name] = prop
         schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
-        if output and props:
+        if mode == "out" and props:
             schema["required"] = list(props)
-        if desc.full_name in self.comments:
-            schema["description"] = self.comments[desc.full_name]
+        elif required:
+            schema["required"] = required
+        rules = message_rules(desc)
+        notes = [f"{name}: {text}" if name else text for name, text in message_notes(desc, rules)]
+        oneof_rules, oneof_notes = oneof_schemas(desc)
+        notes.extend(oneof_notes)
+        if mode != "patch":
+            extra = message_schemas(desc, rules) + oneof_rules
+            if extra:
+                # "if the rules hold, fine, else invalid": the rules, in a form that validators and
+                # test-data generators apply and type generators skip (their object types stay plain).
+                schema["if"] = extra[0] if len(extra) == 1 else {"allOf": extra}
+                schema["else"] = False
+        elif notes:
+            notes = [f"{n} (checked on the result of the patch)" for n in notes]
+        text = _describe(self.comments.get(desc.full_name, ""), notes)
+        if text:
+            schema["description"] = text
         return schema
 
-    def field(self, fd: AnyField, output: bool) -> dict[str, Any]:
+    def _sent_as_null(self, fd: AnyField) -> bool:
+        """Whether a reply may carry null for ``fd``: proto3 optional fields and
+        oneof members; for a message field, also when its comment says so."""
+        if fd.is_repeated:
+            return False
+        if fd.containing_oneof is not None:
+            return True
+        if fd.type == FD.TYPE_MESSAGE:
+            return bool(_NULL_WORD.search(self.comments.get(fd.full_name, "")))
+        return bool(fd.has_presence)
+
+    def field(
+        self, fd: AnyField, mode: Mode, *, nullable: bool = False, required: bool = False
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The schema of field ``fd`` with its rules, and the rules said in words;
+        ``required``: its zero value counts as missing (protovalidate's required)."""
         declared = fd.GetOptions().Extensions[options_pb2.field].json_schema
         if declared:
-            return dict(json.loads(declared))
+            return dict(json.loads(declared)), []
+        rules = field_rules(fd)
+        notes: list[str] = []
+        schema: dict[str, Any]
         if fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
+            key_fd = fd.message_type.fields_by_name["key"]
             value_fd = fd.message_type.fields_by_name["value"]
-            return {"type": "object", "additionalProperties": self._single(value_fd, output)}
-        single = self._single(fd, output)
+            value, value_notes = self._value(value_fd, mode, map_part_rules(rules, "values"))
+            keys = value_rules(key_fd, map_part_rules(rules, "keys"))
+            schema = {"type": "object", "additionalProperties": value}
+            if keys.schema:
+                schema["propertyNames"] = keys.schema
+            notes += [f"each key: {n}" for n in keys.notes] + [f"each value: {n}" for n in value_notes]
+        elif fd.is_repeated:
+            item, item_notes = self._value(fd, mode, item_rules(fd, rules), item=True)
+            schema = {"type": "array", "items": item}
+            notes += [f"each item: {n}" for n in item_notes]
+        else:
+            schema, notes = self._value(fd, mode, rules)
         if fd.is_repeated:
-            return {"type": "array", "items": single}
-        nullable = fd.type == FD.TYPE_MESSAGE or fd.has_presence or fd.type == FD.TYPE_ENUM
-        return _nullable(single) if nullable else single
+            extra, more = collection_rules(fd, rules)
+            schema.update(extra)
+            notes += more
+            cel = value_rules(fd, _only_cel(rules))
+            schema = _merge_rules(schema, cel.schema)
+            notes += cel.notes
+        if required and (fd.is_repeated or fd.type != FD.TYPE_MESSAGE):
+            schema = _merge_rules(schema, _stricter(schema, nonzero_keywords(fd)))
+        return (_nullable(schema) if nullable else schema), notes
 
-    def _single(self, fd: AnyField, output: bool) -> dict[str, Any]:
+    def _value(self, fd: AnyField, mode: Mode, rules: Any, *, item: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """One value of ``fd`` (an item of it, for ``item``) with its rules."""
+        base = self._single(fd, mode)
+        published = value_rules(fd, rules, item=item) if not fd.is_repeated or item else value_rules(fd, None)
+        return _merge_rules(base, published.schema), published.notes
+
+    def _single(self, fd: AnyField, mode: Mode) -> dict[str, Any]:
         t = fd.type
         if t == FD.TYPE_MESSAGE:
-            return self.ref(fd.message_type, output)
+            return self.ref(fd.message_type, mode)
         if t == FD.TYPE_ENUM:
             return {"type": "string", "enum": list(enum_json_names(fd.enum_type).values())}
         if t in _INT32:
@@ -199,6 +335,45 @@ class _Schemas:
         if t == FD.TYPE_BYTES:
             return {"type": "string", "contentEncoding": "base64"}
         return {"type": "string"}
+
+
+def _stricter(schema: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra``'s lower bounds, unless ``schema`` already has tighter ones."""
+    return {
+        k: v
+        for k, v in extra.items()
+        if not (k in ("minLength", "minItems", "minProperties") and schema.get(k, 0) >= v)
+    }
+
+
+def _only_cel(rules: Any) -> Any:
+    """Just the field-level CEL of ``rules`` (for a repeated field's own list)."""
+    if rules is None or not (rules.cel or rules.cel_expression):
+        return None
+    out = type(rules)()
+    out.cel.extend(rules.cel)
+    out.cel_expression.extend(rules.cel_expression)
+    out.ignore = rules.ignore
+    return out
+
+
+def _merge_rules(base: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
+    """``base`` (a type, or a $ref) narrowed by the keywords in ``rules``."""
+    if not rules:
+        return base
+    if "$ref" in base:
+        return {"allOf": [base, rules]}
+    out = dict(base)
+    if "enum" in rules and "enum" in out:
+        allowed = rules["enum"]
+        out["enum"] = [v for v in out["enum"] if v in allowed]
+        rules = {k: v for k, v in rules.items() if k != "enum"}
+    for key, value in rules.items():
+        if key in out and out[key] != value:
+            out.setdefault("allOf", []).append({key: value})
+        else:
+            out[key] = value
+    return out
 
 
 def _first_sentence(doc: str) -> str:
@@ -228,13 +403,15 @@ def openapi_path(desc: AnyDesc, path: str) -> str:
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in schema:
-        return {"oneOf": [schema, {"type": "null"}]}
+    """``schema`` or null. Simple schemas list "null" among their types; ones
+    whose keywords would refuse null (const, not, combinators, $ref) are wrapped."""
+    if schema.get("type") == "null" or (isinstance(schema.get("type"), list) and "null" in schema["type"]):
+        return schema
+    if any(k in schema for k in ("$ref", "allOf", "anyOf", "oneOf", "not", "const")) or "type" not in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
     if "enum" in schema:
         return {**schema, "type": [schema["type"], "null"], "enum": [*schema["enum"], None]}
-    if "type" in schema and isinstance(schema["type"], str):
-        return {**schema, "type": [schema["type"], "null"]}
-    return schema
+    return {**schema, "type": [schema["type"], "null"]}
 
 
 def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments: dict[str, str]) -> dict[str, Any]:
@@ -263,39 +440,53 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
         head = var.split(".")[0]
         bound.add(head)
         fd = in_desc.fields_by_name.get(head)
-        schema = schemas.field(fd, False) if fd is not None and "." not in var else {"type": "string"}
-        schema = {k: v for k, v in schema.items()}
-        if isinstance(schema.get("type"), list):
-            schema["type"] = next(x for x in schema["type"] if x != "null")
-        params.append({"name": path_param_name(in_desc, var), "in": "path", "required": True, "schema": schema})
-    if body == "*":
-        if in_desc.full_name != _HTTP_BODY:
+        schema: dict[str, Any] = {"type": "string"}
+        notes: list[str] = []
+        if fd is not None and "." not in var:
+            schema, notes = schemas.field(fd, "in")
+        name = path_param_name(in_desc, var)
+        param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": schema}
+        text = _describe(comments.get(fd.full_name, "") if fd is not None else "", notes)
+        if text:
+            param["description"] = text
+        params.append(param)
+    if body == "*" and in_desc.full_name == _HTTP_BODY:
+        op["requestBody"] = {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+    elif body == "*":
+        omit = frozenset(name for name in bound if name in in_desc.fields_by_name)
+        if any(fd.name not in omit for fd in in_desc.fields):
+            ref = schemas.ref(in_desc, "in", omit)
             op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": schemas.ref(in_desc, False)}},
+                "required": bool(schemas.required(ref)),
+                "content": {"application/json": {"schema": ref}},
             }
-        else:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
-            }
+        # else: every field is in the path; the operation takes no body
     elif body:
         fd = in_desc.fields_by_name[body]
         bound.add(body)
-        content_type = (
-            "*/*" if fd.message_type is not None and fd.message_type.full_name == _HTTP_BODY else "application/json"
-        )
-        op["requestBody"] = {"required": True, "content": {content_type: {"schema": schemas.field(fd, False)}}}
+        if fd.message_type is not None and fd.message_type.full_name == _HTTP_BODY:
+            content: dict[str, Any] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        else:
+            schema, notes = schemas.field(fd, "patch" if _patched(fd) else "in")
+            content = {"application/json": {"schema": schema}}
+        op["requestBody"] = {"required": is_required(fd, field_rules(fd)), "content": content}
     if body != "*":
         for fd in in_desc.fields:
             if fd.name in bound or (fd.type == FD.TYPE_MESSAGE and fd.message_type.full_name not in _WKT_SCHEMAS):
                 continue
-            schema = schemas.field(fd, False)
-            param: dict[str, Any] = {"name": fd.json_name, "in": "query", "required": False, "schema": schema}
+            must = is_required(fd, field_rules(fd))
+            schema, notes = schemas.field(fd, "in", required=must)
+            param = {
+                "name": fd.json_name,
+                "in": "query",
+                "required": must,
+                "schema": schema,
+            }
             if fd.is_repeated:
                 param.update(style="form", explode=True)
-            if fd.full_name in comments:
-                param["description"] = comments[fd.full_name]
+            text = _describe(comments.get(fd.full_name, ""), notes)
+            if text:
+                param["description"] = text
             params.append(param)
     if params:
         op["parameters"] = params
@@ -305,16 +496,16 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
     elif method.server_streaming:
         ok = {
             "description": "Server-Sent Events; each `data:` line is one JSON message: "
-            + schemas.ref(out_desc, True)["$ref"].rsplit("/", 1)[-1],
+            + schemas.ref(out_desc, "out")["$ref"].rsplit("/", 1)[-1],
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
     elif out_desc.full_name == _HTTP_BODY:
         ok = {"description": "Raw body.", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     elif response_body:
-        body_schema = schemas.field(out_desc.fields_by_name[response_body], True)
+        body_schema, _ = schemas.field(out_desc.fields_by_name[response_body], "out")  # the reply itself: never null
         ok = {"description": "Success.", "content": {"application/json": {"schema": body_schema}}}
     else:
-        ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, True)}}}
+        ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, "out")}}}
         for fd in out_desc.fields:
             media = fd.GetOptions().Extensions[options_pb2.field].alternate_media_type
             if media:
@@ -333,9 +524,10 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
 
 def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server_url: str = "/") -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``methods``."""
-    schemas = _Schemas(comments)
+    methods = sorted(methods, key=lambda m: m.grpc_path)
+    schemas = _Schemas(comments, _messages_reachable(m.descriptor.output_type for m in methods))
     paths: dict[str, dict[str, Any]] = {}
-    for method in sorted(methods, key=lambda m: m.grpc_path):
+    for method in methods:
         for binding in method.bindings:
             item = paths.setdefault(openapi_path(method.descriptor.input_type, binding.path), {})
             item[binding.verb.lower()] = _operation(method, binding, schemas, comments)

@@ -1,4 +1,9 @@
-"""/openapi.json is valid OpenAPI 3.1 with real schemas; /docs is served locally."""
+"""/openapi.json is valid OpenAPI 3.1 with real schemas; /docs is served locally.
+
+The request rules published here come from the protos' buf.validate
+annotations (gateway/openapi_rules.py); a sample of bodies is checked against
+both the published schema and the live server, which must agree.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +11,249 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
+from typing import Any
 
+import jsonschema_rs
 import pytest
 from openapi_spec_validator import validate
 
-from tests.conftest import Server
+from core.rpc.scopes import SCOPES
+from gateway.openapi_rules import CelScope, translate_rule
+from tests.conftest import Persona, Server
+
+Spec = dict[str, Any]
 
 
-def test_it_is_valid_openapi_3_1(server: Server) -> None:
+@pytest.fixture(scope="module")
+def spec(server: Server) -> Spec:
     with server.client() as c:
-        spec = c.get("/openapi.json").json()
+        return dict(c.get("/openapi.json").json())
+
+
+def _component(spec: Spec, ref: dict[str, Any]) -> dict[str, Any]:
+    return dict(spec["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]])
+
+
+def _body(spec: Spec, path: str, verb: str) -> dict[str, Any]:
+    return dict(spec["paths"][path][verb]["requestBody"]["content"]["application/json"]["schema"])
+
+
+def _validator(spec: Spec, name: str) -> Any:
+    return jsonschema_rs.validator_for({"$ref": f"#/components/schemas/{name}", "components": spec["components"]})
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    if kinds == "null" or (isinstance(kinds, list) and "null" in kinds):
+        return True
+    return any(_nullable(s) for key in ("anyOf", "oneOf") for s in schema.get(key, []))
+
+
+def test_it_is_valid_openapi_3_1(spec: Spec) -> None:
     assert spec["openapi"] == "3.1.0"
     validate(spec)
 
 
-def test_mint_schema_is_real(server: Server) -> None:
-    with server.client() as c:
-        spec = c.get("/openapi.json").json()
+def test_mint_schema_is_real(spec: Spec) -> None:
     op = spec["paths"]["/api/v1/me/tokens"]["post"]
     assert op["summary"].startswith("Mints a PAT")
     assert op["x-observe-rule"]["scope"] == "tokens:write"
-    ref = op["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
-    schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    schema = _component(spec, op["responses"]["201"]["content"]["application/json"]["schema"])
     assert schema["required"] == ["id", "name", "prefix", "token", "expiresAt", "createdAt"]
     assert schema["properties"]["id"]["type"] == "integer"
     assert schema["additionalProperties"] is False
     assert "description" in schema["properties"]["token"]
-    request = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert "required" not in spec["components"]["schemas"][request]
+    request = _component(spec, op["requestBody"]["content"]["application/json"]["schema"])
+    assert request["required"] == ["name"]
+    assert op["requestBody"]["required"] is True
     assert spec["paths"]["/api/v1/auth/login"]["post"]["security"] == []
+
+
+def test_field_rules_become_schema_keywords(spec: Spec) -> None:
+    monitor = spec["components"]["schemas"]["MonitorInput"]
+    props = monitor["properties"]
+    assert monitor["required"] == ["name", "type"]
+    assert (props["name"]["minLength"], props["name"]["maxLength"]) == (1, 200)
+    assert props["name"]["type"] == "string"  # required: not nullable
+    assert props["intervalSec"]["enum"] == [30, 60, 300, 900, 1800, 3600, None]  # optional: null is "unset"
+    assert (props["timeoutMs"]["minimum"], props["timeoutMs"]["maximum"]) == (1000, 30000)
+    assert props["type"]["enum"] == ["http", "https", "keyword", "tcp", "dns", "tls", "ping", "heartbeat"]
+    assert props["tags"]["maxItems"] == 20
+    assert props["tags"]["items"]["pattern"] == "^[a-z0-9_:.-]{1,50}$"
+    assert set(props["regions"]["items"]["enum"]) == {"local", "weur", "enam", "apac", "oc", "sam", "afr"}
+    assert props["headers"]["maxProperties"] == 50
+    assert "pattern" in props["headers"]["propertyNames"]
+    assert props["headers"]["additionalProperties"]["maxLength"] == 8192
+    url = next(s for s in props["url"]["anyOf"] if s.get("type") == "string")
+    assert url["format"] == "uri"
+    assert "Put credentials in headers" in props["url"]["description"]
+    invite = spec["components"]["schemas"]["CreateInviteRequest"]
+    assert invite["properties"]["email"]["format"] == "email"
+    assert invite["required"] == ["email"]
+    register = spec["components"]["schemas"]["RegisterRequest"]
+    assert (register["properties"]["password"]["minLength"], register["properties"]["password"]["maxLength"]) == (
+        10,
+        256,
+    )
+    login = spec["components"]["schemas"]["LoginRequest"]
+    assert login["properties"]["password"]["minLength"] == 1  # required string: "" counts as missing
+    token = spec["components"]["schemas"]["CreateTokenRequest"]["properties"]
+    assert token["expiresAt"]["format"] == "date-time"
+    assert "in the future" in token["expiresAt"]["description"]
+    monitors = spec["paths"]["/api/v1/monitors"]["get"]["parameters"]
+    limit = next(p for p in monitors if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"], limit["required"]) == (1, 1000, False)
+    tag = next(p for p in monitors if p["name"] == "tag")
+    assert tag["schema"]["maxItems"] == 20
+    assert not _nullable(tag["schema"])  # query values are never null
+    assert not _nullable(limit["schema"])
+
+
+def test_scopes_are_a_closed_set(spec: Spec) -> None:
+    scopes = spec["components"]["schemas"]["CreateTokenRequest"]["properties"]["scopes"]
+    allowed = set(scopes["items"]["enum"])
+    assert set(SCOPES) <= allowed
+    assert len(SCOPES) == 24
+    wildcards = {f"{s.split(':')[0]}:*" for s in SCOPES} | {"*"}
+    assert allowed == set(SCOPES) | wildcards
+    assert "monitors:delete" not in allowed
+
+
+def test_create_requires_and_patch_takes_any_subset(spec: Spec) -> None:
+    create = spec["paths"]["/api/v1/monitors"]["post"]
+    assert create["requestBody"]["required"] is True
+    assert _body(spec, "/api/v1/monitors", "post") == {"$ref": "#/components/schemas/MonitorInput"}
+    patch = spec["paths"]["/api/v1/monitors/{id}"]["patch"]
+    assert _body(spec, "/api/v1/monitors/{id}", "patch") == {"$ref": "#/components/schemas/MonitorInputPatch"}
+    assert patch["requestBody"]["required"] is False  # an empty body changes nothing
+    patch_schema = spec["components"]["schemas"]["MonitorInputPatch"]
+    assert "required" not in patch_schema
+    assert "if" not in patch_schema  # cross-field rules apply to the patched monitor, not to the patch
+    assert "checked on the result of the patch" in patch_schema["description"]
+    assert not _nullable(patch_schema["properties"]["name"])  # null would clear a required field
+    assert _nullable(patch_schema["properties"]["alertSlackUrl"])  # null clears an optional one
+    bulk = _component(spec, _body(spec, "/api/v1/monitors/bulk", "patch"))
+    assert bulk["properties"]["patch"]["allOf"] == [{"$ref": "#/components/schemas/MonitorInputPatch"}]
+    assert bulk["required"] == ["ids", "patch"]
+    assert bulk["properties"]["ids"]["minItems"] == 1
+
+
+def test_bodies_and_replies_are_never_null(spec: Spec) -> None:
+    for path, item in spec["paths"].items():
+        for verb, op in item.items():
+            body = op.get("requestBody")
+            if verb in ("get", "head"):
+                assert body is None, (verb, path)
+            for content in (body or {}).get("content", {}).values():
+                assert not _nullable(content["schema"]), (verb, path)
+            for status, reply in op["responses"].items():
+                for content in reply.get("content", {}).values():
+                    assert not _nullable(content["schema"]), (verb, path, status)
+    # Every field is in the path: no body at all.
+    assert "requestBody" not in spec["paths"]["/api/v1/monitors/{id}/rotate-heartbeat-token"]["post"]
+    assert "requestBody" not in spec["paths"]["/api/v1/monitors/{id}"]["delete"]
+    monitor = spec["components"]["schemas"]["Monitor"]["properties"]
+    for always in ("id", "name", "type", "status", "intervalSec", "createdAt", "updatedAt", "tags", "hasAlertSlack"):
+        assert not _nullable(monitor[always]), always
+    for sometimes in ("lastCheckedAt", "url", "port", "alertEmail"):
+        assert _nullable(monitor[sometimes]), sometimes
+    token = spec["components"]["schemas"]["Token"]["properties"]
+    assert _nullable(token["expiresAt"])
+    assert _nullable(token["lastUsedAt"])
+    assert not _nullable(token["createdAt"])
+
+
+def test_cross_field_rules_are_published(spec: Spec) -> None:
+    monitor = spec["components"]["schemas"]["MonitorInput"]
+    assert "url: Required for http, https, keyword and tls monitors" in monitor["description"]
+    assert monitor["else"] is False  # the rules sit in "if": validators apply them, type generators do not
+    schema = _validator(spec, "MonitorInput")
+    valid: list[dict[str, Any]] = [
+        {"name": "a", "type": "https", "url": "https://example.com"},
+        {"name": "a", "type": "tcp", "host": "db.example.com", "port": 5432},
+        {"name": "a", "type": "heartbeat"},
+        {"name": "a", "type": "http", "url": "http://a.example", "intervalSec": 30, "timeoutMs": 29999},
+        {"name": "a", "type": "http", "url": "http://a.example", "intervalSec": 60, "timeoutMs": 30000},
+        {"name": "a", "type": "https", "url": "https://a.example", "regions": ["weur", "local"]},
+    ]
+    invalid: list[dict[str, Any]] = [
+        {},
+        {"name": "a", "type": "https"},
+        {"name": "a", "type": "https", "url": "http://example.com"},
+        {"name": "a", "type": "tcp", "host": "db.example.com"},
+        {"name": "a", "type": "keyword", "url": "https://a.example"},
+        {"name": "a", "type": "http", "url": "http://a.example", "intervalSec": 30, "timeoutMs": 30000},
+        {"name": "a", "type": "http", "url": "http://a.example", "intervalSec": 45},
+        {"name": "a", "type": "dns", "host": "a.example", "regions": ["weur"]},
+        {"name": "a", "type": "heartbeat", "alertTelegramChatId": "12345"},
+        {"name": "a", "type": "https", "url": "https://user:pw@example.com"},
+        {"name": "a", "type": "https", "url": "https://example.com", "bogus": 1},
+    ]
+    assert [b for b in valid if not schema.is_valid(b)] == []
+    assert [b for b in invalid if schema.is_valid(b)] == []
+
+
+def test_schema_and_server_agree(spec: Spec, owner: Persona) -> None:
+    """The published schema and the server's validator accept and refuse the same bodies."""
+    schema = _validator(spec, "MonitorInput")
+    bodies: list[dict[str, Any]] = [
+        {"name": "a", "type": "https", "url": "https://example.com"},
+        {"name": "a", "type": "https"},
+        {"name": "a", "type": "tcp", "host": "127.0.0.1", "port": 9},
+        {"name": "a", "type": "tcp", "host": "127.0.0.1"},
+        {"name": "a", "type": "http", "url": "http://127.0.0.1:9/", "intervalSec": 30, "timeoutMs": 30000},
+        {"name": "a", "type": "http", "url": "http://127.0.0.1:9/", "intervalSec": 30, "timeoutMs": 29000},
+        {"name": "a", "type": "ping", "host": "127.0.0.1", "regions": ["apac"]},
+        {"name": "", "type": "heartbeat"},
+        {"name": "a", "type": "heartbeat", "tags": ["UPPER"]},
+        {"name": "a", "type": "heartbeat", "tags": ["ok-tag"], "graceSec": 86400},
+    ]
+    with owner.client() as c:
+        verdicts = [(c.post("/api/v1/monitors", json=b).status_code, schema.is_valid(b)) for b in bodies]
+    assert [(status == 201) == ok for status, ok in verdicts] == [True] * len(bodies), verdicts
+
+
+@pytest.mark.parametrize(
+    ("expression", "good", "bad"),
+    [
+        ("this.type in [1, 2] || this.regions.all(r, r == 1)", {"type": "tcp"}, {"type": "tcp", "regions": ["oc"]}),
+        ("!has(this.port) || this.type == 4", {"type": "http"}, {"type": "http", "port": 80}),
+        ("size(this.tags) <= 2", {"tags": ["a", "b"]}, {"tags": ["a", "b", "c"]}),
+        ("this.name.startsWith('x-') ? '' : 'name starts with x-'", {"name": "x-1"}, {"name": "y"}),
+        ("this.timeout_ms < this.interval_sec * 1000", {"intervalSec": 30, "timeoutMs": 1000}, {"timeoutMs": 1000}),
+        ("'prod' in this.tags", {"tags": ["prod"]}, {"tags": []}),
+        ("this.tags.exists(t, t == 'a')", {"tags": ["b", "a"]}, {"tags": ["b"]}),
+        ("this.failure_threshold >= 3", {"failureThreshold": 3}, {"failureThreshold": 2}),
+    ],
+)
+def test_cel_translation(expression: str, good: dict[str, Any], bad: dict[str, Any]) -> None:
+    from observe.v1 import monitors_pb2
+
+    schema = translate_rule(expression, CelScope.message(monitors_pb2.MonitorInput.DESCRIPTOR))
+    assert schema is not None, expression
+    check = jsonschema_rs.validator_for(schema)
+    assert check.is_valid(good), schema
+    assert not check.is_valid(bad), schema
+
+
+def test_cel_outside_the_subset_is_prose_only() -> None:
+    from observe.v1 import monitors_pb2
+
+    scope = CelScope.message(monitors_pb2.MonitorInput.DESCRIPTOR)
+    assert translate_rule("this.url.split(':').size() == 2", scope) is None
+    assert translate_rule("this.host.isHostAndPort(true)", scope) is None
+    assert translate_rule("this.timeout_ms < this.grace_sec", scope) is None  # no field with few values
+
+
+def test_object_schemas_stay_plain_for_type_generators(spec: Spec) -> None:
+    """Combinators at an object's top would become TypeScript intersections and unions
+    (test_contract_tools.py compiles the generated types with tsc)."""
+    for name in ("MonitorInput", "MonitorInputPatch", "CreateTokenRequest", "Monitor", "Token"):
+        schema = spec["components"]["schemas"][name]
+        assert schema["type"] == "object"
+        assert not {"allOf", "anyOf", "oneOf"} & set(schema), name  # would become TS intersections/unions
 
 
 @pytest.mark.slow
@@ -66,6 +284,11 @@ def test_openapi_typescript_yields_real_types(server: Server, tmp_path: Path) ->
         assert line in shown, shown
     assert 'expectedStatus: number[] | ("1xx" | "2xx"' in shown, shown
     assert "unknown" not in shown
+    monitor_input = re.search(r"\n        MonitorInput: \{(.*?)\n        \};", ts, re.S)
+    assert monitor_input, ts[:2000]
+    shown = re.sub(r"/\*\*.*?\*/", "", monitor_input.group(1), flags=re.S)
+    for line in ("name: string;", "intervalSec?: 30 | 60 | 300 | 900 | 1800 | 3600 | null;"):
+        assert line in shown, shown
 
 
 def test_docs_are_served_without_a_cdn(server: Server) -> None:
@@ -80,3 +303,14 @@ def test_docs_are_served_without_a_cdn(server: Server) -> None:
     assert bundle.status_code == 200
     assert len(bundle.content) > 100_000
     assert css.status_code == 200
+
+
+def test_every_documented_scope_mints(owner: Persona, spec: Spec) -> None:
+    """The scope enum is not wider than what the server accepts."""
+    allowed = spec["components"]["schemas"]["CreateTokenRequest"]["properties"]["scopes"]["items"]["enum"]
+    with owner.client() as c:
+        for part in (allowed[::2], allowed[1::2]):
+            r = c.post("/api/v1/me/tokens", json={"name": f"all-{uuid.uuid4().hex[:6]}", "scopes": part})
+            assert r.status_code == 201, r.text
+        r = c.post("/api/v1/me/tokens", json={"name": "bad", "scopes": ["monitors:delete"]})
+        assert r.status_code == 400, r.text
