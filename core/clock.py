@@ -1,4 +1,9 @@
-"""Time helpers: UTC, second precision for API-facing timestamps."""
+"""Time helpers: UTC, and the precision replies show.
+
+Replies (REST and gRPC) show whole seconds, except check, ping and log times,
+which show milliseconds: :func:`to_timestamp` and :func:`to_precise_timestamp`
+build them; the JSON encoder keeps the same rule (core.rpc.jsonmap).
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,16 @@ def precise_now() -> datetime:
 
 
 def to_timestamp(value: datetime) -> Timestamp:
+    """A time for a reply, in whole seconds (truncated)."""
     ts = Timestamp()
-    ts.FromDatetime(value)
+    ts.FromDatetime(value.replace(microsecond=0))
+    return ts
+
+
+def to_precise_timestamp(value: datetime) -> Timestamp:
+    """A check, ping or log time for a reply, in milliseconds (truncated)."""
+    ts = Timestamp()
+    ts.FromDatetime(value.replace(microsecond=value.microsecond // 1000 * 1000))
     return ts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -201,7 +202,8 @@ def test_history_endpoints_follow_the_results(owner: Persona, server: Server, ta
     assert sum(b["checks"] for b in daily.json()["buckets"]) == len(rows)
     newest = sorted(rows, key=lambda r: r.id, reverse=True)
     listed = [datetime.fromisoformat(x["checkedAt"]) for x in checks["checks"] + page2["checks"]]
-    assert listed == [r.checked_at for r in newest[:4]]
+    # Check times to the millisecond (the reply's precision), truncated.
+    assert listed == [r.checked_at.replace(microsecond=r.checked_at.microsecond // 1000 * 1000) for r in newest[:4]]
     assert [r.status_code for r in bad] == [400, 400, 400]
     assert bad[0].json()["fields"][0]["path"] == "bucketSec"
 
@@ -298,3 +300,36 @@ def test_a_hanging_target_cannot_starve_the_others(narrow_server: Server, target
         assert {row.reason for row in timed_out} == {"timeout"}
     finally:
         hang.close()
+
+
+SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def test_check_times_carry_milliseconds_and_other_times_whole_seconds(
+    owner: Persona, server: Server, target: Target
+) -> None:
+    import grpc
+    from observe.v1 import monitors_pb2, monitors_pb2_grpc
+
+    with owner.client() as c:
+        m = create(c, target, "/precision")
+        wait_for(lambda: c.get(f"/api/v1/monitors/{m['id']}").json()["lastCheckedAt"], what="a check")
+        monitor = c.get(f"/api/v1/monitors/{m['id']}").json()
+        check = c.get(f"/api/v1/monitors/{m['id']}/checks").json()["checks"][0]
+        c.patch(f"/api/v1/monitors/{m['id']}", json={"paused": True})
+    assert MILLIS.fullmatch(monitor["lastCheckedAt"]), monitor["lastCheckedAt"]
+    assert MILLIS.fullmatch(check["checkedAt"]), check["checkedAt"]
+    for key in ("createdAt", "updatedAt"):
+        assert SECONDS.fullmatch(monitor[key]), monitor[key]
+    md = [("authorization", f"Bearer {owner.pat}")]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = monitors_pb2_grpc.MonitorServiceStub(channel)
+        got = stub.GetMonitor(monitors_pb2.GetMonitorRequest(id=m["id"]), metadata=md).monitor
+        checks = stub.ListMonitorChecks(monitors_pb2.ListMonitorChecksRequest(id=m["id"]), metadata=md).checks
+    assert got.last_checked_at.nanos % 1_000_000 == 0
+    assert checks[0].checked_at.nanos % 1_000_000 == 0
+    assert got.created_at.nanos == got.updated_at.nanos == 0
+    # Both transports show the same instant.
+    rest_ms = datetime.fromisoformat(check["checkedAt"]).timestamp() * 1000
+    assert round(rest_ms) == checks[0].checked_at.seconds * 1000 + checks[0].checked_at.nanos // 1_000_000

@@ -153,3 +153,25 @@ def test_tokens_are_per_user(server: Server) -> None:
         ids = [t["id"] for t in c.get("/api/v1/me/tokens").json()["tokens"]]
     assert b.pat_id not in ids
     assert a.pat_id in ids
+
+
+def test_last_used_is_never_before_created_and_times_are_whole_seconds(owner: Persona, server: Server) -> None:
+    import grpc
+    from observe.v1 import tokens_pb2, tokens_pb2_grpc
+
+    minted = owner.mint(name="used at once", expiresAt="2030-01-01T00:00:00.123456Z")
+    assert minted["expiresAt"] == "2030-01-01T00:00:00Z"
+    with server.client(minted["token"]) as c:
+        assert c.get("/api/v1/me").status_code == 200
+    with owner.client() as c:
+        listed = next(t for t in c.get("/api/v1/me/tokens").json()["tokens"] if t["id"] == minted["id"])
+    seconds = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+    for key in ("createdAt", "lastUsedAt", "expiresAt"):
+        assert seconds.fullmatch(listed[key]), (key, listed[key])
+    assert datetime.fromisoformat(listed["lastUsedAt"]) >= datetime.fromisoformat(listed["createdAt"])
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = tokens_pb2_grpc.TokenServiceStub(channel)
+        reply = stub.ListTokens(tokens_pb2.ListTokensRequest(), metadata=[("authorization", f"Bearer {owner.pat}")])
+    token = next(t for t in reply.tokens if t.id == minted["id"])
+    assert token.expires_at.nanos == token.created_at.nanos == token.last_used_at.nanos == 0
+    assert token.last_used_at.seconds >= token.created_at.seconds

@@ -146,7 +146,7 @@ class MonitorStore:
         )
         last = getattr(row, "last_checked_at", None)
         if last is not None:
-            out.last_checked_at.CopyFrom(clock.to_timestamp(last))
+            out.last_checked_at.CopyFrom(clock.to_precise_timestamp(last))
         for key in _OPTIONAL_SHOWN:
             if key in m:
                 setattr(out, val.FIELDS[key].name, m[key])

@@ -17,7 +17,9 @@ from core.storage.fastread import Query
 from core.tokens.secrets import looks_like_bearer, token_hash
 
 SESSION_COOKIE = "observe_session"
-# last_used_at is kept to the minute: one write per token per minute at most.
+# last_used_at is written once a minute at most (it may lag that much), with
+# the time of the use that wrote it, in whole seconds: truncating it to the
+# minute put it before created_at for a token used in its first minute.
 _TOUCH_EVERY = timedelta(minutes=1)
 
 _LOOKUP = Query(
@@ -103,5 +105,5 @@ class Authenticator:
             await conn.execute(
                 update(t.api_tokens)
                 .where(t.api_tokens.c.id == token_id)
-                .values(last_used_at=now.replace(second=0, microsecond=0))
+                .values(last_used_at=now.replace(microsecond=0))
             )

@@ -4,7 +4,9 @@ Differs from proto3 JSON (``json_format``) where the contract says so:
 64-bit integers are JSON numbers; every field is present in output (unset
 ``optional`` scalars and messages as ``null``, empty lists as ``[]``);
 enums are lower-case names without their prefix (``ROLE_OWNER`` → ``"owner"``);
-timestamps are RFC 3339 UTC with ``Z``. Input is strict: unknown keys, wrong
+timestamps are RFC 3339 UTC with ``Z``, in whole seconds except check, ping
+and log times (:data:`MILLISECOND_TIMESTAMPS`), which always show three
+decimals (``2026-05-13T18:00:00.250Z``). Input is strict: unknown keys, wrong
 types and bad values are collected as field violations with JSON paths
 (``monitors[3].intervalSec``) rather than failing on the first.
 """
@@ -85,11 +87,24 @@ def enum_json_names(enum: AnyEnum) -> dict[int, str]:
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values if v.number != 0}
 
 
-def format_timestamp(seconds: int, nanos: int) -> str:
+# Timestamp fields shown to the millisecond: when a check, ping or log line
+# happened. Every other time in a reply is whole seconds (CONTRACT.md, JSON
+# rules; README "API notes"). gRPC replies follow the same rule through
+# core.clock.to_timestamp / to_precise_timestamp.
+MILLISECOND_TIMESTAMPS = frozenset(
+    {
+        "observe.v1.CheckResult.checked_at",
+        "observe.v1.Monitor.last_checked_at",
+    }
+)
+
+
+def format_timestamp(seconds: int, nanos: int, *, millis: bool = False) -> str:
+    """RFC 3339 UTC: whole seconds (truncated), or with ``millis`` always three decimals."""
     dt = datetime.fromtimestamp(seconds, UTC)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if nanos:
-        text += f".{nanos:09d}".rstrip("0")
+    if millis:
+        text += f".{nanos // 1_000_000:03d}"
     return text + "Z"
 
 
@@ -223,6 +238,16 @@ class JsonCodec:
                 return lambda m: {str(k): value_conv(v) for k, v in getattr(m, name).items()}
             if fd.is_repeated:
                 return lambda m: [self.encode_value(x) for x in getattr(m, name)]
+            if sub.full_name == "google.protobuf.Timestamp":
+                millis = fd.full_name in MILLISECOND_TIMESTAMPS
+
+                def timestamp(m: Message) -> str | None:
+                    if not m.HasField(name):
+                        return None
+                    ts: Any = getattr(m, name)
+                    return format_timestamp(ts.seconds, ts.nanos, millis=millis)
+
+                return timestamp
             return lambda m: self.encode_value(getattr(m, name)) if m.HasField(name) else None
         conv = self._scalar_encoder(fd)
         if fd.is_repeated:
