@@ -228,6 +228,7 @@ class Transcoder:
         method = route.method
         request = method.input_class()
         v = Violations()
+        repeated: list[tuple[str, str, Any]] = []
         binding = route.binding
         if binding.body:
             length = headers.get(b"content-length")
@@ -248,6 +249,7 @@ class Transcoder:
                     data = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
                     raise validation_failed([FieldViolation("", "invalid_type", f"Malformed JSON: {exc}")]) from None
+                repeated = self._take_path_fields(route, variables, data)
                 if route.body_field is None:
                     self.codec.decode_object(request, data, "", v)
                 else:
@@ -256,14 +258,89 @@ class Transcoder:
                     entry = self.codec.field_table(method.descriptor.input_type)[fd.name]
                     entry[1](request, data, "", v)
                 _infer_update_mask(self.codec, request, route.body_field, data)
+        path_ok: set[str] = set()
         for var, text in variables.items():
+            before = len(v.items)
             self.codec.assign_text(request, var, [text], _json_path(self.codec, method, var), v)
+            if len(v.items) == before:
+                path_ok.add(var)
+        for var, body_path, value in repeated:
+            self._check_repeated(request, var, body_path, value, variables[var] if var in path_ok else None, v)
         query = scope.get("query_string", b"")
         if query:
             self._decode_query(route, request, variables, query, v)
         if v:
             raise validation_failed(v.items)
         return request
+
+    def _take_path_fields(self, route: Route, variables: dict[str, str], data: Any) -> list[tuple[str, str, Any]]:
+        """Takes out of the JSON body each field the path already binds, as
+        ``(field path, where the body had it, value)``: the path's value is
+        the one used, and a body that repeats it must agree
+        (:meth:`_check_repeated`). The same on every route: ``body: "*"``
+        (where the body could name the field itself), or a body bound to a
+        field (``PATCH /monitors/{id}`` with ``{"id": …}`` beside the changes)."""
+        if not variables or not isinstance(data, dict):
+            return []
+        taken: list[tuple[str, str, Any]] = []
+        input_desc = route.method.descriptor.input_type
+        body = route.body_field
+        for var in variables:
+            parts = var.split(".")
+            if body is None:
+                desc, walk = input_desc, parts
+            elif body.message_type is None:
+                continue
+            elif parts[0] == body.name and len(parts) > 1:
+                desc, walk = body.message_type, parts[1:]
+            elif len(parts) == 1 and parts[0] not in self.codec.field_table(body.message_type):
+                desc, walk = input_desc, parts  # beside the body; the body's own fields are its own
+            else:
+                continue
+            found = self._pop_json(desc, walk, data)
+            if found is not None:
+                taken.append((var, *found))
+        return taken
+
+    def _pop_json(self, desc: AnyDesc, parts: list[str], data: dict[str, Any]) -> tuple[str, Any] | None:
+        """Removes the field at ``parts`` (proto names) from the JSON object
+        ``data``, where it may be spelt either way; returns where it was
+        (JSON path as written) and its value."""
+        keys: list[str] = []
+        node: Any = data
+        for i, part in enumerate(parts):
+            entry = self.codec.field_table(desc).get(part)
+            if entry is None or not isinstance(node, dict):
+                return None
+            fd = entry[0]
+            key = next((k for k in (fd.json_name, fd.name) if k in node), None)
+            if key is None:
+                return None
+            keys.append(key)
+            if i == len(parts) - 1:
+                return ".".join(keys), node.pop(key)
+            node, desc = node[key], fd.message_type
+        return None
+
+    def _check_repeated(
+        self, request: Message, var: str, body_path: str, value: Any, path_text: str | None, v: Violations
+    ) -> None:
+        """A path field the body repeats: an equal value is fine; another one is a
+        violation at the body's key. (Skipped when the path itself was bad.)"""
+        if value is None or path_text is None:
+            return
+        scratch = type(request)()
+        parts = var.split(".")
+        target_in_body: Any = scratch
+        target_in_path: Any = request
+        for part in parts[:-1]:
+            name = self.codec.field_table(target_in_body.DESCRIPTOR)[part][0].name
+            target_in_body, target_in_path = getattr(target_in_body, name), getattr(target_in_path, name)
+        fd, decode = self.codec.field_table(target_in_body.DESCRIPTOR)[parts[-1]]
+        before = len(v.items)
+        decode(target_in_body, value, body_path, v)
+        if len(v.items) == before and getattr(target_in_body, fd.name) != getattr(target_in_path, fd.name):
+            v.add(body_path, "invalid_literal", f"Expected {path_text}, the value in the path")
 
     def _decode_query(
         self, route: Route, request: Message, variables: dict[str, str], query: bytes, v: Violations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Persona
+from tests.conftest import Persona, Team
 
 
 @pytest.mark.parametrize(
@@ -157,3 +157,30 @@ def test_non_api_wrong_method_gets_the_envelope(owner: Persona) -> None:
         r = c.post("/health/live")
     assert r.status_code == 405
     assert r.json()["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_a_path_id_repeated_in_the_body_must_agree_on_every_route(team: Team) -> None:
+    """body "*" (rotate, members) and a body bound to a field (PATCH
+    /monitors/{id}) alike: an equal value is accepted, another one is a 400
+    naming the body's key; the path's value is the one used."""
+    member = team.member.user_id
+    with team.owner.client() as c:
+        hb = c.post("/api/v1/monitors", json={"name": "hb", "type": "heartbeat"}).json()
+        other = hb["id"] + 1000
+        cases = [
+            ("POST", f"/api/v1/monitors/{hb['id']}/rotate-heartbeat-token", {}, "id", hb["id"], other),
+            ("PATCH", f"/api/v1/monitors/{hb['id']}", {"name": "renamed"}, "id", hb["id"], other),
+            ("PATCH", f"/api/v1/me/members/{member}", {"role": "admin"}, "userId", member, member + 1000),
+            ("PATCH", f"/api/v1/me/members/{member}", {"role": "admin"}, "user_id", member, member + 1000),
+        ]
+        for verb, url, body, key, same, different in cases:
+            for value in (same, str(same)):
+                ok = c.request(verb, url, json={**body, key: value})
+                assert ok.status_code == 200, (url, key, ok.text)
+            bad = c.request(verb, url, json={**body, key: different})
+            assert (bad.status_code, bad.json()["code"]) == (400, "VALIDATION_FAILED"), (url, key, bad.text)
+            assert bad.json()["fields"] == [
+                {"path": key, "code": "invalid_literal", "message": f"Expected {same}, the value in the path"}
+            ]
+        assert c.get(f"/api/v1/monitors/{hb['id']}").json()["name"] == "renamed"
+        assert c.get(f"/api/v1/monitors/{other}").status_code == 404
