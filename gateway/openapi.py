@@ -522,6 +522,34 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
     return op
 
 
+def _link_created_resources(paths: dict[str, dict[str, Any]], schemas: _Schemas) -> None:
+    """Links from a create (POST /things answering a thing with an id) to the
+    operations on that thing (/things/{id}…), for readers and for tools that
+    chain calls."""
+    for path, item in paths.items():
+        create = item.get("post")
+        if create is None:
+            continue
+        reply: dict[str, Any] = next((r for code, r in create["responses"].items() if code.startswith("2")), {})
+        schema = reply.get("content", {}).get("application/json", {}).get("schema", {})
+        target = schemas.components.get(schema.get("$ref", "").rsplit("/", 1)[-1], {})
+        if target.get("properties", {}).get("id", {}).get("type") != "integer":
+            continue
+        links: dict[str, Any] = {}
+        for other, other_item in paths.items():
+            match = re.fullmatch(re.escape(path) + r"/\{(\w+)\}(/.*)?", other)
+            if match is None or "{" in (match.group(2) or ""):
+                continue
+            for op in other_item.values():
+                links[op["operationId"]] = {
+                    "operationId": op["operationId"],
+                    "parameters": {match.group(1): "$response.body#/id"},
+                    "description": f"The created resource's id as {match.group(1)}.",
+                }
+        if links:
+            reply["links"] = links
+
+
 def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server_url: str = "/") -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``methods``."""
     methods = sorted(methods, key=lambda m: m.grpc_path)
@@ -531,6 +559,7 @@ def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server
         for binding in method.bindings:
             item = paths.setdefault(openapi_path(method.descriptor.input_type, binding.path), {})
             item[binding.verb.lower()] = _operation(method, binding, schemas, comments)
+    _link_created_resources(paths, schemas)
     schemas.components["Error"] = ERROR_SCHEMA
     return {
         "openapi": "3.1.0",
@@ -538,7 +567,9 @@ def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server
             "title": "observe API",
             "version": "v1",
             "description": "Uptime monitoring, status pages, heartbeats and logs. Every route is generated from "
-            "the observe.v1 protos; errors use the `{error, code, fields}` envelope.",
+            "the observe.v1 protos; errors use the `{error, code, fields}` envelope. Request rules come from the "
+            "protos' buf.validate annotations; rules across fields are listed in each schema's description. "
+            "On every route, strings never contain U+0000 and unknown fields are refused (400).",
         },
         "servers": [{"url": server_url}],
         "paths": dict(sorted(paths.items())),

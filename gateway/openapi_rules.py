@@ -1039,11 +1039,33 @@ class _Translator:
                 except _UntranslatableError:
                     continue
                 return self.size_atom(size, o, value)
+            multiple = self._multiple_of(a, b, o)
+            if multiple is not None:
+                return multiple
         try:
             return _TRUE if _COMPARE[op](self.constant(left), self.constant(right)) else _FALSE
         except _UntranslatableError:
             pass
         return self._expand(("cmp", op, left, right))
+
+    def _multiple_of(self, left: tuple[Any, ...], right: tuple[Any, ...], op: str) -> Schema | None:
+        """``x % n == 0`` (or ``!=``) on an integer field: multipleOf."""
+        if left[0] != "%" or op not in ("==", "!="):
+            return None
+        subject = self.subject(left[1])
+        try:
+            n, rest = self.constant(left[2]), self.constant(right)
+        except _UntranslatableError:
+            return None
+        if subject is None or rest != 0 or not isinstance(n, int) or n <= 0:
+            return None
+        fd = subject[1]
+        if json_type(fd, item=subject[2] if subject[0] == "value" else False) != "integer":
+            return None
+        present: Schema = {"type": "integer", "multipleOf": n}
+        if op == "!=":
+            present = {"type": "integer", "not": {"multipleOf": n}}
+        return self.atom(subject, lambda v: (v % n == 0) == (op == "=="), present)
 
     def _expand(self, node: tuple[Any, ...]) -> Schema:
         """A comparison of two fields: one case per value of a field with few values."""

@@ -165,6 +165,17 @@ def test_bodies_and_replies_are_never_null(spec: Spec) -> None:
     assert not _nullable(token["createdAt"])
 
 
+def test_creates_link_to_what_they_create(spec: Spec) -> None:
+    links = spec["paths"]["/api/v1/monitors"]["post"]["responses"]["201"]["links"]
+    assert links["MonitorService_GetMonitor"]["parameters"] == {"id": "$response.body#/id"}
+    assert {"MonitorService_UpdateMonitor", "MonitorService_DeleteMonitor", "MonitorService_GetMonitorSecrets"} <= set(
+        links
+    )
+    assert "links" not in spec["paths"]["/api/v1/monitors/bulk"]["post"]["responses"]["201"]  # answers a list
+    invite = spec["paths"]["/api/v1/me/invites"]["post"]["responses"]["201"]["links"]
+    assert invite["MemberService_DeleteInvite"]["parameters"] == {"id": "$response.body#/id"}
+
+
 def test_cross_field_rules_are_published(spec: Spec) -> None:
     monitor = spec["components"]["schemas"]["MonitorInput"]
     assert "url: Required for http, https, keyword and tls monitors" in monitor["description"]

@@ -1,0 +1,310 @@
+"""Outside tools against the live server, as a new user would run them.
+
+- schemathesis (``--checks all``, positive and negative data, every phase)
+  against every operation of /openapi.json: any finding fails the test. Its
+  positive data creates monitors, tokens and invites; the test reports how
+  many monitors exist afterwards and how many were created.
+- openapi-typescript on the served /openapi.json, then ``tsc --strict`` on the
+  API page's walkthrough (must compile without null checks) and on bodies
+  that must not compile (``{}`` as a monitor, ``intervalSec: 45``, an
+  unknown scope).
+
+What the run pins, and why (everything else is generated from the document):
+- ``cursor`` is empty: cursors are opaque, and one the server did not issue
+  is a 400 by contract.
+- A generated past ``expiresAt`` for a new token moves into the future
+  (tests/contract_hooks.py): "in the future" is a rule JSON Schema cannot state.
+- The timeline's ``from``/``to`` are one fixed day: an open range reaches
+  "now", and a range too long to bucket is a 400 by contract.
+- No U+0000 in strings: the contract refuses it on every route (input
+  hygiene), which the document says once rather than on every string.
+- Refusing bad data with 413 PAYLOAD_TOO_LARGE (a body over the route's
+  limit, x-observe-rule.bodyLimitBytes) counts as refusing it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, Server, register
+
+pytestmark = pytest.mark.slow
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+MAX_EXAMPLES = 25
+SCHEMATHESIS_CONFIG = """
+seed = 20261129
+color = false
+continue-on-failure = true
+[generation]
+mode = "all"
+max-examples = {max_examples}
+allow-x00 = false
+database = "none"
+[cache]
+enabled = false
+[phases.stateful]
+max-steps = 40
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
+[parameters]
+"query.cursor" = ""
+[[operations]]
+include-path = "/api/v1/monitors/{{id}}/timeline"
+parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T00:00:00Z" }}
+"""
+
+
+def _section(output: str, start: str, *ends: str) -> str:
+    """The part of schemathesis' report under heading ``start``, up to the next of ``ends``."""
+    heading = r"={3,} %s ={3,}"
+    stop = "|".join(heading % e for e in ends) if ends else r"(?!)"
+    match = re.search(rf"{heading % start}(.*?)(?:{stop}|\Z)", output, re.S)
+    return match.group(1).strip() if match else output[-6000:]
+
+
+def _pages(client: Any, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        r = client.get(path, params={"limit": 1000, **params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        items += r.json()[key]
+        cursor = r.json().get("nextCursor", "")
+        if not cursor:
+            return items
+
+
+def _ids_in(value: Any) -> list[Any]:
+    """The ``ids`` list somewhere in an audit entry's meta (bulk calls name the monitors there)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("ids"), list):
+            return list(value["ids"])
+        return next((found for v in value.values() if (found := _ids_in(v))), [])
+    if isinstance(value, list):
+        return next((found for v in value if (found := _ids_in(v))), [])
+    return []
+
+
+def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_property: Any) -> None:
+    if not SCHEMATHESIS.exists():
+        pytest.skip(f"schemathesis is not installed next to {sys.executable} (make setup installs it)")
+    user = register(server)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG.format(max_examples=MAX_EXAMPLES))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "SCHEMATHESIS_HOOKS": "tests.contract_hooks",
+        "OBSERVE_CONTRACT_BASE_URL": server.base_url,
+        "OBSERVE_CONTRACT_SESSION": user.session,
+    }
+    run = subprocess.run(
+        [
+            str(SCHEMATHESIS),
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--url",
+            server.base_url,
+            "--checks",
+            "all",
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = run.stdout + run.stderr
+    (tmp_path / "schemathesis.out").write_text(output)
+    with user.client(user.session) as c:  # the run may have revoked the persona's PAT, like any token it lists
+        counter = c.post("/api/v1/me/tokens", json={"name": "count"})
+        assert counter.status_code == 201, counter.text
+    with user.client(counter.json()["token"]) as c:
+        monitors = len(_pages(c, "/api/v1/monitors", "monitors"))
+        created = len(_pages(c, "/api/v1/audit-logs", "entries", action="CREATE_MONITOR"))
+        created += sum(
+            len(_ids_in(e["meta"])) for e in _pages(c, "/api/v1/audit-logs", "entries", action="BULK_CREATE_MONITORS")
+        )
+    summary = _section(output, "SUMMARY")
+    record_property("monitors_created", created)
+    record_property("monitors_left", monitors)
+    print(f"\nschemathesis: {created} monitors created, {monitors} left\n{summary}")
+    assert run.returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
+    assert created > 0, summary
+
+
+WALKTHROUGH_TS = """\
+// The API page's walkthrough, typed with the generated client types: it
+// compiles under --strict without a null check on any reply field.
+import type { components, paths } from "./api";
+
+type Schemas = components["schemas"];
+type Op<P extends keyof paths, M extends keyof paths[P]> = paths[P][M];
+type CreateOp = Op<"/api/v1/monitors", "post">;
+type CreateBody = CreateOp["requestBody"]["content"]["application/json"];
+type CreateReply = CreateOp["responses"][201]["content"]["application/json"];
+type ListReply = Op<"/api/v1/monitors", "get">["responses"][200]["content"]["application/json"];
+type GetReply = Op<"/api/v1/monitors/{id}", "get">["responses"][200]["content"]["application/json"];
+type PatchBody = NonNullable<Op<"/api/v1/monitors/{id}", "patch">["requestBody"]>["content"]["application/json"];
+type SecretsReply = Op<"/api/v1/monitors/{id}/secrets", "get">["responses"][200]["content"]["application/json"];
+type MintOp = Op<"/api/v1/me/tokens", "post">;
+type MintBody = MintOp["requestBody"]["content"]["application/json"];
+type MintReply = MintOp["responses"][201]["content"]["application/json"];
+type TokensReply = Op<"/api/v1/me/tokens", "get">["responses"][200]["content"]["application/json"];
+
+const BASE = "https://api.24observe.com";
+const PAT = "obs_...";
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(BASE + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${PAT}`,
+      "idempotency-key": crypto.randomUUID(),
+      "content-type": "application/json",
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!res.ok) {
+    const err: Schemas["Error"] = await res.json();
+    const fields = (err.fields ?? []).map((f) => `${f.path}: ${f.code} ${f.message}`);
+    throw new Error(`${res.status} ${err.code}: ${err.error} ${fields.join("; ")}`);
+  }
+  return (res.status === 204 ? undefined : await res.json()) as T;
+}
+
+export async function walkthrough(): Promise<number> {
+  // Walkthrough: create a monitor (the page's body, as is).
+  const body: CreateBody = {
+    name: "example.com homepage",
+    url: "https://example.com",
+    type: "https",
+    intervalSec: 60,
+    timeoutMs: 10000,
+    alertEmail: "ops@example.com",
+  };
+  const monitor = await call<CreateReply>("POST", "/api/v1/monitors", body);
+  console.log("created monitor", monitor.id);
+  const id: number = monitor.id;
+  const status: "up" | "down" | "pending" | "paused" | "maintenance" = monitor.status;
+  const tags: string[] = monitor.tags;
+  const created: string = monitor.createdAt;
+  const slack: boolean = monitor.hasAlertSlack;
+
+  // List, read, patch, read the secrets.
+  const list = await call<ListReply>("GET", "/api/v1/monitors?tag=prod");
+  const first: number | undefined = list.monitors[0]?.id;
+  const again = await call<GetReply>("GET", `/api/v1/monitors/${id}`);
+  const interval: number = again.intervalSec;
+  const patch: PatchBody = { intervalSec: 300, paused: true, alertSlackUrl: null };
+  const patched = await call<GetReply>("PATCH", `/api/v1/monitors/${id}`, patch);
+  const secrets = await call<SecretsReply>("GET", `/api/v1/monitors/${id}/secrets`);
+  const hook: string | null = secrets.alertSlackUrl;
+
+  // Mint a PAT, minimal and narrowly scoped + capped; list tokens.
+  const minimal: MintBody = { name: "aeoniti-bot", expiresAt: "2027-01-01T00:00:00Z" };
+  const scoped: MintBody = {
+    name: "aeoniti-bot",
+    scopes: ["monitors:write", "logs:write"],
+    dailyMutationLimit: 500,
+    dailyLogBytesLimit: 104857600,
+  };
+  const token = await call<MintReply>("POST", "/api/v1/me/tokens", scoped);
+  const plaintext: string = token.token;
+  const expires: string | null = token.expiresAt;
+  const tokens = await call<TokensReply>("GET", "/api/v1/me/tokens");
+  const names: string[] = tokens.tokens.map((t) => `${t.id} ${t.prefix} ${t.scopes.join(",")}`);
+  console.log(status, tags, created, slack, first, list.nextCursor, interval, patched.paused, hook);
+  console.log(minimal.name, plaintext.length, expires, names);
+  return token.id;
+}
+"""
+
+MUST_FAIL_TS = """\
+// Every line after an @ts-expect-error must be a type error: one that
+// compiles leaves its directive unused, which tsc reports.
+import type { components } from "./api";
+
+type MonitorInput = components["schemas"]["MonitorInput"];
+type CreateTokenRequest = components["schemas"]["CreateTokenRequest"];
+
+// @ts-expect-error name and type are required
+export const empty: MonitorInput = {};
+
+export const odd: MonitorInput = {
+  name: "x",
+  type: "https",
+  url: "https://example.com",
+  // @ts-expect-error 45 is not one of 30, 60, 300, 900, 1800, 3600
+  intervalSec: 45,
+};
+
+export const unknownScope: CreateTokenRequest = {
+  name: "x",
+  // @ts-expect-error not a scope
+  scopes: ["monitors:delete"],
+};
+
+// The same shapes with allowed values compile: the errors above are about the values.
+export const fine: MonitorInput = { name: "x", type: "https", url: "https://example.com", intervalSec: 30 };
+export const scoped: CreateTokenRequest = { name: "x", scopes: ["monitors:read", "audit:*", "*"] };
+"""
+
+
+@pytest.fixture(scope="session")
+def npm_cache(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """npx with a package cache of its own for this test session (the registry is the only network)."""
+    if shutil.which("npx") is None:
+        pytest.skip("needs Node.js and npm (npx) for openapi-typescript and tsc")
+    cache = tmp_path_factory.mktemp("npm-cache")
+    return {
+        **os.environ,
+        "npm_config_cache": str(cache),
+        "npm_config_update_notifier": "false",
+        "npm_config_fund": "false",
+        "npm_config_audit": "false",
+    }
+
+
+def _npx(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["npx", "--yes", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _tsc(env: dict[str, str], cwd: Path, *files: str) -> subprocess.CompletedProcess[str]:
+    flags = ["--strict", "--noEmit", "--skipLibCheck", "--target", "es2022", "--module", "es2022"]
+    flags += ["--moduleResolution", "bundler", "--lib", "es2022,dom"]
+    return _npx(env, cwd, "-p", "typescript@5", "tsc", *flags, *files)
+
+
+def test_typescript_types_from_the_served_document(server: Server, npm_cache: dict[str, str], tmp_path: Path) -> None:
+    with server.client() as c:
+        (tmp_path / "openapi.json").write_text(c.get("/openapi.json").text)
+    generated = _npx(npm_cache, tmp_path, "openapi-typescript@7", "openapi.json", "-o", "api.ts")
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    (tmp_path / "walkthrough.ts").write_text(WALKTHROUGH_TS)
+    (tmp_path / "must_fail.ts").write_text(MUST_FAIL_TS)
+    checked = _tsc(npm_cache, tmp_path, "api.ts", "walkthrough.ts", "must_fail.ts")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Without the directives, exactly the three marked lines fail, each as a type mismatch.
+    lines = MUST_FAIL_TS.splitlines()
+    marked = [i + 2 for i, line in enumerate(lines) if line.strip().startswith("// @ts-expect-error")]
+    (tmp_path / "must_fail.ts").write_text("\n".join(re.sub(r"^(\s*)// @ts-expect-error.*", r"\1//", x) for x in lines))
+    failed = _tsc(npm_cache, tmp_path, "api.ts", "must_fail.ts")
+    errors = re.findall(r"must_fail\.ts\((\d+),\d+\): error (TS\d+)", failed.stdout)
+    assert sorted({int(line) for line, _ in errors}) == marked, failed.stdout
+    assert {code for _, code in errors} <= {"TS2322", "TS2739", "TS2741"}, failed.stdout
