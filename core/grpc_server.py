@@ -1,5 +1,6 @@
 """The gRPC transport: grpc.aio with generic handlers that enter the pipeline,
-plus the standard health service and server reflection."""
+plus the standard health service and server reflection (``grpc.reflection.v1``
+and the older ``v1alpha`` that some clients still ask for)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio  # what reflection.aio names
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from core.errors import ObserveError
 from core.metrics import ApiMetrics
@@ -138,6 +141,56 @@ def generic_handlers(
     return [grpc.method_handlers_generic_handler(name, handlers) for name, handlers in by_service.items()]
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _add_reflection_v1_descriptor() -> None:
+    """Puts grpc.reflection.v1 into the default pool, so reflection lists and
+    describes it like any service. grpcio-reflection ships only v1alpha; v1 is
+    the same messages, field for field, in another package: its descriptor is
+    v1alpha's, renamed."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_V1_FILE)
+        return
+    except KeyError:
+        pass
+    file = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(file)
+    old, new = f".{file.package}.", ".grpc.reflection.v1."
+    file.name, file.package = _V1_FILE, "grpc.reflection.v1"
+
+    def renamed(type_name: str) -> str:
+        return new + type_name[len(old) :] if type_name.startswith(old) else type_name
+
+    messages = list(file.message_type)
+    while messages:
+        message = messages.pop()
+        messages.extend(message.nested_type)
+        for fd in message.field:
+            if fd.HasField("type_name"):
+                fd.type_name = renamed(fd.type_name)
+    for service in file.service:
+        for method in service.method:
+            method.input_type, method.output_type = renamed(method.input_type), renamed(method.output_type)
+    pool.AddSerializedFile(file.SerializeToString())
+
+
+def _enable_reflection(server: grpc.aio.Server, services: list[str]) -> None:
+    """Server reflection under both names, answered by the one servicer: the
+    two protocols are the same bytes on the wire."""
+    _add_reflection_v1_descriptor()
+    servicer = reflection_aio.ReflectionServicer([*services, REFLECTION_V1, reflection.SERVICE_NAME])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1})])
+
+
 async def start_grpc(
     pipeline: Pipeline, methods: Iterable[Method], address: str, metrics: ApiMetrics
 ) -> tuple[grpc.aio.Server, int]:
@@ -149,9 +202,7 @@ async def start_grpc(
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = sorted({m.service for m in methods if m.handler is not None})
-    reflection.enable_server_reflection(
-        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    _enable_reflection(server, [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = server.add_insecure_port(address)
     await server.start()
     for name in ["", *services]:

@@ -3,6 +3,8 @@ health and reflection."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 
 import grpc
@@ -14,7 +16,7 @@ from grpc_status import rpc_status
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, monitors_pb2, monitors_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 
 from core.rpc.jsonmap import JsonCodec
-from tests.conftest import Persona, Server
+from tests.conftest import ROOT, Persona, Server
 
 codec = JsonCodec()
 
@@ -157,3 +159,51 @@ def test_health_and_reflection(channel: grpc.Channel) -> None:
         "observe.v1.AuthService",
         "grpc.health.v1.Health",
     } <= names
+
+
+def test_reflection_v1_alongside_v1alpha(channel: grpc.Channel, owner: Persona, server: Server) -> None:
+    """grpc.reflection.v1 (what current grpcurl, buf curl and Postman ask for
+    first) and v1alpha both list and describe every service."""
+    from google.protobuf import descriptor_pb2
+
+    def ask(service: str, request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+        # v1 is v1alpha's messages in another package: the same bytes on the wire.
+        info = channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        return next(iter(info(iter([request]))))
+
+    for service in ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"):
+        listed = ask(service, reflection_pb2.ServerReflectionRequest(list_services=""))
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"observe.v1.MeService", "grpc.reflection.v1.ServerReflection"} <= names, service
+        for symbol, package in (
+            ("observe.v1.MeService", "observe.v1"),
+            ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1"),
+        ):
+            reply = ask(service, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+            files = [
+                descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for raw in reply.file_descriptor_response.file_descriptor_proto
+            ]
+            assert package in {f.package for f in files}, (service, symbol, reply.error_response)
+
+    buf = ROOT / ".venv" / "bin" / "buf"
+    if not buf.exists():
+        return
+    # buf curl: an independent reflection client, made to speak v1 only.
+    base = f"http://{server.grpc_target}"
+    common = [str(buf), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1"]
+    listed_by_buf = subprocess.run([*common, "--list-services", base], capture_output=True, text=True, timeout=60)
+    assert listed_by_buf.returncode == 0, listed_by_buf.stderr
+    assert "observe.v1.MeService" in listed_by_buf.stdout.split()
+    me = subprocess.run(
+        [*common, "-H", f"authorization: Bearer {owner.pat}", f"{base}/observe.v1.MeService/GetMe"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert me.returncode == 0, me.stderr
+    assert json.loads(me.stdout)["user"]["email"] == owner.email
