@@ -25,7 +25,7 @@ from typing import Any
 from buf.validate import validate_pb2 as pv
 from google.protobuf.descriptor import FieldDescriptor
 
-from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
+from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names, snake_to_camel
 
 FD = FieldDescriptor
 Schema = dict[str, Any]
@@ -264,6 +264,9 @@ def _scalar_rules(kind: str, rules: Any, enum_names: dict[int, str] | None) -> P
         notes.extend(_time_notes(kind, rules))
     elif kind == "field_mask":
         if getattr(rules, "in"):
+            # REST spells a mask as comma-separated lowerCamelCase names.
+            paths = "|".join(literal_pattern(snake_to_camel(p)) for p in getattr(rules, "in"))
+            out["pattern"] = f"^(?:(?:{paths})(?:,(?:{paths}))*)?$"
             notes.append("paths among: " + ", ".join(getattr(rules, "in")))
         if rules.not_in:
             notes.append("paths not among: " + ", ".join(rules.not_in))

@@ -325,3 +325,78 @@ def test_every_documented_scope_mints(owner: Persona, spec: Spec) -> None:
             assert r.status_code == 201, r.text
         r = c.post("/api/v1/me/tokens", json={"name": "bad", "scopes": ["monitors:delete"]})
         assert r.status_code == 400, r.text
+
+
+def _rules(text: str) -> Any:
+    from buf.validate import validate_pb2
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, validate_pb2.FieldRules())
+
+
+@pytest.mark.parametrize(
+    ("field", "rules", "good", "bad"),
+    [
+        (
+            "name",
+            "string: {min_len: 2, max_len: 5, prefix: 'a', suffix: 'z'}",
+            ["abz", "a--z"],
+            ["bz", "abzzzz", "az1"],
+        ),
+        ("name", "string: {len: 3, contains: '.', not_contains: ' '}", ["a.b"], ["ab", "a b", "a.bc"]),
+        ("name", "string: {in: ['a', 'b'], not_in: ['b']}", ["a"], ["b", "c"]),
+        ("name", "string: {const: 'k'}", ["k"], ["j"]),
+        ("name", "string: {uuid: true}", ["5f0c9a4e-2b7d-4c1a-9e3f-0a1b2c3d4e5f"], ["", "nope"]),
+        ("name", "string: {tuuid: true}", ["5f0c9a4e2b7d4c1a9e3f0a1b2c3d4e5f"], ["5f0c"]),
+        ("name", "string: {email: true}", ["a@b.example"], ["", "a"]),
+        ("name", "string: {well_known_regex: KNOWN_REGEX_HTTP_HEADER_NAME}", ["X-Env"], ["", "a b"]),
+        ("name", "ignore: IGNORE_IF_ZERO_VALUE, string: {min_len: 3}", ["", "abc"], ["ab"]),
+        ("name", "cel: {id: 'x', expression: \"this.endsWith('.com')\"}", ["a.com"], ["a.org"]),
+        ("port", "int32: {gt: 0, lt: 10}", [1, 9], [0, 10]),
+        ("port", "int32: {gt: 10, lt: 0}", [11, -1], [5, 0, 10]),
+        ("port", "int32: {in: [1, 2], not_in: [2]}", [1], [2, 3]),
+        ("port", "int32: {const: 7}", [7], [8]),
+        ("type", "enum: {in: [1, 2]}", ["http", "https"], ["tcp"]),
+        ("type", "enum: {defined_only: true, not_in: [1]}", ["https"], ["http", "nope"]),
+        ("paused", "bool: {const: true}", [True], [False]),
+    ],
+)
+def test_field_rule_keywords(field: str, rules: str, good: list[Any], bad: list[Any]) -> None:
+    from observe.v1 import monitors_pb2
+
+    from gateway.openapi import _Schemas
+    from gateway.openapi_rules import value_rules
+
+    fd = monitors_pb2.MonitorInput.DESCRIPTOR.fields_by_name[field]
+    base = _Schemas({})._single(fd, "in")
+    published = value_rules(fd, _rules(rules))
+    check = jsonschema_rs.validator_for({"allOf": [base, published.schema]}, validate_formats=True)
+    assert [v for v in good if not check.is_valid(v)] == [], published.schema
+    assert [v for v in bad if check.is_valid(v)] == [], published.schema
+
+
+def test_collection_time_and_required_rules() -> None:
+    from observe.v1 import accounts_pb2, monitors_pb2, tokens_pb2
+
+    from gateway.openapi_rules import collection_rules, is_required, value_rules
+
+    tags = monitors_pb2.MonitorInput.DESCRIPTOR.fields_by_name["tags"]
+    assert collection_rules(tags, _rules("repeated: {min_items: 1, max_items: 2, unique: true}"))[0] == {
+        "minItems": 1,
+        "maxItems": 2,
+        "uniqueItems": True,
+    }
+    headers = monitors_pb2.MonitorInput.DESCRIPTOR.fields_by_name["headers"]
+    assert collection_rules(headers, _rules("map: {min_pairs: 1, max_pairs: 2}"))[0] == {
+        "minProperties": 1,
+        "maxProperties": 2,
+    }
+    expires = tokens_pb2.CreateTokenRequest.DESCRIPTOR.fields_by_name["expires_at"]
+    notes = value_rules(expires, _rules("timestamp: {gt_now: true, within: {seconds: 3600}}")).notes
+    assert notes == ["in the future", "within 3600s of now"]
+    email = accounts_pb2.LoginRequest.DESCRIPTOR.fields_by_name["email"]  # a string without presence
+    assert is_required(email, _rules("string: {min_len: 1}"))  # an absent key reads as "", which fails
+    assert not is_required(email, _rules("ignore: IGNORE_IF_ZERO_VALUE, string: {min_len: 1}"))
+    assert not is_required(email, _rules("string: {max_len: 10}"))
+    assert is_required(tags, _rules("repeated: {min_items: 1}"))
+    assert not is_required(monitors_pb2.MonitorInput.DESCRIPTOR.fields_by_name["name"], _rules("string: {min_len: 1}"))
