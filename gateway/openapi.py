@@ -4,7 +4,15 @@ Schemas come from the message types (the JSON mapping of ``jsonmap``:
 numbers for 64-bit ids, lower-case enums, ``null`` for unset optional
 fields); descriptions are the proto comments, read from the descriptor set
 ``make gen`` writes with source info. Response schemas mark every property
-required, since every field is always present in output.
+required, since every field is always present in output; a reply field is
+nullable only when the server may send null (proto3 ``optional``, a oneof
+member, or a message field whose comment says "null").
+
+Request schemas carry the ``buf.validate`` rules (gateway/openapi_rules.py):
+``required``, ranges, sets, lengths, patterns, formats, and the CEL rules that
+JSON Schema can say. A request with an ``update_mask`` takes its patch as a
+``…Patch`` schema with nothing required. A body is never nullable; an
+operation whose fields all sit in the path declares no body.
 """
 
 from __future__ import annotations
