@@ -100,7 +100,7 @@ def proto_rules(req: Any) -> None:
     VALIDATOR.check_request(req, "monitor" if isinstance(req, monitors_pb2.CreateMonitorRequest) else "*")
     v = Violations()
     for i, item in enumerate(items(req)):
-        merged = validation.merge(None, validation.present_fields(item), v, f"monitors[{i}].")
+        merged = validation.merge(None, validation.present_fields(item))
         validation.validate(merged, v, f"monitors[{i}].", allow_private=False, patched=False)
     assert not v, v.items
 

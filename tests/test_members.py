@@ -85,14 +85,13 @@ def test_invites_are_listed_deleted_and_single_use(server: Server, smtp_sink: Sm
         assert c.delete(f"/api/v1/me/invites/{b['id']}").status_code == 404
     token = invite_token(smtp_sink, ann)
     wrong = register_raw(server, "someone-else@example.com", token)
-    assert wrong.json()["fields"][0]["path"] == "email"
+    assert (wrong.status_code, wrong.json()["code"]) == (404, "NOT_FOUND")
     joined = register(server, email=ann, inviteToken=token)
     assert joined.org_id == owner.org_id
     reuse = register_raw(server, f"x{owner.user_id}@example.com", token)
-    assert reuse.status_code == 400
-    assert reuse.json()["fields"][0]["path"] == "inviteToken"
+    assert (reuse.status_code, reuse.json()["code"]) == (404, "NOT_FOUND")
     withdrawn = register_raw(server, bob, invite_token(smtp_sink, bob))
-    assert withdrawn.status_code == 400
+    assert withdrawn.status_code == 404
 
 
 def register_raw(server: Server, email: str, token: str) -> httpx.Response:

@@ -445,7 +445,7 @@ def test_heartbeat_token_rotation(owner: Persona, server: Server) -> None:
             c.get(f"/api/v1/monitors/{hb['id']}/secrets").json()["heartbeatToken"] == rotated.json()["heartbeatToken"]
         )
         http = create(c)
-        assert c.post(f"/api/v1/monitors/{http['id']}/rotate-heartbeat-token").status_code == 400
+        assert c.post(f"/api/v1/monitors/{http['id']}/rotate-heartbeat-token").status_code == 404
         audit = c.get("/api/v1/audit-logs", params={"action": "ROTATE_HEARTBEAT_TOKEN"}).text
     assert first["heartbeatToken"] not in audit
     assert rotated.json()["heartbeatToken"] not in audit

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import clock
 from core.accounts import passwords, plans
 from core.config import Settings
-from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
+from core.errors import ErrorCode, ObserveError, not_found
 from core.mail.sender import Mailer
 from core.rpc.auth import SESSION_COOKIE
 from core.rpc.context import ROLES_BY_NAME, CallContext
@@ -68,20 +68,17 @@ async def accept_invite(
             .where(t.invites.c.token_hash == secrets.token_hash(token))
         )
     ).first()
-    v = Violations()
-    if invite is None or invite.accepted_at is not None or invite.expires_at <= now:
-        v.add("inviteToken", "custom", "Unknown, used or expired invite")
-    elif invite.email != email:
-        v.add("email", "custom", "The invite is for another e-mail address")
-    v.raise_if_any()
-    assert invite is not None
+    # An invite that is unknown, used, expired or for another address is one
+    # answer: the request was well formed, the invite it names is not there.
+    if invite is None or invite.accepted_at is not None or invite.expires_at <= now or invite.email != email:
+        raise not_found("open invite with this token for this e-mail address")
     claimed = await conn.execute(
         update(t.invites)
         .where((t.invites.c.id == invite.id) & t.invites.c.accepted_at.is_(None))
         .values(accepted_at=now)
     )
     if claimed.rowcount != 1:
-        raise validation_failed([FieldViolation("inviteToken", "custom", "Unknown, used or expired invite")])
+        raise not_found("open invite with this token for this e-mail address")
     user_id = (
         await conn.execute(
             insert(t.users)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
 from core.accounts.plans import PlanBook
-from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
+from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found
 from core.monitors import history
 from core.monitors import validation as val
 from core.monitors.store import SELECT, MonitorStore
@@ -45,7 +45,7 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
 
     def _checked(self, current: dict[str, Any] | None, given: dict[str, Any], v: Violations, prefix: str,
                  problems: list[FieldViolation]) -> dict[str, Any]:  # fmt: skip
-        merged = val.merge(current, given, v, prefix)
+        merged = val.merge(current, given)
         problems.extend(val.validate(merged, v, prefix, allow_private=self.allow_private, patched=current is not None))
         return merged
 
@@ -197,10 +197,8 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
         principal = ctx.require_principal()
         async with self.db.write() as conn:
             (row,) = await self._rows(conn, principal.org_id, [request.id], lock=True)
-            if row.type != "heartbeat":
-                raise validation_failed(
-                    [FieldViolation("type", "custom", "Only heartbeat monitors have a heartbeat token")]
-                )
+            if row.type != "heartbeat":  # only heartbeat monitors have the token this names
+                raise ObserveError(ErrorCode.ERROR_CODE_NOT_FOUND, f"monitor {row.id} is not a heartbeat monitor")
             _, token_hash, sealed = self.store.new_heartbeat_token()
             await conn.execute(
                 update(t.monitors)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from buf.validate import validate_pb2
 from cronsim import CronSim, CronSimError
 from google.protobuf import json_format
 from observe.v1 import monitors_pb2
@@ -42,38 +43,13 @@ SECRET_FIELDS = (
     "alertTelegramBotToken",
     "alertTelegramChatId",
 )
-# The fields each type may carry beyond the common ones; a request setting
-# another type's field is refused, a type change drops the old type's.
-TYPE_FIELDS: dict[str, frozenset[str]] = {
-    "http": frozenset({"url", "method", "headers", "body", "expectedStatus", "maxRedirects"}),
-    "https": frozenset({"url", "method", "headers", "body", "expectedStatus", "maxRedirects", "ignoreTlsErrors"}),
-    "keyword": frozenset(
-        {
-            "url",
-            "method",
-            "headers",
-            "body",
-            "expectedStatus",
-            "maxRedirects",
-            "ignoreTlsErrors",
-            "keyword",
-            "keywordInverted",
-        }
-    ),
-    "tcp": frozenset({"host", "port"}),
-    "dns": frozenset({"host", "dnsRecordType", "dnsResolver", "expectedValue"}),
-    "tls": frozenset({"url", "port", "tlsExpiryDays", "ignoreTlsErrors"}),
-    "ping": frozenset({"host"}),
-    "heartbeat": frozenset({"graceSec", "cron", "timezone"}),
-}
-COMMON_FIELDS = frozenset(
-    {
-        "name", "type", "intervalSec", "timeoutMs", "failureThreshold", "recoveryThreshold", "tags", "regions",
-        "paused", "publicBadge", "alertEmail", "alertSlackUrl", "alertWebhookUrl", "alertDiscordUrl",
-        "alertTelegramBotToken", "alertTelegramChatId",
-    }
-)  # fmt: skip
-TYPED_FIELDS = frozenset().union(*TYPE_FIELDS.values())
+# The fields that belong to some types only: those monitors.proto gives a
+# "<field>.custom.type" rule. A type change drops the old type's.
+TYPED_FIELDS = frozenset(
+    monitors_pb2.MonitorInput.DESCRIPTOR.fields_by_name[rule.id.split(".")[0]].json_name
+    for rule in monitors_pb2.MonitorInput.DESCRIPTOR.GetOptions().Extensions[validate_pb2.message].cel
+    if rule.id.endswith(".custom.type")
+)
 DEFAULTS: dict[str, Any] = {
     "intervalSec": 60,
     "timeoutMs": 10000,
@@ -136,19 +112,16 @@ def _value(msg: Any, fd: Any) -> Any:
     return raw
 
 
-def merge(current: dict[str, Any] | None, given: dict[str, Any], v: Violations, prefix: str = "") -> dict[str, Any]:
+def merge(current: dict[str, Any] | None, given: dict[str, Any]) -> dict[str, Any]:
     """The monitor after applying ``given`` to ``current`` (None on create),
     with defaults filled and the old type's fields dropped on a type change.
-    Refuses fields that do not apply to the resulting type."""
+    A field given that does not apply to the resulting type stays, for the
+    proto's rule to refuse."""
     base = dict(current or {})
     kind = given.get("type", base.get("type"))
     if current is not None and "type" in given and given["type"] != current.get("type"):
         base = {k: val for k, val in base.items() if k not in TYPED_FIELDS}
     merged = {**base, **given}
-    allowed = COMMON_FIELDS | TYPE_FIELDS.get(kind or "", frozenset())
-    for key, val in given.items():
-        if key not in allowed and val is not None and kind in TYPE_FIELDS:
-            v.add(f"{prefix}{key}", "custom", f"'{key}' does not apply to {kind} monitors")
     for key, default in {**DEFAULTS, **TYPE_DEFAULTS.get(kind or "", {})}.items():
         if merged.get(key) is None:
             merged[key] = default

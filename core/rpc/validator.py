@@ -228,7 +228,11 @@ def _word(violation: Any, path: str, fd: Any, rule_names: list[str], desc: Any) 
     if rule == "not_in":
         return FieldViolation(path, "invalid_literal", f"Must not be {_show(value)}")
     if family in ("string", "bytes"):
-        return _string_rule(path, rule, value, violation.rule_value)
+        worded = _string_rule(path, rule, value, violation.rule_value)
+        custom = fd.GetOptions().Extensions[options_pb2.field].pattern_message if fd is not None else ""
+        if custom and worded.code == "invalid_string":
+            return FieldViolation(path, worded.code, custom)
+        return worded
     if family in ("repeated", "map"):
         unit = "items" if family == "repeated" else "entries"
         if rule in ("min_items", "min_pairs"):

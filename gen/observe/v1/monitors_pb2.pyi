@@ -257,7 +257,10 @@ class MonitorInput(_message.Message):
     default A.
     """
     dns_resolver: _builtins.str
-    """dns: resolver to ask, "ip" or "ip:port"; default the server's own."""
+    """dns: resolver to ask, "ip" or "ip:port" ("[ipv6]:port"); default the
+    server's own. The pattern is exact (IPv4, IPv6, ports 1–65535), so the
+    OpenAPI document says precisely what is accepted.
+    """
     expected_value: _builtins.str
     """dns: one answer must equal this (case-insensitive, trailing dot
     ignored).

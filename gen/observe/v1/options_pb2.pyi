@@ -154,6 +154,7 @@ class FieldRule(_message.Message):
     ALTERNATE_MEDIA_TYPE_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     BULK_FIELD_NUMBER: _builtins.int
+    PATTERN_MESSAGE_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -172,6 +173,11 @@ class FieldRule(_message.Message):
     (buf.validate.field).repeated.max_items fail the call with
     BULK_LIMIT_EXCEEDED instead of VALIDATION_FAILED.
     """
+    pattern_message: _builtins.str
+    """What a value that fails this field's string pattern or format reads,
+    in place of the bare pattern (e.g. "Expected a host name or an IP
+    address"). Applies to the items, keys and values of the field too.
+    """
     def __init__(
         self,
         *,
@@ -179,10 +185,11 @@ class FieldRule(_message.Message):
         alternate_media_type: _builtins.str = ...,
         json_schema: _builtins.str = ...,
         bulk: _builtins.bool = ...,
+        pattern_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
