@@ -159,7 +159,9 @@ class Token(_message.Message):
 
     @_builtins.property
     def last_used_at(self) -> _timestamp_pb2.Timestamp:
-        """When it last authenticated a request (to the minute); null if never."""
+        """When it last authenticated a request (written at most once a minute);
+        null if never.
+        """
 
     def __init__(
         self,
