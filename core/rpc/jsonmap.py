@@ -5,7 +5,7 @@ Differs from proto3 JSON (``json_format``) where the contract says so:
 ``optional`` scalars and messages as ``null``, empty lists as ``[]``);
 enums are lower-case names without their prefix (``ROLE_OWNER`` → ``"owner"``);
 timestamps are RFC 3339 UTC with ``Z``, in whole seconds except check, ping
-and log times (:data:`MILLISECOND_TIMESTAMPS`), which always show three
+and log times (``(observe.v1.field).milliseconds``), which always show three
 decimals (``2026-05-13T18:00:00.250Z``). Input is strict: unknown keys, wrong
 types and bad values are collected as field violations with JSON paths
 (``monitors[3].intervalSec``) rather than failing on the first.
@@ -87,16 +87,6 @@ def enum_json_names(enum: AnyEnum) -> dict[int, str]:
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values if v.number != 0}
 
 
-# Timestamp fields shown to the millisecond: when a check, ping or log line
-# happened. Every other time in a reply is whole seconds (CONTRACT.md, JSON
-# rules; README "API notes"). gRPC replies follow the same rule through
-# core.clock.to_timestamp / to_precise_timestamp.
-MILLISECOND_TIMESTAMPS = frozenset(
-    {
-        "observe.v1.CheckResult.checked_at",
-        "observe.v1.Monitor.last_checked_at",
-    }
-)
 
 
 def format_timestamp(seconds: int, nanos: int, *, millis: bool = False) -> str:
@@ -239,7 +229,9 @@ class JsonCodec:
             if fd.is_repeated:
                 return lambda m: [self.encode_value(x) for x in getattr(m, name)]
             if sub.full_name == "google.protobuf.Timestamp":
-                millis = fd.full_name in MILLISECOND_TIMESTAMPS
+                # (observe.v1.field).milliseconds: when a check, ping or log line
+                # happened; every other time in a reply is whole seconds.
+                millis = fd.GetOptions().Extensions[options_pb2.field].milliseconds
 
                 def timestamp(m: Message) -> str | None:
                     if not m.HasField(name):

@@ -155,6 +155,7 @@ class FieldRule(_message.Message):
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     BULK_FIELD_NUMBER: _builtins.int
     PATTERN_MESSAGE_FIELD_NUMBER: _builtins.int
+    MILLISECONDS_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -178,6 +179,11 @@ class FieldRule(_message.Message):
     in place of the bare pattern (e.g. "Expected a host name or an IP
     address"). Applies to the items, keys and values of the field too.
     """
+    milliseconds: _builtins.bool
+    """On a google.protobuf.Timestamp of a reply: shown to the millisecond
+    (when a check, ping or log line happened); other times are whole
+    seconds.
+    """
     def __init__(
         self,
         *,
@@ -186,10 +192,11 @@ class FieldRule(_message.Message):
         json_schema: _builtins.str = ...,
         bulk: _builtins.bool = ...,
         pattern_message: _builtins.str = ...,
+        milliseconds: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "milliseconds", b"milliseconds", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
