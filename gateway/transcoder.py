@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from observe.v1 import options_pb2
 
-from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
+from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
 from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.idempotency import received_key
@@ -57,6 +58,7 @@ class Route:
     http_body_out: bool = False
     query_allowed: bool = True
     alternate_body: str = ""  # an HttpBody response field sent raw when set
+    id_variables: frozenset[str] = frozenset()  # path variables bound to integer fields
 
     @classmethod
     def build(cls, method: Method, binding: HttpBinding) -> Route:
@@ -72,6 +74,11 @@ class Route:
         route.http_body_out = method.descriptor.output_type.full_name == HTTP_BODY and not binding.response_body
         route.query_allowed = binding.body != "*"
         route.alternate_body = alternate_body_field(method.descriptor.output_type)
+        route.id_variables = frozenset(
+            fd.name
+            for fd in in_desc.fields
+            if fd.cpp_type in _INTEGER_TYPES and not fd.is_repeated and "{" + fd.name in binding.path
+        )
         return route
 
 
@@ -110,6 +117,18 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+_INTEGER_TYPES = frozenset(
+    {FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT32,
+     FieldDescriptor.CPPTYPE_UINT64}
+)  # fmt: skip
+_INT64_MAX = 2**63 - 1
+
+
+def _is_path_id(text: str) -> bool:
+    """Plain ASCII digits, no sign, no leading zero, within int64."""
+    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0") and int(text) <= _INT64_MAX
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -260,6 +279,8 @@ class Transcoder:
                 _infer_update_mask(self.codec, request, route.body_field, data)
         path_ok: set[str] = set()
         for var, text in variables.items():
+            if var in route.id_variables and not _is_path_id(text):
+                raise not_found()  # CONTRACT.md, input hygiene: as for a missing id
             before = len(v.items)
             self.codec.assign_text(request, var, [text], _json_path(self.codec, method, var), v)
             if len(v.items) == before:
