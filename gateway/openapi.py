@@ -32,6 +32,7 @@ from core.rpc.context import ROLE_NAMES
 from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
 from core.rpc.methods import HttpBinding, Method
 from gateway.openapi_rules import (
+    accepts_null,
     collection_rules,
     field_rules,
     is_required,
@@ -259,12 +260,11 @@ class _Schemas:
         oneof_rules, oneof_notes = oneof_schemas(desc)
         notes.extend(oneof_notes)
         if mode != "patch":
-            extra = message_schemas(desc, rules) + oneof_rules
+            extra = message_schemas(desc, rules, frozenset(required)) + oneof_rules
             if extra:
-                # "if the rules hold, fine, else invalid": the rules, in a form that validators and
-                # test-data generators apply and type generators skip (their object types stay plain).
-                schema["if"] = extra[0] if len(extra) == 1 else {"allOf": extra}
-                schema["else"] = False
+                # Each rule R as {"if": R, "else": false}, which means R: validators and test-data
+                # generators apply it, type generators (openapi-typescript) keep the object type plain.
+                schema["allOf"] = [{"if": rule, "else": False} for rule in extra]
         elif notes:
             notes = [f"{n} (checked on the result of the patch)" for n in notes]
         text = _describe(self.comments.get(desc.full_name, ""), notes)
@@ -411,15 +411,18 @@ def openapi_path(desc: AnyDesc, path: str) -> str:
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` or null. Simple schemas list "null" among their types; ones
-    whose keywords would refuse null (const, not, combinators, $ref) are wrapped."""
-    if schema.get("type") == "null" or (isinstance(schema.get("type"), list) and "null" in schema["type"]):
+    """``schema`` or null: "null" among its types when its other keywords let
+    null through (most are for one type only), else wrapped in anyOf."""
+    if accepts_null(schema):
         return schema
-    if any(k in schema for k in ("$ref", "allOf", "anyOf", "oneOf", "not", "const")) or "type" not in schema:
-        return {"anyOf": [schema, {"type": "null"}]}
-    if "enum" in schema:
-        return {**schema, "type": [schema["type"], "null"], "enum": [*schema["enum"], None]}
-    return {**schema, "type": [schema["type"], "null"]}
+    kind = schema.get("type")
+    others = {k: v for k, v in schema.items() if k not in ("type", "enum")}
+    if isinstance(kind, str) and accepts_null(others):
+        out = {**schema, "type": [kind, "null"]}
+        if "enum" in schema:
+            out["enum"] = [*schema["enum"], None]
+        return out
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments: dict[str, str]) -> dict[str, Any]:

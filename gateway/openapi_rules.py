@@ -16,6 +16,8 @@ message.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import math
 import re
 from collections.abc import Callable
@@ -506,13 +508,16 @@ def message_notes(desc: AnyDesc, rules: Any) -> list[tuple[str, str]]:
     return out
 
 
-def message_schemas(desc: AnyDesc, rules: Any) -> list[Schema]:
-    """JSON Schema for the message-level rules that translate.
+def message_schemas(desc: AnyDesc, rules: Any, required: frozenset[str] = frozenset()) -> list[Schema]:
+    """JSON Schema for the message-level rules that translate (``required``: the
+    JSON names the message requires, whose unset values need no case).
 
     Rules that branch on the same field with few values (a type enum) are
     published as one case per value, each with what the rules require for
-    it: the same meaning as the rules one by one, in a form whose expansion
-    stays small for validators and test-data generators."""
+    it; other rules take the smaller of their plain form and a case split; two
+    rules about the same fields become one when that leaves fewer branches.
+    The meaning is the rules' own; the form keeps the expansion small for
+    validators and test-data generators."""
     out: list[Schema] = []
     if rules is None:
         return out
@@ -525,21 +530,40 @@ def message_schemas(desc: AnyDesc, rules: Any) -> list[Schema]:
         except _TRANSLATION_ERRORS:
             continue
         parsed.append(node)
+
+    def finite(ref: tuple[Any, ...]) -> bool:
+        return translator.finite_domain(desc.fields_by_name[ref[2]]) is not None
+
+    def is_present(ref: tuple[Any, ...]) -> bool:
+        return desc.fields_by_name[ref[2]].json_name in required
+
     counts: dict[tuple[Any, ...], int] = {}
     for node in parsed:
         for ref in dict.fromkeys(translator.fields_in(node)):
-            if translator.finite_domain(desc.fields_by_name[ref[2]]) is not None:
+            if finite(ref):
                 counts[ref] = counts.get(ref, 0) + 1
     if counts and max(counts.values()) >= 2:
         ref = max(counts, key=lambda r: counts[r])
         split = [n for n in parsed if ref in translator.fields_in(n)]
         parsed = [n for n in parsed if ref not in translator.fields_in(n)]
         try:
-            out.append(translator.cases(ref, split))
+            big = translator.cases(ref, split, present=is_present(ref))
         except _TRANSLATION_ERRORS:
             parsed.extend(split)
+        else:
+            out.append(big)
+    rest: list[Schema] = []
     for node in parsed:
-        out.append(translator.rule(node))
+        forms = [translator.rule(node)]
+        for ref in dict.fromkeys(r for r in translator.fields_in(node) if finite(r)):
+            try:
+                forms.append(translator.cases(ref, [node], present=is_present(ref)))
+            except _TRANSLATION_ERRORS:
+                continue
+        rest.append(min(forms, key=lambda f: len(json.dumps(f))))
+    # The small rules first: jsonschema-rs (schemathesis' generator) models the rules within its
+    # budget when the large case split comes last, and gives up when it comes first.
+    out[:0] = _merge_overlapping(rest)
     for oneof in rules.oneof:
         fds = [desc.fields_by_name[f] for f in oneof.fields if f in desc.fields_by_name]
         sets = [_has(fd) for fd in fds]
@@ -549,6 +573,40 @@ def message_schemas(desc: AnyDesc, rules: Any) -> list[Schema]:
         if oneof.required and sets:
             out.append({"anyOf": sets})
     return out
+
+
+def _branches(schema: Schema) -> list[Schema]:
+    return list(schema["anyOf"]) if list(schema) == ["anyOf"] else [schema]
+
+
+def _names(schema: Any) -> set[str]:
+    """Property names a schema mentions anywhere."""
+    if isinstance(schema, dict):
+        found = set(schema.get("properties", {})) | set(schema.get("required", []))
+        return found.union(*(_names(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_names(v) for v in schema))
+    return set()
+
+
+def _merge_overlapping(rules: list[Schema]) -> list[Schema]:
+    """Two rules about the same properties as one, when their combined branches
+    (contradictions dropped) are fewer than both rules' branches together."""
+    rules = list(rules)
+    merged = True
+    while merged:
+        merged = False
+        for i, j in itertools.combinations(range(len(rules)), 2):
+            a, b = _branches(rules[i]), _branches(rules[j])
+            if len(a) < 2 or len(b) < 2 or not _names(rules[i]) & _names(rules[j]):
+                continue
+            product = [x for x in (_all_of([p, q]) for p in a for q in b) if x != _FALSE]
+            if len(product) < len(a) + len(b):
+                rules[i] = _any_of(product)
+                del rules[j]
+                merged = True
+                break
+    return rules
 
 
 def oneof_schemas(desc: AnyDesc) -> tuple[list[Schema], list[str]]:
@@ -807,10 +865,62 @@ def _any_of(items: list[Schema]) -> Schema:
             return _TRUE
         if item == _FALSE:
             continue
-        flat.extend(item["anyOf"] if list(item) == ["anyOf"] else [item])
+        for x in item["anyOf"] if list(item) == ["anyOf"] else [item]:
+            if x not in flat:
+                flat.append(x)
+    # String patterns, any of which may match, are one pattern.
+    if len(flat) > 1 and all(set(x) == {"type", "pattern"} and x["type"] == "string" for x in flat):
+        return {"type": "string", "pattern": "|".join(f"(?:{x['pattern']})" for x in flat)}
+    # Branches that each constrain the same one property become one constraint on it:
+    # {"properties": {n: anyOf[...]}}, required when no branch allows n to be absent.
+    by_name: dict[str, list[Schema]] = {}
+    for item in flat:
+        name = _single_property(item)
+        if name is not None:
+            by_name.setdefault(name, []).append(item)
+    for name, branches in by_name.items():
+        if len(branches) < 2:
+            continue
+        union: Schema = {"properties": {name: _any_of([b["properties"][name] for b in branches])}}
+        if all(b.get("required") == [name] for b in branches):
+            union = {"required": [name], **union}
+        first = flat.index(branches[0])
+        flat = [x for x in flat if not any(x is b for b in branches)]
+        flat.insert(min(first, len(flat)), union)
     if not flat:
         return _FALSE
     return flat[0] if len(flat) == 1 else {"anyOf": flat}
+
+
+def accepts_null(schema: Any) -> bool:
+    """Whether JSON null meets ``schema`` (keywords for other types let it through)."""
+    if schema is True or schema == {}:
+        return True
+    if schema is False:
+        return False
+    kinds = schema.get("type")
+    if kinds is not None and "null" not in (kinds if isinstance(kinds, list) else [kinds]):
+        return False
+    if "const" in schema and schema["const"] is not None:
+        return False
+    if "enum" in schema and None not in schema["enum"]:
+        return False
+    if "$ref" in schema:
+        return False
+    if "not" in schema and accepts_null(schema["not"]):
+        return False
+    if "allOf" in schema and not all(accepts_null(x) for x in schema["allOf"]):
+        return False
+    return not any(k in schema and not any(accepts_null(x) for x in schema[k]) for k in ("anyOf", "oneOf"))
+
+
+def _single_property(item: Schema) -> str | None:
+    """The one property a {"required"?, "properties"} schema constrains, if it is one."""
+    props = item.get("properties")
+    if not set(item) <= {"required", "properties"} or not isinstance(props, dict) or len(props) != 1:
+        return None
+    name = next(iter(props))
+    return name if item.get("required", [name]) == [name] else None
 
 
 def _all_of(items: list[Schema]) -> Schema:
@@ -821,6 +931,27 @@ def _all_of(items: list[Schema]) -> Schema:
         if item == _TRUE:
             continue
         flat.extend(item["allOf"] if list(item) == ["allOf"] else [item])
+    # Constraints on properties become one object schema: {"required": [...], "properties": {...}}.
+    merged: Schema = {}
+    rest: list[Schema] = []
+    for item in flat:
+        if not set(item) <= {"required", "properties"}:
+            rest.append(item)
+            continue
+        for name in item.get("required", []):
+            merged.setdefault("required", [])
+            if name not in merged["required"]:
+                merged["required"].append(name)
+        for name, prop in item.get("properties", {}).items():
+            props = merged.setdefault("properties", {})
+            props[name] = _all_of([props[name], prop]) if name in props else prop
+    for name, prop in merged.get("properties", {}).items():
+        if prop == _FALSE and name in merged.get("required", []):
+            return _FALSE  # a required property that no value satisfies
+    flat = ([merged] if merged else []) + rest
+    for x in flat:
+        if _not(x) in flat:
+            return _FALSE
     if not flat:
         return _TRUE
     return flat[0] if len(flat) == 1 else {"allOf": flat}
@@ -833,6 +964,20 @@ def _not(item: Schema) -> Schema:
         return _TRUE
     if list(item) == ["not"]:
         return dict(item["not"])
+    props = item.get("properties", {})
+    if set(item) <= {"required", "properties"} and len(props) == 1:
+        (name, prop), required = next(iter(props.items())), item.get("required", [])
+        if required == [name]:
+            # not (present and P) = absent, or present and not P: one property constraint, no disjunction
+            return {"properties": {name: _not(prop)}}
+        if not required:
+            return {"required": [name], "properties": {name: _not(prop)}}
+    if item == {"not": {"type": "null"}}:
+        return {"type": "null"}
+    if item in ({"type": "array", "minItems": 1}, {"type": "object", "minProperties": 1}):
+        return {"maxItems": 0} if item["type"] == "array" else {"maxProperties": 0}  # null, or empty
+    if set(item) == {"type", "not"} and set(item["not"]) == {"const"}:
+        return {"enum": [None, item["not"]["const"]]}  # has() on a field without presence, negated
     return {"not": item}
 
 
@@ -1007,17 +1152,25 @@ class _Translator:
             return [self._substitute(n, target, value) for n in node]
         return node
 
-    def cases(self, ref: tuple[Any, ...], rules: list[tuple[Any, ...]]) -> Schema:
+    def cases(self, ref: tuple[Any, ...], rules: list[tuple[Any, ...]], *, present: bool = False) -> Schema:
         """``rules`` (all reading field ``ref``) as one case per value of that field;
-        values with the same requirements share a case."""
+        values with the same requirements share a case. ``present``: the field is
+        required, so its unset value needs no case."""
         fd = self.scope.desc.fields_by_name[ref[2]]
+        domain = self.finite_domain(fd) or []
         groups: dict[str, tuple[list[Any], Schema]] = {}
-        for value in self.finite_domain(fd) or []:
+        excluded = False
+        for value in domain[1:] if present else domain:
             body = _all_of([self.rule(self._substitute(n, ref, value)) for n in rules])
             if body == _FALSE:
+                excluded = True
                 continue
-            key = repr(sorted(body.items())) if body else ""
+            key = json.dumps(body, sort_keys=True)
             groups.setdefault(key, ([], body))[0].append(value)
+        if not present and not excluded and len(groups) == 2 and "{}" in groups:
+            # Every value either meets the rules or meets X: "field in those values, or X".
+            other = next(body for key, (_, body) in groups.items() if key != "{}")
+            return _any_of([self.membership(ref, ("list", [("lit", v) for v in groups["{}"][0]])), other])
         return _any_of(
             [
                 _all_of([self.membership(ref, ("list", [("lit", v) for v in values])), body])
@@ -1252,6 +1405,8 @@ class _Translator:
                 raise _UntranslatableError("zero value")
             zero_ok = bool(outcome)
         name = fd.json_name
+        if present == _FALSE and not zero_ok:
+            return _FALSE
         if zero_ok:
             if present == {"not": {"type": "null"}}:
                 return _TRUE

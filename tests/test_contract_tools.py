@@ -18,6 +18,10 @@ What the run pins, and why (everything else is generated from the document):
   "now", and a range too long to bucket is a 400 by contract.
 - No U+0000 in strings: the contract refuses it on every route (input
   hygiene), which the document says once rather than on every string.
+- A monitor patch that fits its schema may still be refused (400): whether
+  it holds depends on the stored monitor (a field for another type, a
+  timeout above the stored interval), which no schema of the patch can know.
+  Negative patches are still checked; so is every other operation.
 - Refusing bad data with 413 PAYLOAD_TOO_LARGE (a body over the route's
   limit, x-observe-rule.bodyLimitBytes) counts as refusing it.
 """
@@ -60,6 +64,11 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 [[operations]]
 include-path = "/api/v1/monitors/{{id}}/timeline"
 parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T00:00:00Z" }}
+[[operations]]
+include-method = "PATCH"
+include-path-regex = "^/api/v1/monitors/[^/]+$"
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """
 
 
