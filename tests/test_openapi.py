@@ -83,7 +83,7 @@ def test_field_rules_become_schema_keywords(spec: Spec) -> None:
     assert props["tags"]["maxItems"] == 20
     assert props["tags"]["items"]["pattern"] == "^[a-z0-9_:.-]{1,50}$"
     assert set(props["regions"]["items"]["enum"]) == {"local", "weur", "enam", "apac", "oc", "sam", "afr"}
-    assert props["headers"]["maxProperties"] == 50
+    assert props["headers"]["maxProperties"] == 20
     assert "pattern" in props["headers"]["propertyNames"]
     assert props["headers"]["additionalProperties"]["maxLength"] == 8192
     assert props["url"]["format"] == "uri"

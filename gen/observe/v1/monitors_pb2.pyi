@@ -299,8 +299,8 @@ class MonitorInput(_message.Message):
     """Telegram chat id. Secret."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """http types: request headers. Secret: sealed at rest, shown only by
-        GET /monitors/:id/secrets.
+        """http types: request headers, at most 20. Secret: sealed at rest, shown
+        only by GET /monitors/:id/secrets.
         """
 
     @_builtins.property
@@ -1388,7 +1388,9 @@ class CheckResult(_message.Message):
 
     @_builtins.property
     def cert_expires_at(self) -> _timestamp_pb2.Timestamp:
-        """Leaf certificate expiry (https, tls)."""
+        """Leaf certificate expiry (https, tls); null when no certificate was
+        seen.
+        """
 
     def __init__(
         self,
