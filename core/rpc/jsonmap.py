@@ -87,8 +87,6 @@ def enum_json_names(enum: AnyEnum) -> dict[int, str]:
     return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values if v.number != 0}
 
 
-
-
 def format_timestamp(seconds: int, nanos: int, *, millis: bool = False) -> str:
     """RFC 3339 UTC: whole seconds (truncated), or with ``millis`` always three decimals."""
     dt = datetime.fromtimestamp(seconds, UTC)
