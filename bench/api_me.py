@@ -171,7 +171,7 @@ def main() -> None:
         try:
             http_port, grpc_port = free_port(), free_port()
             observe = start(
-                [PY, "-m", "core.cli", "serve"],
+                [PY, "-m", "gateway.cli", "serve"],
                 {
                     "OBSERVE_HTTP_PORT": str(http_port),
                     "OBSERVE_GRPC_PORT": str(grpc_port),

@@ -242,7 +242,7 @@ class Server:
         self.base = f"http://127.0.0.1:{http_port}"
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [PY, "-m", "core.cli", "serve"], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [PY, "-m", "gateway.cli", "serve"], cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -1,16 +1,13 @@
-"""The ``observe`` command: serve, migrate, admin."""
+"""The core's commands of ``observe``: migrate, admin (``serve`` is gateway.cli)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 from core.config import Settings
 
@@ -26,31 +23,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="observe", description="Uptime monitoring, status pages, heartbeats, logs.")
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """The ``observe`` parser with the commands of the core: migrate and admin.
+    The process that serves REST and gRPC is assembled on the gateway side
+    (gateway/cli.py adds ``serve``), so the core never imports the gateway."""
+    parser = argparse.ArgumentParser(prog="observe", description="Uptime monitoring API: checks, alerts, audit.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="serve REST, gRPC and the check scheduler in one process")
-    serve.add_argument("--host", help="REST host (OBSERVE_HTTP_HOST, default 127.0.0.1)")
-    serve.add_argument(
-        "--port", "--http-port", type=int, help="REST port (OBSERVE_HTTP_PORT, default 8080; 0: any free)"
-    )
-    serve.add_argument("--grpc-host", help="gRPC host (OBSERVE_GRPC_HOST, default 127.0.0.1)")
-    serve.add_argument("--grpc-port", type=int, help="gRPC port (OBSERVE_GRPC_PORT, default 50051)")
-    serve.add_argument("--data-dir", help="data directory (OBSERVE_DATA_DIR, default ./data)")
-    serve.add_argument("--database-url", help="database URL (OBSERVE_DATABASE_URL)")
-    serve.add_argument(
-        "--grpc-upstream",
-        metavar="HOST:PORT",
-        help="run only the REST gateway, proxying every call to this remote gRPC core",
-    )
-    serve.add_argument(
-        "--role",
-        choices=("all", "api", "checker"),
-        default="all",
-        help="all (default): API and checks; api: REST and gRPC only; checker: checks only, sharing the "
-        "monitors with other checkers through leases in the database",
-    )
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--data-dir")
@@ -77,19 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     reseal.add_argument("--data-dir")
     reseal.add_argument("--database-url")
+    return parser, sub
 
-    args = parser.parse_args(argv)
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, command-line flags over them; logging set up."""
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if args.command == "serve":
-        from core.server import serve as run_server
+    return settings
 
-        with contextlib.suppress(KeyboardInterrupt):
-            _event_loop_runner()(run_server(settings, grpc_upstream=args.grpc_upstream, role=args.role))
-        return 0
+
+def run(args: argparse.Namespace, settings: Settings) -> int | None:
+    """Runs a core command; None when ``args`` names none of them."""
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "admin" and args.admin_command == "create-user":
@@ -98,17 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_set_plan(settings, args))
     if args.command == "admin" and args.admin_command == "reseal":
         return asyncio.run(_reseal(settings))
-    parser.error("unknown command")
-    return 2
+    return None
 
 
-def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    """uvloop when installed (it comes with uvicorn[standard]), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.cli``: the core commands only (``observe`` is gateway.cli)."""
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    code = run(args, settings_for(args))
+    if code is None:
+        parser.error("unknown command")
+    return code or 0
 
 
 async def _migrate(settings: Settings) -> int:

@@ -168,7 +168,7 @@ def start_server(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{http_port}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", *(args or []), *([] if args else ["--role", role])],
+        [sys.executable, "-m", "gateway.cli", "serve", *(args or []), *([] if args else ["--role", role])],
         cwd=ROOT,
         env=env,
         stdout=log_path.open("wb"),

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, Server, free_port, register
 
 def _observe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 
@@ -66,7 +66,7 @@ def test_links_name_the_port_really_served(tmp_path: Path, port: str) -> None:
     flag = str(free_port()) if port == "free" else port
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", "--role", "api", "--http-port", flag, "--grpc-port", "0"],
+        [sys.executable, "-m", "gateway.cli", "serve", "--role", "api", "--http-port", flag, "--grpc-port", "0"],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),

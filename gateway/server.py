@@ -1,4 +1,5 @@
-"""``observe serve``: REST and gRPC in one process on one event loop."""
+"""``observe serve``: REST and gRPC in one process on one event loop, assembled
+on the gateway side (the core never imports the gateway)."""
 
 from __future__ import annotations
 
