@@ -106,12 +106,14 @@ def _ids_in(value: Any) -> list[Any]:
     return []
 
 
-def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_property: Any) -> None:
+def _schemathesis(server: Server, tmp_path: Path, config_text: str, checks: str) -> tuple[Any, str, Any]:
+    """Runs schemathesis' CLI against the live server as a fresh user; returns
+    (that user, the run's output, its exit code)."""
     if not SCHEMATHESIS.exists():
         pytest.skip(f"schemathesis is not installed next to {sys.executable} (make setup installs it)")
     user = register(server)
     config = tmp_path / "schemathesis.toml"
-    config.write_text(SCHEMATHESIS_CONFIG.format(max_examples=MAX_EXAMPLES))
+    config.write_text(config_text)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
@@ -129,7 +131,7 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_prope
             "--url",
             server.base_url,
             "--checks",
-            "all",
+            checks,
             "--workers",
             "1",
         ],
@@ -141,6 +143,13 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_prope
     )
     output = run.stdout + run.stderr
     (tmp_path / "schemathesis.out").write_text(output)
+    return user, output, run.returncode
+
+
+def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_property: Any) -> None:
+    user, output, returncode = _schemathesis(
+        server, tmp_path, SCHEMATHESIS_CONFIG.format(max_examples=MAX_EXAMPLES), "all"
+    )
     with user.client(user.session) as c:  # the run may have revoked the persona's PAT, like any token it lists
         counter = c.post("/api/v1/me/tokens", json={"name": "count"})
         assert counter.status_code == 201, counter.text
@@ -157,8 +166,31 @@ def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_prope
     record_property("monitors_created", created)
     record_property("monitors_left", monitors)
     print(f"\nschemathesis: {created} monitors created, {monitors} left\n{summary}")
-    assert run.returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
+    assert returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
     assert created > 0, summary
+
+
+FUZZ_CONFIG = """
+seed = 20261130
+color = false
+continue-on-failure = true
+[generation]
+mode = "negative"
+max-examples = 20
+allow-x00 = true
+database = "none"
+[cache]
+enabled = false
+"""
+
+
+def test_no_malformed_input_gets_a_server_error(server: Server, tmp_path: Path) -> None:
+    """Every route fed malformed values (NUL characters, huge numbers, wrong
+    types, overlong strings, bad times and cursors): never a 5xx."""
+    _, output, returncode = _schemathesis(server, tmp_path, FUZZ_CONFIG, "not_a_server_error")
+    summary = _section(output, "SUMMARY")
+    print(f"\nschemathesis, malformed input only:\n{summary}")
+    assert returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
 
 
 WALKTHROUGH_TS = """\
