@@ -32,20 +32,19 @@ from core.rpc.context import ROLE_NAMES
 from core.rpc.jsonmap import AnyDesc, AnyField, enum_json_names
 from core.rpc.methods import HttpBinding, Method
 from gateway.openapi_rules import (
-    accepts_null,
     collection_rules,
-    field_rules,
     is_required,
     item_rules,
     map_part_rules,
     message_notes,
-    message_rules,
     message_schemas,
     nonzero_keywords,
     oneof_schemas,
     value_rules,
 )
+from gateway.proto_json import field_rules, message_rules
 from gateway.routes import compile_template
+from gateway.schema_logic import accepts_null
 
 FD = FieldDescriptor
 _INT32 = {FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32, FD.TYPE_UINT32, FD.TYPE_FIXED32}

@@ -20,7 +20,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from core.rpc.scopes import SCOPES
-from gateway.openapi_rules import CelScope, translate_rule
+from gateway.cel_schema import CelScope, translate_rule
 from tests.conftest import Persona, Server
 
 Spec = dict[str, Any]
