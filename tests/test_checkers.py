@@ -1,9 +1,9 @@
 """Checkers against real servers each test starts on this machine: HTTP(S), TCP, DNS and ICMP.
 
-Nothing leaves the machine. Where a test needs public names and addresses (a first hop that the target
-policy allows, a name that does not resolve), :class:`Internet` plays the internet at the outermost
-boundary, the event loop: it resolves names under ``.test`` from ``ZONE`` and delivers connections to
-``PUBLIC_IP`` to this machine, the way a NAT would.
+Nothing leaves the machine. Names resolve through a local DNS server (tests/dns_servers.py), made the
+server's resolver the way an operator would, with ``OBSERVE_DNS_SERVERS``. Where a test needs a public
+address (a first hop that the target policy allows), :class:`Internet` plays the internet at the outermost
+boundary, the event loop: it delivers connections to ``PUBLIC_IP`` to this machine, the way a NAT would.
 """
 
 from __future__ import annotations
@@ -19,19 +19,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import trustme
-from dnslib import MX, QTYPE, RCODE, RR, TXT, A
-from dnslib.server import BaseResolver, DNSServer
 
-from core.checks import run_check, targets, tls
+from core.checks import resolver, run_check, targets, tls
 from core.checks.base import CheckResult, CheckSpec
 from tests.conftest import free_port
-
-PUBLIC_IP = "1.2.3.4"  # a global address; Internet delivers its connections to 127.0.0.1
-ZONE = {"public.test": [PUBLIC_IP], "rebinding.test": [PUBLIC_IP, "127.0.0.1"]}
+from tests.dns_servers import PUBLIC_IP, zone_server
 
 
 def check(spec: CheckSpec, loop_factory: Any = None) -> CheckResult:
@@ -40,16 +36,24 @@ def check(spec: CheckSpec, loop_factory: Any = None) -> CheckResult:
 
 
 class Internet(asyncio.SelectorEventLoop):
-    async def getaddrinfo(self, host, port, **kwargs):
-        if not str(host).endswith(".test"):
-            return await super().getaddrinfo(host, port, **kwargs)
-        if host not in ZONE:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ZONE[host]]
-
     async def create_connection(self, protocol_factory, host=None, port=None, **kwargs):
         host = "127.0.0.1" if host == PUBLIC_IP else host
         return await super().create_connection(protocol_factory, host, port, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def nameserver() -> Iterator[str]:
+    with zone_server() as address:
+        yield address
+
+
+@pytest.fixture
+def dns_servers(nameserver: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Makes ``nameserver`` the server's resolver (OBSERVE_DNS_SERVERS); yields its address."""
+    monkeypatch.setenv(resolver.DNS_SERVERS_ENV, nameserver)
+    resolver.server_resolver.cache_clear()
+    yield nameserver
+    resolver.server_resolver.cache_clear()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -154,7 +158,7 @@ def test_it_times_out_on_a_slow_server(site: str) -> None:
     assert "connect" in result.timings  # the phases before the timeout are kept
 
 
-def test_it_refuses_a_redirect_into_the_private_network(site: str) -> None:
+def test_it_refuses_a_redirect_into_the_private_network(site: str, dns_servers: str) -> None:
     port = site.rsplit(":", 1)[1]
     spec = http(f"http://public.test:{port}/redirect?to={site}/ok", allow_private=False)
     result = check(spec, Internet)
@@ -164,7 +168,7 @@ def test_it_refuses_a_redirect_into_the_private_network(site: str) -> None:
     assert result.resolved_ip == PUBLIC_IP  # the first hop was allowed and made
 
 
-def test_it_follows_a_redirect_into_the_private_network_when_allowed(site: str) -> None:
+def test_it_follows_a_redirect_into_the_private_network_when_allowed(site: str, dns_servers: str) -> None:
     port = site.rsplit(":", 1)[1]
     result = check(http(f"http://public.test:{port}/redirect?to={site}/ok"), Internet)
     assert result.ok, result.error
@@ -177,6 +181,32 @@ def test_it_keeps_credentials_from_another_host(echo: tuple[str, list[dict[str, 
     spec = http(f"http://{PUBLIC_IP}:{port}/redirect?to={url}/echo", headers=(("Authorization", "Bearer s3cret"),))
     assert check(spec, Internet).ok
     assert "Authorization" not in seen[0]["headers"]
+
+
+SECRET_HEADERS = (("X-Api-Key", "k3y"), ("Authorization", "Bearer s3cret"), ("Cookie", "session=abc"))
+
+
+def test_it_sends_none_of_its_headers_to_another_port() -> None:
+    first, second = serve(), serve()
+    here, there = (f"http://127.0.0.1:{s.server_address[1]}" for s in (first, second))
+    try:
+        assert check(http(f"{here}/redirect?to={there}/echo", headers=SECRET_HEADERS)).ok
+        # and none come back when a later hop returns to the origin the monitor named
+        assert check(http(f"{here}/redirect?to={there}/redirect?to={here}/echo", headers=SECRET_HEADERS)).ok
+    finally:
+        first.shutdown()
+        second.shutdown()
+    sent = [second.seen[0]["headers"], first.seen[0]["headers"]]
+    assert all(name not in headers for headers in sent for name, _ in SECRET_HEADERS), sent
+
+
+def test_it_keeps_its_headers_on_a_same_origin_redirect(echo: tuple[str, list[dict[str, Any]]]) -> None:
+    url, seen = echo
+    assert check(http(f"{url}/redirect?to=/echo", headers=SECRET_HEADERS)).ok
+    assert check(http(f"{url}/redirect?to={url.upper()}/echo", headers=SECRET_HEADERS)).ok  # HTTP://127.0.0.1:…
+    for request in seen:
+        assert {name: request["headers"].get(name) for name, _ in SECRET_HEADERS} == dict(SECRET_HEADERS)
+    assert len(seen) == 2
 
 
 def test_it_judges_a_redirect_itself_when_not_following(site: str) -> None:
@@ -217,17 +247,18 @@ def test_it_refuses_loopback_unless_allowed(site: str) -> None:
     assert (result.ok, result.reason, result.timings) == (False, "target_not_allowed", {})
 
 
-def test_it_says_when_a_name_does_not_resolve() -> None:
-    result = check(http("http://missing.test/"), Internet)
+def test_it_says_when_a_name_does_not_resolve(dns_servers: str) -> None:
+    result = check(http("http://missing.test/"))
     assert (result.ok, result.reason) == (False, "dns")
     assert result.error == "could not resolve missing.test: Name or service not known"
 
 
-def test_it_refuses_a_name_with_any_private_address() -> None:
-    result = check(http("http://rebinding.test/", allow_private=False), Internet)
-    assert (result.ok, result.reason) == (False, "target_not_allowed")
-    assert result.error is not None
-    assert result.error.startswith("rebinding.test (127.0.0.1) is not a public address")
+def test_it_refuses_a_name_with_any_private_address_without_naming_it(dns_servers: str) -> None:
+    result = check(http("http://rebinding.test/", allow_private=False))
+    assert (result.ok, result.reason, result.timings) == (False, "target_not_allowed", {})
+    assert result.error == (
+        "rebinding.test resolves to a private or reserved address: not allowed (monitors may only reach public hosts)"
+    )
 
 
 # HTTPS and TLS
@@ -353,36 +384,10 @@ def test_tcp_refuses_loopback_unless_allowed() -> None:
     result = check(CheckSpec(type="tcp", timeout_ms=2000, host="localhost", port=22))
     assert (result.ok, result.reason) == (False, "target_not_allowed")
     assert result.error is not None
-    assert result.error.startswith("localhost (")
+    assert result.error.startswith("localhost resolves to a private or reserved address: not allowed")
 
 
 # DNS
-
-
-class Zone(BaseResolver):  # type: ignore[misc]
-    RECORDS: ClassVar[dict[tuple[str, str], list[Any]]] = {
-        ("ok.test.", "A"): [A("192.0.2.10")],
-        ("ok.test.", "MX"): [MX("Mail.Ok.Test.", 10)],
-        ("ok.test.", "TXT"): [TXT(["v=spf1 ", "-all"])],
-    }
-
-    def resolve(self, request: Any, handler: Any) -> Any:
-        reply = request.reply()
-        name, kind = str(request.q.qname), QTYPE[request.q.qtype]
-        if name != "ok.test.":
-            reply.header.rcode = RCODE.NXDOMAIN
-        for rdata in self.RECORDS.get((name, kind), []):
-            reply.add_answer(RR(name, request.q.qtype, rdata=rdata, ttl=60))
-        return reply
-
-
-@pytest.fixture(scope="module")
-def nameserver() -> Iterator[str]:
-    port = free_port()
-    server = DNSServer(Zone(), address="127.0.0.1", port=port)
-    server.start_thread()
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 def dns_spec(resolver: str, host: str = "ok.test", **fields: Any) -> CheckSpec:
@@ -503,13 +508,14 @@ def test_a_public_target_is_accepted_when_saved(host: str) -> None:
     assert targets.static_target_problem(host) is None
 
 
-def test_resolve_judges_what_getaddrinfo_returns() -> None:
+def test_resolve_judges_literals_and_hosts_file_names() -> None:
     async def run() -> None:
-        with pytest.raises(targets.TargetNotAllowed, match=r"^127\.1 \(127\.0\.0\.1\)"):
-            await targets.resolve("127.1", 80, allow_private=False, timeout=2)
+        with pytest.raises(targets.TargetNotAllowed, match=r"^127\.1 is not a public address"):
+            await targets.resolve("127.1", allow_private=False, timeout=2)
+        assert await targets.resolve("0x7f.1", allow_private=True, timeout=2) == ["127.0.0.1"]
         with pytest.raises(targets.TargetNotAllowed):
-            await targets.resolve("localhost", 80, allow_private=False, timeout=2)
-        assert "127.0.0.1" in await targets.resolve("localhost", 80, allow_private=True, timeout=2)
-        assert await targets.resolve("[2606:4700::1111]", 443, allow_private=False, timeout=2) == ["2606:4700::1111"]
+            await targets.resolve("localhost", allow_private=False, timeout=2)
+        assert "127.0.0.1" in await targets.resolve("localhost", allow_private=True, timeout=2)  # /etc/hosts
+        assert await targets.resolve("[2606:4700::1111]", allow_private=False, timeout=2) == ["2606:4700::1111"]
 
     asyncio.run(run())

@@ -29,7 +29,6 @@ from core.checks.tls import cert_not_after, client_context
 BODY_LIMIT = 1024 * 1024  # keyword checks search this much of the (decoded) body
 USER_AGENT = "observe-checker/1 (+uptime monitor)"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CREDENTIAL_HEADERS = frozenset({b"authorization", b"cookie", b"proxy-authorization"})
 _EXTRA_INFO = {"ssl_object": "ssl_object", "socket": "socket", "client_addr": "sockname", "server_addr": "peername"}
 
 
@@ -111,7 +110,7 @@ async def check(spec: CheckSpec, result: CheckResult) -> None:
     url, method = spec.url, spec.method.upper()
     body = spec.body.encode() if spec.body else b""
     headers = [(name.encode(), value.encode()) for name, value in spec.headers]
-    origin = urlsplit(url).hostname
+    origin = _origin(url)
     for hop in range(spec.max_redirects + 1):
         response, text = await _fetch(backend, spec, url, method, headers, body, read_body=spec.type == "keyword")
         location = response.headers.get(b"location") if response.status in _REDIRECTS else None
@@ -125,8 +124,10 @@ async def check(spec: CheckSpec, result: CheckResult) -> None:
         url = urljoin(url, location.decode("latin-1"))
         if response.status == 303 or (response.status in (301, 302) and method == "POST"):
             method, body = "GET", b""  # what browsers do, and so what sites expect
-        if urlsplit(url).hostname != origin:  # never hand a user's secrets to a host they did not name
-            headers = [(name, value) for name, value in headers if name.lower() not in _CREDENTIAL_HEADERS]
+        if _origin(url) != origin:
+            # The monitor's headers are secrets meant for the origin the user named: none of them goes to
+            # another scheme, host or port, nor comes back if a later hop returns there.
+            headers = []
     result.status_code = response.status
     if not _status_accepted(response.status, spec.expected_status):
         result.reason = "status"
@@ -192,6 +193,12 @@ async def _fetch(
     finally:
         await connection.aclose()
     return _Response(response.status, response_headers), text
+
+
+def _origin(url: str) -> tuple[str, str | None, int]:
+    """Scheme, host and port, the port filled in from the scheme: what a redirect must keep to stay put."""
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
 def _target(parts: SplitResult) -> bytes:

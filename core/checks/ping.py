@@ -21,7 +21,7 @@ async def check(spec: CheckSpec, result: CheckResult) -> None:
     if not spec.host:
         raise ValueError("a ping check needs a host")
     started = perf_counter()
-    addresses = await targets.resolve(spec.host, 0, allow_private=spec.allow_private, timeout=spec.timeout_ms / 1000)
+    addresses = await targets.resolve(spec.host, allow_private=spec.allow_private, timeout=spec.timeout_ms / 1000)
     add_timing(result, "dns", started)
     result.resolved_ip = addresses[0]
     wait = max(spec.timeout_ms / 1000 - (perf_counter() - started), 0.001)

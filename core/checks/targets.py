@@ -11,10 +11,11 @@ monitor their own network.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import socket
+
+from core.checks import resolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -106,29 +107,26 @@ def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
         return None
 
 
-async def resolve(host: str, port: int, *, allow_private: bool, timeout: float) -> list[str]:  # noqa: ASYNC109
+async def resolve(host: str, *, allow_private: bool, timeout: float) -> list[str]:  # noqa: ASYNC109
     """The addresses to connect to for ``host``, in the resolver's order, without duplicates.
 
-    IP literals are returned as they are; names go through the event loop's getaddrinfo. Raises
-    :class:`TargetNotAllowed` when ``allow_private`` is False and any address is forbidden (one bad
-    address is enough: a rebinding attacker controls which one a client picks), ``socket.gaierror``
+    IP literals (the legacy forms ``127.1`` and ``0x7f000001`` too, as getaddrinfo reads them) are returned
+    as they are; names go through :func:`core.checks.resolver.lookup`, never the event loop's resolver
+    threads. Raises :class:`TargetNotAllowed` when ``allow_private`` is False and any address is forbidden
+    (one bad address is enough: a rebinding attacker controls which one a client picks), ``socket.gaierror``
     (its ``strerror`` naming the host) when the name does not resolve and ``TimeoutError`` after ``timeout``
     seconds.
     """
-    literal = parse_ip(host)
+    literal = parse_ip(host) or _legacy_ipv4(host)
     if literal is not None:
         addresses = [str(literal)]
     else:
         try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout
-            )
+            addresses = await resolver.lookup(host, timeout=timeout)
         except socket.gaierror as exc:
             raise socket.gaierror(exc.errno, f"could not resolve {host}: {exc.strerror}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not allow_private:
-        for address in addresses:
-            if is_forbidden(ipaddress.ip_address(address)):
-                shown = host if literal is not None else f"{host} ({address})"
-                raise TargetNotAllowed(f"{shown} is not a public address; monitors may only reach public hosts")
+    if not allow_private and any(is_forbidden(ipaddress.ip_address(address)) for address in addresses):
+        # Never the address a name resolved to: it would map the server's private network for the asker.
+        shown = "is not a public address" if literal is not None else "resolves to a private or reserved address"
+        raise TargetNotAllowed(f"{host} {shown}: not allowed (monitors may only reach public hosts)")
     return addresses

@@ -29,7 +29,7 @@ async def open_stream(
     raises, or the last address's ``OSError`` when none accepts.
     """
     started = perf_counter()
-    addresses = await targets.resolve(host, port, allow_private=spec.allow_private, timeout=spec.timeout_ms / 1000)
+    addresses = await targets.resolve(host, allow_private=spec.allow_private, timeout=spec.timeout_ms / 1000)
     started = add_timing(result, "dns", started)
     error: OSError | None = None
     for address in addresses:
