@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +133,61 @@ def _is_path_id(text: str) -> bool:
     return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0") and int(text) <= _INT64_MAX
 
 
+def parse_json(raw: bytes) -> Any:
+    """A JSON body; malformed JSON and duplicate keys (at any depth) are
+    VALIDATION_FAILED (CONTRACT.md, input hygiene: ``custom``, path = the key).
+
+    orjson keeps the last of repeated keys silently. Rather than parse every
+    body twice, the colons of the body are counted against those of orjson's
+    compact JSON of what it kept (both in C): outside strings a colon ends a
+    key, inside one it is written the same in both, so a dropped key is the
+    only way the body has more. Where it has, or where a colon was written as
+    ``\u003a`` (which the count cannot see), the body is parsed again with
+    ``object_pairs_hook`` to name the repeated keys."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise validation_failed([FieldViolation("", "invalid_type", f"Malformed JSON: {exc}")]) from None
+    if isinstance(data, (dict, list)) and (
+        raw.count(b":") != orjson.dumps(data).count(b":") or b"\\u003a" in raw or b"\\u003A" in raw
+    ):
+        repeated = _repeated_keys(raw)
+        if repeated:
+            raise validation_failed([FieldViolation(path, "custom", "Duplicate key") for path in repeated])
+    return data
+
+
+class _Pairs(dict[str, Any]):
+    """A JSON object that remembers which of its keys came more than once."""
+
+    repeated: list[str]
+
+
+def _pairs(items: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(items)
+    obj.repeated = list(dict.fromkeys(k for k, n in Counter(k for k, _ in items).items() if n > 1))
+    return obj
+
+
+def _repeated_keys(raw: bytes) -> list[str]:
+    """JSON paths (``monitors[2].name``) of keys an object repeats."""
+    try:
+        tree = json.loads(raw, object_pairs_hook=_pairs)
+    except ValueError:  # orjson accepted it; nothing more to learn here
+        return []
+    out: list[str] = []
+    stack: list[tuple[str, Any]] = [("", tree)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, _Pairs):
+            prefix = f"{path}." if path else ""
+            out += [prefix + key for key in node.repeated]
+            stack.extend((prefix + key, value) for key, value in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(node))))
+    return out
+
+
 def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
@@ -233,7 +290,12 @@ class Transcoder:
             if route.method.server_streaming:
                 await self._stream(route, request, ctx, receive, send)
                 return
-            response = await self.dispatcher.unary(route.method, request, ctx)
+            call = self.dispatcher.unary(route.method, request, ctx)
+            # A read whose client left is cancelled, with the database query
+            # it waits on (issue: a slow filter ran on for minutes after the
+            # client gave up). A mutation runs to its end: it may have begun
+            # to change things, and its idempotency record must be written.
+            response = await (call if route.method.rule.mutation else _unless_disconnected(call, receive))
         except ObserveError as err:
             await send_error(send, err, _encode_headers(ctx.response_headers))
             return
@@ -264,10 +326,7 @@ class Transcoder:
             elif raw.strip():
                 if not _is_json(content_type):
                     raise framework_error(415)
-                try:
-                    data = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise validation_failed([FieldViolation("", "invalid_type", f"Malformed JSON: {exc}")]) from None
+                data = parse_json(raw)
                 repeated = self._take_path_fields(route, variables, data)
                 if route.body_field is None:
                     self.codec.decode_object(request, data, "", v)
@@ -459,6 +518,28 @@ class Transcoder:
                 await aclose()
         if pump_task in done and pump_task.exception() is not None:
             log.error("stream %s failed", route.method.grpc_path, exc_info=pump_task.exception())
+
+
+async def _unless_disconnected(call: Awaitable[Message], receive: Receive) -> Message:
+    """The result of ``call``; cancels it and raises ClientDisconnectedError
+    when the ASGI server reports that the client went away first."""
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(call)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loser = watch if task.done() else task
+        loser.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loser
+    if task.cancelled():
+        raise ClientDisconnectedError
+    return task.result()
 
 
 def _json_path(codec: JsonCodec, method: Method, field_path: str) -> str:

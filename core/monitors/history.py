@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observe.v1 import monitors_pb2
@@ -16,11 +16,13 @@ from core.errors import Violations
 from core.monitors import validation as val
 from core.monitors.rollups import LEVELS, Agg, bucket_start
 from core.rpc import paging
-from core.rpc.jsonmap import snake_to_camel
+from core.rpc.jsonmap import TIMESTAMP_MIN, snake_to_camel
 from core.storage import tables as t
 from core.storage.db import Database
 
 MAX_BUCKETS = 2000
+MAX_BUCKET_SEC = (2**31 - 1) // 300 * 300  # bucketSec is an int32, a multiple of 300
+_EARLIEST = datetime.fromtimestamp(TIMESTAMP_MIN, UTC)
 # (window field, length, rollup level): 24 h from 5-minute buckets, 7 d from
 # hourly ones, 30 d and 90 d from daily ones.
 WINDOWS = (("last_24h", timedelta(hours=24), 0), ("last_7d", timedelta(days=7), 1),
@@ -112,10 +114,16 @@ class TimelineWindow:
 
 
 def timeline_window(request: monitors_pb2.GetMonitorTimelineRequest, now: datetime) -> TimelineWindow:
-    """The validated range: buckets aligned to multiples of bucket_sec (UTC)."""
+    """The validated range: buckets aligned to multiples of bucket_sec (UTC).
+    A range that cannot be bucketed (too long for the largest bucket, or
+    aligned to before the first representable second) is a violation on
+    ``from``, never an overflow (CONTRACT.md, input hygiene)."""
     v = Violations()
     end = clock.from_timestamp(request.to_time) if request.HasField("to_time") else now
-    start = clock.from_timestamp(request.from_time) if request.HasField("from_time") else end - timedelta(hours=24)
+    if request.HasField("from_time"):
+        start = clock.from_timestamp(request.from_time)
+    else:
+        start = end - timedelta(hours=24) if end - _EARLIEST > timedelta(hours=24) else _EARLIEST
     if start >= end:  # one end defaulted (both given: the proto's rule)
         v.add("from", "too_big", "Must be before to")
         v.raise_if_any()
@@ -124,9 +132,15 @@ def timeline_window(request: monitors_pb2.GetMonitorTimelineRequest, now: dateti
     else:
         span = (end - start).total_seconds()
         bucket = max(LEVELS[0], -(-int(span / 90) // LEVELS[0]) * LEVELS[0])
-    v.raise_if_any()
+        if bucket > MAX_BUCKET_SEC:
+            v.add("from", "too_small", f"Range too long to bucket: bucketSec is at most {MAX_BUCKET_SEC}")
+            v.raise_if_any()
     epoch = int(start.timestamp())
-    start = datetime.fromtimestamp(epoch - epoch % bucket, start.tzinfo)
+    aligned = epoch - epoch % bucket
+    if aligned < TIMESTAMP_MIN:
+        v.add("from", "too_small", "Aligned to bucketSec, the range starts before 0001-01-01T00:00:00Z")
+        v.raise_if_any()
+    start = datetime.fromtimestamp(aligned, start.tzinfo)
     if (end - start).total_seconds() / bucket > MAX_BUCKETS:
         v.add("bucketSec", "too_small", f"At most {MAX_BUCKETS} buckets; use a larger bucket or a shorter range")
     v.raise_if_any()

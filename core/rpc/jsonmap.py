@@ -90,14 +90,23 @@ def enum_json_names(enum: AnyEnum) -> dict[int, str]:
 def format_timestamp(seconds: int, nanos: int, *, millis: bool = False) -> str:
     """RFC 3339 UTC: whole seconds (truncated), or with ``millis`` always three decimals."""
     dt = datetime.fromtimestamp(seconds, UTC)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{dt.year:04d}" + dt.strftime("-%m-%dT%H:%M:%S")  # %Y does not pad years before 1000
     if millis:
         text += f".{nanos // 1_000_000:03d}"
     return text + "Z"
 
 
+# What google.protobuf.Timestamp (and so every store and computation of ours)
+# can hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+TIMESTAMP_MIN = -62135596800
+TIMESTAMP_MAX = 253402300799
+TIMESTAMP_RANGE = "Out of range: must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+
+
 def parse_timestamp(text: str) -> tuple[int, int] | None:
-    """RFC 3339 with an explicit offset → (seconds, nanos); None if invalid."""
+    """RFC 3339 with an explicit offset → (seconds, nanos); None if invalid.
+    The seconds may lie outside [TIMESTAMP_MIN, TIMESTAMP_MAX] once the offset
+    is applied (``9999-12-31T23:59:59-14:00``): callers check the range."""
     if not isinstance(text, str) or len(text) < 20 or text[10] not in "Tt":
         return None
     try:
@@ -359,6 +368,9 @@ class JsonCodec:
                     v.add(path, "invalid_string", "Invalid datetime; expected RFC 3339, e.g. 2026-05-13T18:00:00Z")
                 else:
                     _invalid_type(v, path, "string", value)
+                return
+            if not TIMESTAMP_MIN <= parsed[0] <= TIMESTAMP_MAX:
+                v.add(path, "invalid_string", TIMESTAMP_RANGE)
                 return
             target.seconds, target.nanos = parsed  # type: ignore[attr-defined]
             return

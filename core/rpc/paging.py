@@ -8,6 +8,7 @@ from core.errors import Violations
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+_MAX_ID = 2**63 - 1  # ids are int64: a larger one is no cursor of ours (and no store takes it)
 
 
 def cursor_out(last_id: int, kind: str = "a") -> str:
@@ -19,8 +20,9 @@ def cursor_in(v: Violations, cursor: str, kind: str = "a") -> int | None:
     """The row id a cursor names; a violation on ``cursor`` when it is not one of ours."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text.startswith(kind) and text[len(kind) :].isdigit():
-            return int(text[len(kind) :])
+        digits = text[len(kind) :]
+        if text.startswith(kind) and digits.isascii() and digits.isdigit() and int(digits) <= _MAX_ID:
+            return int(digits)
     except (ValueError, UnicodeDecodeError):
         pass
     v.add("cursor", "invalid_string", "Invalid cursor")

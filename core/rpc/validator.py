@@ -37,7 +37,7 @@ from google.protobuf.message import Message
 from observe.v1 import options_pb2
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, validation_failed
-from core.rpc.jsonmap import enum_json_names
+from core.rpc.jsonmap import TIMESTAMP_MAX, TIMESTAMP_MIN, TIMESTAMP_RANGE, enum_json_names
 
 FD = FieldDescriptor
 # The codes a CEL rule id may name (CONTRACT.md's vocabulary).
@@ -80,7 +80,10 @@ class RequestValidator:
         # Serialised, a message without a zero byte holds no U+0000: the walk
         # is for the few that have one (an explicit 0, a NUL in a string).
         nul = _nul_paths(message, "") if b"\x00" in message.SerializeToString() else []
-        if not found and not nul:
+        # JSON times are range-checked as they are parsed (core.rpc.jsonmap);
+        # a gRPC caller can send any seconds, which no store or sum can take.
+        times = _bad_times(message, "") if _holds_times(message.DESCRIPTOR) else []
+        if not found and not nul and not times:
             return []
         fields: list[FieldViolation] = []
         across: list[FieldViolation] = []  # message-level rules
@@ -100,6 +103,7 @@ class RequestValidator:
             (across if message_level else fields).append(_word(violation, path, fd, rule_names, desc))
         seen = {f.path for f in fields}
         fields += [FieldViolation(p, "invalid_string", "Must not contain U+0000") for p in nul if p not in seen]
+        fields += [FieldViolation(p, "invalid_string", TIMESTAMP_RANGE) for p in times if p not in seen]
         # A field wrong on its own is not judged against the others as well.
         wrong = {f.path for f in fields}
         out = fields + [f for f in across if f.path not in wrong]
@@ -162,6 +166,38 @@ def _nul_paths(message: Message, prefix: str) -> list[str]:
                 out += _nul_paths(value, f"{path}.")
             elif value.WhichOneof("kind") == "string_value" and "\x00" in value.string_value:
                 out.append(path)
+    return out
+
+
+@cache
+def _holds_times(desc: Descriptor, depth: int = 0) -> bool:
+    """Whether a message of this type can carry a Timestamp (a few levels deep)."""
+    for fd in desc.fields:
+        sub: Any = fd.message_type
+        if sub is None or sub.GetOptions().map_entry:
+            continue
+        if sub.full_name == "google.protobuf.Timestamp" or (depth < 4 and _holds_times(sub, depth + 1)):
+            return True
+    return False
+
+
+def _bad_times(message: Message, prefix: str) -> list[str]:
+    """Paths of Timestamps outside what google.protobuf.Timestamp allows:
+    0001-01-01 to 9999-12-31, UTC."""
+    out: list[str] = []
+    for fd, value in message.ListFields():
+        sub: Any = fd.message_type
+        if sub is None or sub.GetOptions().map_entry:
+            continue
+        path = f"{prefix}{fd.json_name}"
+        items = list(enumerate(value)) if fd.is_repeated else [(None, value)]
+        for i, item in items:
+            at = path if i is None else f"{path}[{i}]"
+            if sub.full_name == "google.protobuf.Timestamp":
+                if not (TIMESTAMP_MIN <= item.seconds <= TIMESTAMP_MAX and 0 <= item.nanos < 10**9):
+                    out.append(at)
+            elif _holds_times(sub):
+                out += _bad_times(item, f"{at}.")
     return out
 
 
