@@ -53,7 +53,7 @@ def build_core(
     ``settings.http_port`` must be the port really served (not 0): links
     name it unless OBSERVE_PUBLIC_URL is set."""
     settings = settings.with_overrides(public_url=settings.public_base)
-    db = Database(settings.effective_database_url)
+    db = Database(settings.effective_database_url, read_timeout_ms=settings.db_statement_timeout_ms)
     mailer = Mailer(settings.smtp)
     sealer = Sealer.from_settings(settings.secret_keys, settings.data_dir)
     plan_book = PlanBook(parse_plans(settings.plans), settings.default_plan)

@@ -70,6 +70,9 @@ class Settings:
     # Multiplies every monitor's interval: 1 in production; tests and demos
     # shrink it (0.05 turns 30 s into 1.5 s) to watch thresholds flip quickly.
     check_interval_scale: float = 1.0
+    # PostgreSQL: how long one API read may run before the server cancels it
+    # (503 UNAVAILABLE); 0 turns it off. Migrations and writes have none.
+    db_statement_timeout_ms: int = 10000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -107,6 +110,7 @@ class Settings:
             check_retention_days=_env_int("OBSERVE_CHECK_RETENTION_DAYS", 7),
             rollup_retention_days=_env_int("OBSERVE_ROLLUP_RETENTION_DAYS", 400),
             check_interval_scale=float(env("OBSERVE_CHECK_INTERVAL_SCALE") or 1.0),
+            db_statement_timeout_ms=_env_int("OBSERVE_DB_STATEMENT_TIMEOUT_MS", 10000),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

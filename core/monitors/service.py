@@ -15,7 +15,7 @@ from core.accounts.plans import PlanBook
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found
 from core.monitors import history
 from core.monitors import validation as val
-from core.monitors.store import SELECT, MonitorStore
+from core.monitors.store import SELECT, MonitorStore, tagged
 from core.rpc import paging
 from core.rpc.context import CallContext
 from core.storage import tables as t
@@ -121,14 +121,9 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
         after_id = paging.cursor_in(v, request.cursor, "m") if request.cursor else None
         v.raise_if_any()
         query = SELECT.where(t.monitors.c.org_id == principal.org_id)
-        for tag in dict.fromkeys(request.tag):
-            query = query.where(
-                t.monitors.c.id.in_(
-                    select(t.monitor_tags.c.monitor_id).where(
-                        t.monitor_tags.c.org_id == principal.org_id, t.monitor_tags.c.tag == tag
-                    )
-                )
-            )
+        tags = list(dict.fromkeys(request.tag))  # at most 20: the proto's rule
+        if tags:
+            query = query.where(t.monitors.c.id.in_(tagged(principal.org_id, tags)))
         if after_id is not None:
             query = query.where(t.monitors.c.id > after_id)
         async with self.db.read() as conn:

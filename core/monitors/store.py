@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 from observe.v1 import monitors_pb2
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
@@ -31,6 +31,22 @@ SELECT = select(
     t.monitor_state.c.status,
     t.monitor_state.c.last_checked_at,
 ).outerjoin(t.monitor_state, t.monitor_state.c.monitor_id == t.monitors.c.id)
+
+
+def tagged(org_id: int, tags: list[str]) -> Select[tuple[int]]:
+    """Ids of the org's monitors holding every one of ``tags`` (distinct).
+
+    One scan of the covering index (org_id, tag, monitor_id) whatever the
+    number of tags: the monitors holding them all are those with as many
+    matching rows. (A subquery per tag made PostgreSQL plan a join of them
+    all: seconds at 200 tags.)"""
+    c = t.monitor_tags.c
+    return (
+        select(c.monitor_id)
+        .where(c.org_id == org_id, c.tag.in_(tags))
+        .group_by(c.monitor_id)
+        .having(func.count() == len(tags))
+    )
 
 
 class MonitorStore:

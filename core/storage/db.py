@@ -16,8 +16,10 @@ from sqlalchemy import Table, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from core.errors import ErrorCode, ObserveError
 from core.storage.fastread import Query, run_asyncpg, run_sqlite
 from core.storage.sqlite_inline import inline_creator
 
@@ -41,9 +43,12 @@ class Database:
     of failing on upgrade); ``read()`` one for reads (on SQLite in autocommit,
     so a read costs no BEGIN/ROLLBACK round-trips)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_timeout_ms: int = 0) -> None:
         parsed = make_url(url)
         self.url = url
+        # PostgreSQL: the statement_timeout of read() and fetch_one() (API
+        # reads); 0: none. Writes, migrations and the scheduler's writer have none.
+        self.read_timeout_ms = max(0, read_timeout_ms)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         self._write_lock = asyncio.Lock()
@@ -78,7 +83,18 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         if not self.is_sqlite:
             async with self.engine.connect() as conn:
-                yield conn
+                if self.read_timeout_ms:
+                    # LOCAL: it ends with the read's transaction, so the
+                    # pooled connection goes back without it.
+                    await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(self.read_timeout_ms)}")
+                try:
+                    yield conn
+                except DBAPIError as exc:
+                    if isinstance(exc.orig, asyncpg.QueryCanceledError) or (
+                        getattr(exc.orig, "sqlstate", None) == "57014"
+                    ):
+                        raise read_timed_out() from exc
+                    raise
             return
         async with self._sqlite_connection() as conn:
             yield conn
@@ -173,7 +189,10 @@ class Database:
         if not self.is_sqlite:
             if self._pg_pool is None:
                 self._pg_pool = await self._open_pg_pool()
-            return await run_asyncpg(self._pg_pool, query.compiled(self.engine.dialect), params)
+            try:
+                return await run_asyncpg(self._pg_pool, query.compiled(self.engine.dialect), params)
+            except asyncpg.QueryCanceledError as exc:
+                raise read_timed_out() from exc
         if self._reader is None:
             self._reader = self._open_reader()
         return run_sqlite(self._reader, query.compiled(self.engine.dialect), params)
@@ -183,7 +202,8 @@ class Database:
         dsn = url.render_as_string(hide_password=False)
         async with self._pg_pool_lock:
             if self._pg_pool is None:
-                self._pg_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5)
+                settings = {"statement_timeout": str(self.read_timeout_ms)} if self.read_timeout_ms else None
+                self._pg_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5, server_settings=settings)
             return self._pg_pool
 
     def _open_reader(self) -> sqlite3.Connection:
@@ -207,6 +227,11 @@ class Database:
             await self._pg_pool.close()
             self._pg_pool = None
         await self.engine.dispose()
+
+
+def read_timed_out() -> ObserveError:
+    """A read cancelled by the statement timeout: the server is busy, not broken."""
+    return ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the query took too long; try again", retry_after=1)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
