@@ -72,6 +72,14 @@ async def accept_invite(
     # answer: the request was well formed, the invite it names is not there.
     if invite is None or invite.accepted_at is not None or invite.expires_at <= now or invite.email != email:
         raise not_found("open invite with this token for this e-mail address")
+    if (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).first() is not None:
+        # An account belongs to one organisation (for now): the invite stays
+        # open and the answer says why.
+        raise ObserveError(
+            ErrorCode.ERROR_CODE_CONFLICT,
+            "this e-mail address already has an account; an account belongs to one organisation for now, so it "
+            "cannot accept this invite: ask for an invite to another address",
+        )
     claimed = await conn.execute(
         update(t.invites)
         .where((t.invites.c.id == invite.id) & t.invites.c.accepted_at.is_(None))

@@ -1,7 +1,9 @@
 """Outgoing e-mail over SMTP (stdlib smtplib in a worker thread).
 
-Without ``OBSERVE_SMTP_HOST`` nothing is sent: the log says to whom and what
-subject, never the body (it may carry a reset or invite link).
+Without ``OBSERVE_SMTP_HOST`` nothing is sent: the mail, body and links
+included, is written to the log instead (ARCHITECTURE.md), so whoever runs
+the server can finish an invite or a password reset by hand. With SMTP the
+log names the recipient only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ class Mailer:
 
     async def send(self, to: str, subject: str, body: str) -> None:
         if not self.settings.host:
-            log.warning("SMTP not configured; mail to %s (%r) not sent", to, subject)
+            log.warning(
+                "SMTP not configured (OBSERVE_SMTP_HOST); mail not sent, here it is:\nTo: %s\nSubject: %s\n\n%s",
+                to,
+                subject,
+                body.rstrip("\n"),
+            )
             return
         msg = EmailMessage()
         msg["From"] = self.settings.sender

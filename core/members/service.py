@@ -150,7 +150,18 @@ class MemberService(members_pb2_grpc.MemberServiceServicer):
         token = secrets.new_token(secrets.INVITE_PREFIX)
         now = clock.now()
         async with self.db.write() as conn:
-            taken = (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).first()
+            # Whether the address has an account elsewhere is not the inviter's
+            # to learn (it was a 409: account enumeration); only what this
+            # organisation already sees, its members and open invites, is a
+            # conflict. An address with an account in another organisation
+            # is refused when the invite is accepted (core.accounts.service).
+            member = (
+                await conn.execute(
+                    select(t.users.c.id)
+                    .join(t.memberships, t.memberships.c.user_id == t.users.c.id)
+                    .where((t.users.c.email == email) & (t.memberships.c.org_id == principal.org_id))
+                )
+            ).first()
             pending = (
                 await conn.execute(
                     select(t.invites.c.id).where(
@@ -161,8 +172,10 @@ class MemberService(members_pb2_grpc.MemberServiceServicer):
                     )
                 )
             ).first()
-            if taken is not None or pending is not None:
-                raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "this e-mail already has an account or an invite")
+            if member is not None or pending is not None:
+                raise ObserveError(
+                    ErrorCode.ERROR_CODE_CONFLICT, "this e-mail is already a member or has an open invite here"
+                )
             invite_id = (
                 await conn.execute(
                     insert(t.invites)
