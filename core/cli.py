@@ -42,6 +42,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     create_user.add_argument("--org-name", default="")
     create_user.add_argument("--password", help="sign-in password (10-256 chars); omit for token-only access")
     create_user.add_argument("--print-token", action="store_true", help="mint a PAT with scope * and print it")
+    create_user.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="when the e-mail already has an account, keep it (no error); --print-token mints a token for it",
+    )
     create_user.add_argument("--data-dir")
     create_user.add_argument("--database-url")
     set_plan = admin_sub.add_parser("set-plan", help="move an organisation to a plan from OBSERVE_PLANS")
@@ -121,6 +126,7 @@ async def _create_user(settings: Settings, args: argparse.Namespace) -> int:
             password=args.password,
             mint_token=args.print_token,
             plan=settings.default_plan,
+            exist_ok=args.exist_ok,
         )
     except ObserveError as err:
         detail = "; ".join(f"{f.path}: {f.message}" for f in err.fields) or err.message

@@ -47,6 +47,22 @@ def test_create_user_refuses_a_taken_email(server: Server) -> None:
     assert "CONFLICT" in again.stderr
 
 
+def test_create_user_with_exist_ok_mints_a_token_for_the_account_there(server: Server) -> None:
+    email = f"again-{os.getpid()}-{id(server)}@example.com"
+    args = ("admin", "create-user", "--email", email, "--print-token", "--exist-ok")
+    first, second = _observe(*args, env=server.env), _observe(*args, env=server.env)
+    assert (first.returncode, second.returncode) == (0, 0), second.stderr
+    tokens = [first.stdout.strip(), second.stdout.strip()]
+    assert tokens[0] != tokens[1]
+    seen = []
+    for token in tokens:
+        with server.client(token) as c:
+            me = c.get("/api/v1/me").json()
+        seen.append((me["user"]["id"], me["org"]["id"], me["role"]))
+    assert seen[0] == seen[1]
+    assert seen[0][2] == "owner"
+
+
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
     env = {**os.environ, "OBSERVE_DATA_DIR": str(tmp_path)}
     env.pop("OBSERVE_DATABASE_URL", None)

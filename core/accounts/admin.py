@@ -29,9 +29,12 @@ async def create_owner(
     password: str | None,
     mint_token: bool,
     plan: str = "unlimited",
+    exist_ok: bool = False,
 ) -> dict[str, Any]:
     """Creates a user owning a new organisation; with ``mint_token`` also a
-    PAT with scope ``*`` (its plaintext is in the result, once)."""
+    PAT with scope ``*`` (its plaintext is in the result, once). With
+    ``exist_ok`` an existing account of ``email`` is kept as it is (the token,
+    if asked for, is minted for it): a script can run twice on one install."""
     # The sign-up rules of accounts.proto; a user made without a password
     # (token only) is checked with a stand-in that meets them.
     VALIDATOR.check(
@@ -42,14 +45,25 @@ async def create_owner(
     result: dict[str, Any] = {"email": email}
     try:
         async with db.write() as conn:
-            user_id, org_id = await insert_account(
-                conn,
-                email=email,
-                name=name,
-                org_name=org_name or f"{name or email}'s organisation",
-                password_hash=password_hash,
-                plan=plan,
-            )
+            existing = (
+                await conn.execute(
+                    select(t.users.c.id, t.memberships.c.org_id)
+                    .join(t.memberships, t.memberships.c.user_id == t.users.c.id)
+                    .where(t.users.c.email == email)
+                )
+            ).first()
+            if existing is not None and exist_ok:
+                user_id, org_id = existing
+                result.update(existing=True)
+            else:
+                user_id, org_id = await insert_account(
+                    conn,
+                    email=email,
+                    name=name,
+                    org_name=org_name or f"{name or email}'s organisation",
+                    password_hash=password_hash,
+                    plan=plan,
+                )
             result.update(userId=user_id, orgId=org_id)
             if mint_token:
                 token_id, token = await insert_pat(
