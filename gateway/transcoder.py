@@ -142,7 +142,7 @@ def parse_json(raw: bytes) -> Any:
     compact JSON of what it kept (both in C): outside strings a colon ends a
     key, inside one it is written the same in both, so a dropped key is the
     only way the body has more. Where it has, or where a colon was written as
-    ``\u003a`` (which the count cannot see), the body is parsed again with
+    ``\\u003a`` (which the count cannot see), the body is parsed again with
     ``object_pairs_hook`` to name the repeated keys."""
     try:
         data = orjson.loads(raw)
