@@ -297,7 +297,7 @@ class Server:
         return token
 
     def metrics(self) -> str:
-        reply = httpx.get(self.base + "/metrics", timeout=30)
+        reply = httpx.get(self.base + "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30)
         reply.raise_for_status()
         return reply.text
 
@@ -560,12 +560,17 @@ def start_target_process() -> tuple[str, int]:
     return f"http://127.0.0.1:{port}", new[0].pid
 
 
+METRICS_TOKEN = "bench-metrics-token"
+
+
 def base_env(backend: Backend, data_dir: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "OBSERVE_DATA_DIR": str(data_dir),
         "OBSERVE_ALLOW_PRIVATE_TARGETS": "true",
         "OBSERVE_RATE_LIMIT_TOKEN": "1000000/minute",
+        # The scrape measured is the full one, with the per-monitor series.
+        "OBSERVE_METRICS_TOKEN": METRICS_TOKEN,
     }
     env.pop("OBSERVE_DATABASE_URL", None)
     if backend.kind == "postgresql":

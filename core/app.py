@@ -11,6 +11,7 @@ from core.accounts.plans import PlanBook, parse_plans
 from core.accounts.service import AuthService, MeService
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
+from core.health import Readiness
 from core.mail.sender import Mailer
 from core.members.service import MemberService
 from core.monitors.service import MonitorService
@@ -37,6 +38,8 @@ class Core:
     methods: dict[str, Method]
     monitor_store: MonitorStore
     monitors: MonitorService
+    rate_limiter: RateLimiter
+    ready: Readiness  # /health/ready
 
     async def close(self) -> None:
         await self.db.close()
@@ -70,15 +73,16 @@ def build_core(
     ]
     files = [*observe_files(), *extra_files]
     methods = build_methods(files, services)
+    rate_limiter = RateLimiter(
+        limits={**rate_limit_defaults(), **settings.rate_limits},
+        redis_url=settings.redis_url,
+        prefix=settings.rate_limit_prefix,
+    )
     pipeline = Pipeline(
         authenticator=Authenticator(db=db),
         db=db,
         idempotency=IdempotencyStore(db=db),
-        rate_limiter=RateLimiter(
-            limits={**rate_limit_defaults(), **settings.rate_limits},
-            redis_url=settings.redis_url,
-            prefix=settings.rate_limit_prefix,
-        ),
+        rate_limiter=rate_limiter,
     )
     return Core(
         settings=settings,
@@ -89,4 +93,6 @@ def build_core(
         methods=methods,
         monitor_store=monitor_store,
         monitors=monitors,
+        rate_limiter=rate_limiter,
+        ready=Readiness(db=db, rate_limiter=rate_limiter),
     )

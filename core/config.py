@@ -52,6 +52,11 @@ class Settings:
     # where it listens, the port it really got included (see public_base).
     public_url: str = ""
     allow_private_targets: bool = False
+    # Addresses and CIDRs whose X-Forwarded-For / Forwarded are believed
+    # (core.rpc.proxies); empty: none, the peer address is the client's.
+    trusted_proxies: str = ""
+    # Bearer token for the per-monitor series on /metrics; unset: never shown.
+    metrics_token: str | None = None
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     session_ttl_days: int = 30
     log_level: str = "info"
@@ -87,6 +92,8 @@ class Settings:
             redis_url=env("OBSERVE_REDIS_URL") or None,
             public_url=env("OBSERVE_PUBLIC_URL", "").rstrip("/"),
             allow_private_targets=_env_bool("OBSERVE_ALLOW_PRIVATE_TARGETS", False),
+            trusted_proxies=env("OBSERVE_TRUSTED_PROXIES", ""),
+            metrics_token=env("OBSERVE_METRICS_TOKEN") or None,
             smtp=SmtpSettings(
                 host=env("OBSERVE_SMTP_HOST") or None,
                 port=_env_int("OBSERVE_SMTP_PORT", 25),

@@ -4,7 +4,6 @@ and the older ``v1alpha`` that some clients still ask for)."""
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -22,36 +21,31 @@ from core.rpc.context import CallContext
 from core.rpc.idempotency import received_key
 from core.rpc.methods import Method
 from core.rpc.pipeline import Pipeline
+from core.rpc.proxies import TrustedProxies
 from core.rpc.status import to_status
 
 # "throughput" lets grpc batch work per poll: ~15% more calls/s on 2 cores.
 GRPC_SERVER_OPTIONS = [("grpc.max_receive_message_length", 8 << 20), ("grpc.optimization_target", "throughput")]
 
 
-def _is_loopback(peer: str) -> bool:
-    # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:..."
-    kind, _, rest = peer.partition(":")
-    if kind == "unix":
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _peer_ip(peer: str) -> str:
+    # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:..."
     kind, _, rest = peer.partition(":")
     if kind in ("ipv4", "ipv6"):
         return rest.rsplit(":", 1)[0].strip("[]")
     return ""
 
 
-def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
+def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any], proxies: TrustedProxies) -> CallContext:
+    """The call's facts from its metadata. ``x-forwarded-for``, ``forwarded``
+    and ``x-forwarded-user-agent`` speak for the real client (the gateway in
+    proxy mode sends them) and are believed only from a trusted proxy."""
     ctx = CallContext(transport="grpc")
-    peer = context.peer() or ""
-    ctx.ip = _peer_ip(peer)
-    forwarded: dict[str, str] = {}
+    peer = _peer_ip(context.peer() or "")
+    ctx.ip = peer
+    x_forwarded_for: list[str] = []
+    forwarded: list[str] = []
+    forwarded_ua: str | None = None
     for key, value in context.invocation_metadata() or ():
         text = value if isinstance(value, str) else value.decode("latin-1")
         if key == "authorization":
@@ -62,12 +56,16 @@ def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any]) -> CallContex
             ctx.user_agent = text
         elif key == "cookie":
             ctx.session_cookie = session_from_cookie(text)
-        elif key in ("x-forwarded-for", "x-forwarded-user-agent"):
-            forwarded[key] = text
-    # Only a gateway on this machine may speak for the real client.
-    if forwarded and _is_loopback(peer):
-        ctx.ip = forwarded.get("x-forwarded-for", ctx.ip)
-        ctx.user_agent = forwarded.get("x-forwarded-user-agent", ctx.user_agent)
+        elif key == "x-forwarded-for":
+            x_forwarded_for.append(text)
+        elif key == "forwarded":
+            forwarded.append(text)
+        elif key == "x-forwarded-user-agent":
+            forwarded_ua = text
+    if proxies and proxies.is_trusted_peer(peer):
+        ctx.ip = proxies.client(peer, x_forwarded_for, forwarded)
+        if forwarded_ua is not None:
+            ctx.user_agent = forwarded_ua
     return ctx
 
 
@@ -88,11 +86,13 @@ async def _send_headers(context: grpc.aio.ServicerContext[Any, Any], ctx: CallCo
         await context.send_initial_metadata(initial)
 
 
-def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
+def _unary_handler(
+    pipeline: Pipeline, method: Method, metrics: ApiMetrics, proxies: TrustedProxies
+) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
-            ctx = context_from_grpc(context)
+            ctx = context_from_grpc(context, proxies)
             response = await pipeline.unary(method, request, ctx)
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)
@@ -109,11 +109,13 @@ def _unary_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> g
     )
 
 
-def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> grpc.RpcMethodHandler[Any, Any]:
+def _stream_handler(
+    pipeline: Pipeline, method: Method, metrics: ApiMetrics, proxies: TrustedProxies
+) -> grpc.RpcMethodHandler[Any, Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
-            ctx = context_from_grpc(context)
+            ctx = context_from_grpc(context, proxies)
             async for item in pipeline.stream(method, request, ctx):
                 yield item
         except ObserveError as err:
@@ -129,14 +131,14 @@ def _stream_handler(pipeline: Pipeline, method: Method, metrics: ApiMetrics) -> 
 
 
 def generic_handlers(
-    pipeline: Pipeline, methods: Iterable[Method], metrics: ApiMetrics
+    pipeline: Pipeline, methods: Iterable[Method], metrics: ApiMetrics, proxies: TrustedProxies
 ) -> list[grpc.GenericRpcHandler[Any, Any]]:
     by_service: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
     for method in methods:
         if method.handler is None:
             continue
         make = _stream_handler if method.server_streaming else _unary_handler
-        handler = make(pipeline, method, metrics)
+        handler = make(pipeline, method, metrics, proxies)
         by_service.setdefault(method.service, {})[method.name] = handler
     return [grpc.method_handlers_generic_handler(name, handlers) for name, handlers in by_service.items()]
 
@@ -192,13 +194,19 @@ def _enable_reflection(server: grpc.aio.Server, services: list[str]) -> None:
 
 
 async def start_grpc(
-    pipeline: Pipeline, methods: Iterable[Method], address: str, metrics: ApiMetrics
+    pipeline: Pipeline,
+    methods: Iterable[Method],
+    address: str,
+    metrics: ApiMetrics,
+    *,
+    trusted_proxies: TrustedProxies | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Starts the server on ``address`` ("host:port", port 0 for any);
-    returns it and the bound port."""
+    returns it and the bound port. Forwarded client addresses are believed
+    only from ``trusted_proxies`` (none by default)."""
     methods = list(methods)
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    server.add_generic_rpc_handlers(generic_handlers(pipeline, methods, metrics))
+    server.add_generic_rpc_handlers(generic_handlers(pipeline, methods, metrics, trusted_proxies or TrustedProxies()))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = sorted({m.service for m in methods if m.handler is not None})

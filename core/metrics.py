@@ -1,4 +1,9 @@
-"""Prometheus metrics of the API itself (HTTP and gRPC), one registry per app."""
+"""Prometheus metrics of the API itself (HTTP and gRPC), one registry per app.
+
+What /metrics shows depends on who asks (CONTRACT.md, input hygiene):
+process and API series for anyone who can reach it; series that name an
+org's monitors (``observe_monitor_*``) only to a scraper holding
+``OBSERVE_METRICS_TOKEN``."""
 
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ class ApiMetrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        # Exposition text appended to the registry's at /metrics (the scheduler's per-monitor series).
-        self.extra: list[Callable[[], bytes]] = []
+        # Exposition text appended to the registry's at /metrics (the
+        # scheduler's); called with whether per-monitor series may be shown.
+        self.extra: list[Callable[[bool], bytes]] = []
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._grpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
@@ -64,5 +70,6 @@ class ApiMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry) + b"".join(render() for render in self.extra)
+    def exposition(self, *, monitors: bool = False) -> bytes:
+        """The exposition text; with ``monitors``, the per-monitor series too."""
+        return generate_latest(self.registry) + b"".join(render(monitors) for render in self.extra)

@@ -11,6 +11,7 @@ errors with the same envelope.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ErrorCode, ObserveError
+from core.health import NotReadyError
 from core.metrics import ApiMetrics
 from core.rpc.methods import Method
+from core.rpc.proxies import TrustedProxies
 from gateway.dispatch import Dispatcher
 from gateway.envelope import error_response, framework_error
 from gateway.openapi import build_openapi, load_comments
@@ -56,7 +59,10 @@ DOCS_HTML = """<!doctype html>
 </html>
 """
 
-ReadyCheck = Callable[[], Awaitable[None]]
+# Returns the checks it made (None: just the database), raises when not ready
+# (core.health.NotReadyError says which check failed).
+ReadyCheck = Callable[[], Awaitable[dict[str, str] | None]]
+READY_RETRY_AFTER = 5
 
 
 def _envelope(err: ObserveError) -> Response:
@@ -64,7 +70,21 @@ def _envelope(err: ObserveError) -> Response:
     return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
 
-def build_shell(openapi: dict[str, Any], metrics: ApiMetrics, ready: ReadyCheck) -> FastAPI:
+def _not_ready(message: str) -> Response:
+    return _envelope(ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, message, retry_after=READY_RETRY_AFTER))
+
+
+def _bearer_matches(request: Request, token: str | None) -> bool:
+    """Constant-time: the reply's timing says nothing about the token."""
+    if not token:
+        return False
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode())
+
+
+def build_shell(
+    openapi: dict[str, Any], metrics: ApiMetrics, ready: ReadyCheck, metrics_token: str | None = None
+) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="observe")
     openapi_bytes = orjson.dumps(openapi)
 
@@ -84,15 +104,20 @@ def build_shell(openapi: dict[str, Any], metrics: ApiMetrics, ready: ReadyCheck)
     @app.get("/health/ready", include_in_schema=False)
     async def health_ready() -> Response:
         try:
-            await asyncio.wait_for(ready(), timeout=3)
+            checks = await asyncio.wait_for(ready(), timeout=3) or {"database": "ok"}
+        except NotReadyError as exc:
+            log.warning("not ready: %s", exc)
+            return _not_ready(f"not ready: {exc}")
         except Exception as exc:
             log.warning("readiness check failed: %s", type(exc).__name__)
-            return _envelope(ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "database unreachable", retry_after=5))
-        return Response(b'{"status":"ok","checks":{"database":"ok"}}', media_type="application/json")
+            return _not_ready("not ready: the check failed or timed out")
+        status = "ok" if all(state in ("ok", "unused") for state in checks.values()) else "degraded"
+        return Response(orjson.dumps({"status": status, "checks": checks}), media_type="application/json")
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_endpoint(request: Request) -> Response:
+        monitors = _bearer_matches(request, metrics_token)
+        return Response(metrics.exposition(monitors=monitors), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi_json() -> Response:
@@ -109,17 +134,23 @@ def build_shell(openapi: dict[str, Any], metrics: ApiMetrics, ready: ReadyCheck)
 
 class ObserveApp:
     """Top-level ASGI app: routes /api/ to the transcoder, the rest to the shell,
-    and records every request's route, status and latency."""
+    and records every request's route, status and latency. A request from a
+    trusted proxy gets the client address its forwarded headers name."""
 
-    def __init__(self, transcoder: Transcoder, shell: FastAPI, metrics: ApiMetrics) -> None:
+    def __init__(
+        self, transcoder: Transcoder, shell: FastAPI, metrics: ApiMetrics, proxies: TrustedProxies | None = None
+    ) -> None:
         self.transcoder = transcoder
         self.shell = shell
         self.metrics = metrics
+        self.proxies = proxies or TrustedProxies()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.shell(scope, receive, send)
             return
+        if self.proxies:
+            _resolve_client(scope, self.proxies)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -145,6 +176,22 @@ class ObserveApp:
             self.metrics.observe_http(route, scope["method"], status, time.perf_counter() - started)
 
 
+def _resolve_client(scope: Scope, proxies: TrustedProxies) -> None:
+    client = scope.get("client")
+    if not client or not proxies.is_trusted_peer(client[0]):
+        return
+    x_forwarded_for: list[str] = []
+    forwarded: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            x_forwarded_for.append(value.decode("latin-1"))
+        elif name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+    address = proxies.client(client[0], x_forwarded_for, forwarded)
+    if address != client[0]:
+        scope["client"] = (address, 0)
+
+
 def create_app(
     methods: dict[str, Method],
     dispatcher: Dispatcher,
@@ -152,10 +199,15 @@ def create_app(
     metrics: ApiMetrics,
     ready: ReadyCheck,
     descriptor_sets: list[Path] | None = None,
+    trusted_proxies: TrustedProxies | None = None,
+    metrics_token: str | None = None,
 ) -> ObserveApp:
-    """The whole HTTP app for ``methods``, served through ``dispatcher``."""
+    """The whole HTTP app for ``methods``, served through ``dispatcher``.
+    Forwarded headers are believed only from ``trusted_proxies`` (serve it
+    with uvicorn's own ``proxy_headers`` off); /metrics shows per-monitor
+    series only to ``Authorization: Bearer <metrics_token>``."""
     routed = [m for m in methods.values() if m.bindings]
     comments = load_comments(DESCRIPTOR_SETS + (descriptor_sets or []))
     openapi = build_openapi(routed, comments)
     transcoder = Transcoder(routed, dispatcher)
-    return ObserveApp(transcoder, build_shell(openapi, metrics, ready), metrics)
+    return ObserveApp(transcoder, build_shell(openapi, metrics, ready, metrics_token), metrics, trusted_proxies)

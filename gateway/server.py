@@ -16,6 +16,7 @@ from core.config import Settings
 from core.grpc_server import start_grpc
 from core.metrics import ApiMetrics
 from core.rpc.methods import build_methods, observe_files
+from core.rpc.proxies import TrustedProxies
 from core.scheduler.scheduler import Scheduler
 from core.storage.migrate import migrate
 from gateway.app import create_app
@@ -47,7 +48,9 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
         lifespan="off",
         log_level="warning",
         access_log=False,
-        proxy_headers=True,
+        # Forwarded headers are believed only from OBSERVE_TRUSTED_PROXIES,
+        # by the app (gateway.app); uvicorn's would trust any 127.0.0.1.
+        proxy_headers=False,
         server_header=False,
     )
     return uvicorn.Server(config)
@@ -72,6 +75,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     settings = core.settings
     await migrate(core.db)
     metrics = ApiMetrics()
+    metrics.registry.register(core.rate_limiter)
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
@@ -91,7 +95,9 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
 
 
 async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics, sock: socket.socket) -> None:
-    app = create_app({}, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
+    app = create_app(
+        {}, InProcess(core.pipeline), metrics=metrics, ready=core.ready, metrics_token=settings.metrics_token
+    )
     http = _uvicorn(app, settings)
     print(
         f"observe checker is running; /health and /metrics on http://{settings.http_host}:{settings.http_port}",
@@ -102,9 +108,21 @@ async def _serve_checker(core: Core, settings: Settings, metrics: ApiMetrics, so
 
 
 async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics, sock: socket.socket) -> None:
-    app = create_app(core.methods, InProcess(core.pipeline), metrics=metrics, ready=core.db.ping)
+    proxies = TrustedProxies.from_setting(settings.trusted_proxies)
+    app = create_app(
+        core.methods,
+        InProcess(core.pipeline),
+        metrics=metrics,
+        ready=core.ready,
+        trusted_proxies=proxies,
+        metrics_token=settings.metrics_token,
+    )
     grpc_server, grpc_port = await start_grpc(
-        core.pipeline, core.methods.values(), f"{settings.grpc_host}:{settings.grpc_port}", metrics
+        core.pipeline,
+        core.methods.values(),
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        metrics,
+        trusted_proxies=proxies,
     )
     http = _uvicorn(app, settings)
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -133,7 +151,14 @@ async def _serve_gateway_only(settings: Settings, upstream: str, sock: socket.so
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             raise grpc.RpcError("upstream not serving")
 
-    app = create_app(methods, dispatcher, metrics=ApiMetrics(), ready=upstream_ready)
+    app = create_app(
+        methods,
+        dispatcher,
+        metrics=ApiMetrics(),
+        ready=upstream_ready,
+        trusted_proxies=TrustedProxies.from_setting(settings.trusted_proxies),
+        metrics_token=settings.metrics_token,
+    )
     http = _uvicorn(app, settings)
     print(
         f"observe gateway is serving http://{settings.http_host}:{settings.http_port}/api/v1 -> gRPC {upstream}",

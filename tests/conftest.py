@@ -126,9 +126,12 @@ class Server:
         return asyncio.run(run())
 
 
+# Per-monitor series on /metrics need `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = "test-metrics-token"
 # The session server checks monitors against local targets, with intervals
 # shrunk 20× (30 s → 1.5 s) so thresholds flip within a test.
 CHECKING_ENV = {
+    "OBSERVE_METRICS_TOKEN": METRICS_TOKEN,
     "OBSERVE_ALLOW_PRIVATE_TARGETS": "true",
     "OBSERVE_CHECK_INTERVAL_SCALE": "0.05",
     "OBSERVE_CHECK_FLUSH_MS": "100",

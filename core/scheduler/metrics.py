@@ -2,7 +2,8 @@
 memory at scrape time. Names follow what Uptime Kuma and Gatus users chart:
 status 1 up / 0 down / 2 pending / 3 maintenance, response time, certificate
 days left; labels monitor_id, monitor_name, monitor_type, monitor_tags
-(comma-separated).
+(comma-separated). They name an org's monitors, so /metrics shows them only
+to a scraper with ``OBSERVE_METRICS_TOKEN`` (core.metrics).
 
 Rendered by hand, with each monitor's label set escaped once when it is
 loaded: through prometheus_client's collector API, 10,000 monitors took
@@ -38,8 +39,20 @@ def label_set(monitor_id: int, name: str, type_: str, tags: Iterable[str]) -> st
     )
 
 
-def render(jobs: list[Job]) -> bytes:
-    """The exposition text of the per-monitor families and the held-monitor gauge."""
+def render(jobs: list[Job], *, monitors: bool = True) -> bytes:
+    """The exposition text of the held-monitor gauge and, with ``monitors``,
+    of the per-monitor families."""
+    out = _monitor_families(jobs) if monitors else []
+    out += [
+        "# HELP observe_scheduler_monitors Monitors held by this checker process.",
+        "# TYPE observe_scheduler_monitors gauge",
+        f"observe_scheduler_monitors {len(jobs)}",
+        "",
+    ]
+    return "\n".join(out).encode()
+
+
+def _monitor_families(jobs: list[Job]) -> list[str]:
     now = clock.now()
     lines: list[list[str]] = [[], [], [], []]
     status, up, response, cert = lines
@@ -58,10 +71,4 @@ def render(jobs: list[Job]) -> bytes:
     out: list[str] = []
     for (name, help_text), samples in zip(_FAMILIES, lines, strict=True):
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
-    out += [
-        "# HELP observe_scheduler_monitors Monitors held by this checker process.",
-        "# TYPE observe_scheduler_monitors gauge",
-        f"observe_scheduler_monitors {len(jobs)}",
-        "",
-    ]
-    return "\n".join(out).encode()
+    return out

@@ -97,7 +97,7 @@ class Scheduler:
             "observe_checks_skipped_total", "Due checks not run, by reason.", ["reason"], registry=registry
         )
         if metrics is not None:
-            metrics.extra.append(lambda: render_monitors(self.snapshot()))
+            metrics.extra.append(lambda monitors: render_monitors(self.snapshot(), monitors=monitors))
 
     # ---- lifecycle ---------------------------------------------------------
 
