@@ -20,11 +20,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.errors import ErrorCode, ObserveError
+from core.storage import faults
 from core.storage.fastread import Query, run_asyncpg, run_sqlite
 from core.storage.sqlite_inline import inline_creator
 
 # Seconds a writer waits for another process's write transaction.
 SQLITE_BUSY_TIMEOUT = 5.0
+# Seconds to open a PostgreSQL connection; past it the call is 503 UNAVAILABLE.
+PG_CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(slots=True)
@@ -71,6 +74,7 @@ class Database:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
             kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"timeout": PG_CONNECT_TIMEOUT}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _tune_sqlite(self.engine)
@@ -79,6 +83,8 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    # Database down, disk full: 503 UNAVAILABLE, not 500 (core.storage.faults).
+    @faults.connections
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         if not self.is_sqlite:
@@ -137,6 +143,7 @@ class Database:
             finally:
                 _unit.reset(token)
 
+    @faults.connections
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         if not self.is_sqlite:
@@ -183,6 +190,7 @@ class Database:
         """``INSERT`` for ``table`` with ``on_conflict_do_update`` (the dialect's own)."""
         return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
 
+    @faults.statements
     async def fetch_one(self, query: Query, params: dict[str, Any]) -> Any | None:
         """The first row of a hot-path read, or None, without SQLAlchemy's
         execution layer: on a dedicated SQLite reader, or an asyncpg pool."""
