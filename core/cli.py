@@ -27,7 +27,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
     """The ``observe`` parser with the commands of the core: migrate and admin.
     The process that serves REST and gRPC is assembled on the gateway side
     (gateway/cli.py adds ``serve``), so the core never imports the gateway."""
-    parser = argparse.ArgumentParser(prog="observe", description="Uptime monitoring API: checks, alerts, audit.")
+    parser = argparse.ArgumentParser(
+        prog="observe", description="Uptime monitoring API: checks and their stats, organisations, tokens, audit."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

@@ -13,7 +13,7 @@ from core import cli as core_cli
 
 def main(argv: list[str] | None = None) -> int:
     parser, sub = core_cli.build_parser()
-    parser.description = "Uptime monitoring API: checks, alerts, audit."
+    parser.description = "Uptime monitoring API: checks and their stats, organisations, tokens, audit."
     serve = sub.add_parser("serve", help="serve REST, gRPC and the check scheduler in one process")
     serve.add_argument("--host", help="REST host (OBSERVE_HTTP_HOST, default 127.0.0.1)")
     serve.add_argument(
