@@ -119,7 +119,10 @@ class ThreadServer:
             descriptor_sets=self.descriptor_sets,
         )
         grpc_server, _ = await start_grpc(core.pipeline, core.methods.values(), self.grpc_target, metrics)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning")
+        # As `observe serve`: forwarded headers are the app's to judge (OBSERVE_TRUSTED_PROXIES).
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning", proxy_headers=False
+        )
         self._uvicorn = uvicorn.Server(config)
         serve = asyncio.ensure_future(self._uvicorn.serve())
         while not self._uvicorn.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from observe.v1 import accounts_pb2, accounts_pb2_grpc
 
+from core.rpc.proxies import TrustedProxies
 from tests.conftest import PASSWORD, Server, start_server, stop_server
 from tests.faults import TcpProxy
 
@@ -127,3 +128,39 @@ def test_proxy_mode_forwards_the_client_address_only_to_a_core_that_trusts_the_g
     # Trusted: .4 is counted on its own. Not trusted: the core sees only the
     # gateway, whose limit .3 has spent, whatever metadata the gateway sends.
     assert rest_login(gateway, "127.0.0.4") == (401 if route == "trusted" else 429)
+
+
+@pytest.mark.parametrize(
+    ("peer", "x_forwarded_for", "forwarded", "client"),
+    [
+        ("203.0.113.9", ["198.51.100.1"], [], "203.0.113.9"),  # not a proxy of ours
+        ("10.0.0.5", [], [], "10.0.0.5"),  # a proxy, speaking for itself
+        ("10.0.0.5", ["198.51.100.1"], [], "198.51.100.1"),
+        ("10.0.0.5", ["6.6.6.6, 198.51.100.1"], [], "198.51.100.1"),  # left entry written by the client
+        ("10.0.0.5", ["198.51.100.1, 10.0.0.7"], [], "198.51.100.1"),  # two proxies of ours
+        ("10.0.0.5", ["6.6.6.6", "198.51.100.1"], [], "198.51.100.1"),  # header lines join in order
+        ("10.0.0.5", ["10.0.0.8, 10.0.0.7"], [], "10.0.0.8"),  # only proxies: the farthest
+        ("10.0.0.5", ["198.51.100.1:5555"], [], "198.51.100.1"),
+        ("10.0.0.5", ["[2001:db8::1]:443"], [], "2001:db8::1"),
+        ("10.0.0.5", ["unknown"], [], "10.0.0.5"),  # unreadable: the proxy that wrote it
+        ("10.0.0.5", ["6.6.6.6, garbage, 10.0.0.7"], [], "10.0.0.7"),
+        ("10.0.0.5", [], ['for="[2001:db8::2]:80";proto=https'], "2001:db8::2"),
+        ("10.0.0.5", [], ["for=6.6.6.6, for=198.51.100.3;by=10.0.0.5"], "198.51.100.3"),
+        ("10.0.0.5", [], ["proto=https"], "10.0.0.5"),
+        ("10.0.0.5", [], ["for=_hidden"], "10.0.0.5"),
+        ("10.0.0.5", ["198.51.100.4"], ["for=198.51.100.5"], "198.51.100.4"),  # X-Forwarded-For wins
+        ("::ffff:10.0.0.5", ["198.51.100.6"], [], "198.51.100.6"),  # IPv4-mapped peer
+        ("", ["198.51.100.1"], [], ""),  # a unix socket
+    ],
+)
+def test_the_client_address_is_read_from_the_right(
+    peer: str, x_forwarded_for: list[str], forwarded: list[str], client: str
+) -> None:
+    proxies = TrustedProxies.from_setting("10.0.0.0/24")
+    assert proxies.client(peer, x_forwarded_for, forwarded) == client
+
+
+def test_a_setting_entry_that_is_not_an_address_or_cidr_is_refused() -> None:
+    assert TrustedProxies.from_setting("10.0.0.0/8, 192.168.1.7 ::1").networks[1].num_addresses == 1
+    with pytest.raises(ValueError, match=r"'proxy\.local' is not an address or CIDR"):
+        TrustedProxies.from_setting("10.0.0.0/8, proxy.local")

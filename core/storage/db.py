@@ -211,7 +211,9 @@ class Database:
         async with self._pg_pool_lock:
             if self._pg_pool is None:
                 settings = {"statement_timeout": str(self.read_timeout_ms)} if self.read_timeout_ms else None
-                self._pg_pool = await asyncpg.create_pool(dsn, min_size=1, max_size=5, server_settings=settings)
+                self._pg_pool = await asyncpg.create_pool(
+                    dsn, min_size=1, max_size=5, server_settings=settings, timeout=PG_CONNECT_TIMEOUT
+                )
             return self._pg_pool
 
     def _open_reader(self) -> sqlite3.Connection:
