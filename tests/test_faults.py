@@ -23,6 +23,8 @@ from sqlalchemy.engine import make_url
 from tests.conftest import PASSWORD, PG_URL, REDIS_URL, Server, register, start_server, stop_server
 from tests.faults import TcpProxy, fill, tmpfs
 
+pytestmark = pytest.mark.slow  # each test starts a server of its own
+
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout

@@ -117,6 +117,7 @@ def gateways(trusting: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
         route.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ["trusted", "untrusted"])
 def test_proxy_mode_forwards_the_client_address_only_to_a_core_that_trusts_the_gateway(
     gateways: dict[str, Server], route: str

@@ -99,6 +99,7 @@ def tokenless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(srv)
 
 
+@pytest.mark.slow
 def test_without_the_setting_no_one_gets_monitor_series(tokenless: Server, target: Target) -> None:
     name = watch(register(tokenless), target)
     deadline = time.monotonic() + 20
