@@ -270,7 +270,7 @@ def test_the_page_validation_example_comes_back_exactly(owner: Persona) -> None:
             "dnsResolver",
             "invalid_string",
         ),
-        ({"name": "   ", "type": "http", "url": "http://h/"}, "name", "required"),
+        ({"name": " \t ", "type": "http", "url": "http://h/"}, "name", "invalid_string"),
         ({"name": "n\u0000", "type": "http", "url": "http://h/"}, "name", "invalid_string"),
         ({"name": "n", "type": "http", "url": "http://h/", "tags": ["ok", "a\u0000"]}, "tags[1]", "invalid_string"),
         (

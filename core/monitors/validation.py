@@ -23,7 +23,7 @@ from core import clock
 from core.checks import targets
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations
 from core.rpc.jsonmap import enum_json_names
-from core.rpc.validator import VALIDATOR
+from core.rpc.validator import ASCII_SPACES, VALIDATOR
 
 TYPES = enum_json_names(monitors_pb2.MonitorType.DESCRIPTOR)
 TYPE_NUMBERS = {name: number for number, name in TYPES.items()}
@@ -138,11 +138,8 @@ def validate(
     the proto's rules: the pipeline checked the whole request against them,
     and the defaults merged in since meet them."""
     p = prefix
-    name = m.get("name")
-    if isinstance(name, str) and name != name.strip():
-        m["name"] = name = name.strip()
-        if not name and not patched:  # a patch's merged name is checked below
-            v.add(f"{p}name", "required", "Required")
+    if isinstance(m.get("name"), str):  # the proto's pattern: more than ASCII spaces, which are trimmed
+        m["name"] = m["name"].strip(ASCII_SPACES)
     m["tags"] = list(dict.fromkeys(m["tags"]))
     m["regions"] = list(dict.fromkeys(m["regions"]))
     if patched:

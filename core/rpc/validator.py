@@ -40,6 +40,10 @@ from core.errors import ErrorCode, FieldViolation, ObserveError, validation_fail
 from core.rpc.jsonmap import TIMESTAMP_MAX, TIMESTAMP_MIN, TIMESTAMP_RANGE, enum_json_names
 
 FD = FieldDescriptor
+# What a name's "[^\t\n\v\f\r ]" pattern (a character other than these) and
+# the trimming after it agree on; str.strip() alone would take Unicode
+# spaces too, which the pattern lets through.
+ASCII_SPACES = " \t\n\v\f\r"
 # The codes a CEL rule id may name (CONTRACT.md's vocabulary).
 CODES = frozenset(
     {"required", "invalid_type", "invalid_literal", "invalid_enum_value", "too_small", "too_big", "invalid_string",

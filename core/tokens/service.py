@@ -11,9 +11,10 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
-from core.errors import ErrorCode, FieldViolation, ObserveError, not_found, validation_failed
+from core.errors import ErrorCode, ObserveError, not_found
 from core.rpc import scopes
 from core.rpc.context import CallContext
+from core.rpc.validator import ASCII_SPACES
 from core.storage import tables as t
 from core.storage.db import Database
 from core.tokens import secrets
@@ -81,10 +82,9 @@ class TokenService(tokens_pb2_grpc.TokenServiceServicer):
     ) -> tokens_pb2.CreateTokenResponse:
         principal = ctx.require_principal()
         now = clock.now()
-        # tokens.proto's rules hold here (the pipeline checked them).
-        name = request.name.strip()
-        if not name:
-            raise validation_failed([FieldViolation("name", "required", "Required")])
+        # tokens.proto's rules hold here (the pipeline checked them): the name
+        # has a character other than ASCII spaces, which are trimmed.
+        name = request.name.strip(ASCII_SPACES)
         expires_at = clock.from_timestamp(request.expires_at) if request.HasField("expires_at") else None
         granted = list(dict.fromkeys(request.scopes)) or [scopes.WILDCARD]
         missing = scopes.covers(principal.scopes, granted)

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from observe.v1 import options_pb2 as observe_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17observe/v1/tokens.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\xb3\x06\n\x12\x43reateTokenRequest\x12\x1a\n\x04name\x18\x01 \x01(\tB\x0c\xbaH\tr\x04\x10\x01\x18\x64\xc8\x01\x01\x12\x38\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xbaH\x05\xb2\x01\x02@\x01\x12\xaf\x04\n\x06scopes\x18\x03 \x03(\tB\x9e\x04\xbaH\x9a\x04\x92\x01\x96\x04\x10&\"\x91\x04r\x8e\x04R\rmonitors:readR\x0emonitors:writeR\x0csecrets:readR\rsecrets:writeR\x0eincidents:readR\x0fincidents:writeR\x11status-pages:readR\x12status-pages:writeR\x10subscribers:readR\x11subscribers:writeR\x10maintenance:readR\x11maintenance:writeR\tlogs:readR\nlogs:writeR\x0b\x61lerts:readR\x0c\x61lerts:writeR\x0btokens:readR\x0ctokens:writeR\x0cmembers:readR\rmembers:writeR\rwebhooks:readR\x0ewebhooks:writeR\naudit:readR\raccount:writeR\taccount:*R\x08\x61lerts:*R\x07\x61udit:*R\x0bincidents:*R\x06logs:*R\rmaintenance:*R\tmembers:*R\nmonitors:*R\tsecrets:*R\x0estatus-pages:*R\rsubscribers:*R\x08tokens:*R\nwebhooks:*R\x01*\x12.\n\x14\x64\x61ily_mutation_limit\x18\x04 \x01(\x03\x42\x0b\xbaH\x08\"\x06\x18\xc0\x84=(\x01H\x00\x88\x01\x01\x12\x32\n\x15\x64\x61ily_log_bytes_limit\x18\x05 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\x80\x80\x80\x80 (\x01H\x01\x88\x01\x01\x42\x17\n\x15_daily_mutation_limitB\x18\n\x16_daily_log_bytes_limit\"\xb6\x01\n\x13\x43reateTokenResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x15\n\x05token\x18\x04 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x14\x64\x61ily_mutation_limit\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12!\n\x19\x64\x61ily_mutation_used_today\x18\t \x01(\x03\x12\"\n\x15\x64\x61ily_log_bytes_limit\x18\n \x01(\x03H\x01\x88\x01\x01\x12\"\n\x1a\x64\x61ily_log_bytes_used_today\x18\x0b \x01(\x03\x42\x17\n\x15_daily_mutation_limitB\x18\n\x16_daily_log_bytes_limit\"\x13\n\x11ListTokensRequest\"7\n\x12ListTokensResponse\x12!\n\x06tokens\x18\x01 \x03(\x0b\x32\x11.observe.v1.Token\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x15\n\x13RevokeTokenResponse2\xb5\x03\n\x0cTokenService\x12\x95\x01\n\x0b\x43reateToken\x12\x1e.observe.v1.CreateTokenRequest\x1a\x1f.observe.v1.CreateTokenResponse\"E\x8a\xb5\x18%\n\x0ctokens:write \x01(\xc9\x01\x30\x80\x80\x01\x42\x0c\x43REATE_TOKEN\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/me/tokens:\x01*\x12w\n\nListTokens\x12\x1d.observe.v1.ListTokensRequest\x1a\x1e.observe.v1.ListTokensResponse\"*\x8a\xb5\x18\r\n\x0btokens:read\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/me/tokens\x12\x93\x01\n\x0bRevokeToken\x12\x1e.observe.v1.RevokeTokenRequest\x1a\x1f.observe.v1.RevokeTokenResponse\"C\x8a\xb5\x18!\n\x0ctokens:write \x01(\xcc\x01\x42\x0cREVOKE_TOKEN\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/me/tokens/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17observe/v1/tokens.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\xf3\x06\n\x12\x43reateTokenRequest\x12Z\n\x04name\x18\x01 \x01(\tBL\xbaH\x19r\x14\x10\x01\x18\x64\x32\x0e[^\\t\\n\\v\\f\\r ]\xc8\x01\x01\x92\xb5\x18,**Must contain a character other than spaces\x12\x38\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\xbaH\x05\xb2\x01\x02@\x01\x12\xaf\x04\n\x06scopes\x18\x03 \x03(\tB\x9e\x04\xbaH\x9a\x04\x92\x01\x96\x04\x10&\"\x91\x04r\x8e\x04R\rmonitors:readR\x0emonitors:writeR\x0csecrets:readR\rsecrets:writeR\x0eincidents:readR\x0fincidents:writeR\x11status-pages:readR\x12status-pages:writeR\x10subscribers:readR\x11subscribers:writeR\x10maintenance:readR\x11maintenance:writeR\tlogs:readR\nlogs:writeR\x0b\x61lerts:readR\x0c\x61lerts:writeR\x0btokens:readR\x0ctokens:writeR\x0cmembers:readR\rmembers:writeR\rwebhooks:readR\x0ewebhooks:writeR\naudit:readR\raccount:writeR\taccount:*R\x08\x61lerts:*R\x07\x61udit:*R\x0bincidents:*R\x06logs:*R\rmaintenance:*R\tmembers:*R\nmonitors:*R\tsecrets:*R\x0estatus-pages:*R\rsubscribers:*R\x08tokens:*R\nwebhooks:*R\x01*\x12.\n\x14\x64\x61ily_mutation_limit\x18\x04 \x01(\x03\x42\x0b\xbaH\x08\"\x06\x18\xc0\x84=(\x01H\x00\x88\x01\x01\x12\x32\n\x15\x64\x61ily_log_bytes_limit\x18\x05 \x01(\x03\x42\x0e\xbaH\x0b\"\t\x18\x80\x80\x80\x80\x80 (\x01H\x01\x88\x01\x01\x42\x17\n\x15_daily_mutation_limitB\x18\n\x16_daily_log_bytes_limit\"\xb6\x01\n\x13\x43reateTokenResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x15\n\x05token\x18\x04 \x01(\tB\x06\x92\xb5\x18\x02\x08\x01\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x03\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x14\x64\x61ily_mutation_limit\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12!\n\x19\x64\x61ily_mutation_used_today\x18\t \x01(\x03\x12\"\n\x15\x64\x61ily_log_bytes_limit\x18\n \x01(\x03H\x01\x88\x01\x01\x12\"\n\x1a\x64\x61ily_log_bytes_used_today\x18\x0b \x01(\x03\x42\x17\n\x15_daily_mutation_limitB\x18\n\x16_daily_log_bytes_limit\"\x13\n\x11ListTokensRequest\"7\n\x12ListTokensResponse\x12!\n\x06tokens\x18\x01 \x03(\x0b\x32\x11.observe.v1.Token\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x15\n\x13RevokeTokenResponse2\xb5\x03\n\x0cTokenService\x12\x95\x01\n\x0b\x43reateToken\x12\x1e.observe.v1.CreateTokenRequest\x1a\x1f.observe.v1.CreateTokenResponse\"E\x8a\xb5\x18%\n\x0ctokens:write \x01(\xc9\x01\x30\x80\x80\x01\x42\x0c\x43REATE_TOKEN\x82\xd3\xe4\x93\x02\x16\"\x11/api/v1/me/tokens:\x01*\x12w\n\nListTokens\x12\x1d.observe.v1.ListTokensRequest\x1a\x1e.observe.v1.ListTokensResponse\"*\x8a\xb5\x18\r\n\x0btokens:read\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/me/tokens\x12\x93\x01\n\x0bRevokeToken\x12\x1e.observe.v1.RevokeTokenRequest\x1a\x1f.observe.v1.RevokeTokenResponse\"C\x8a\xb5\x18!\n\x0ctokens:write \x01(\xcc\x01\x42\x0cREVOKE_TOKEN\x82\xd3\xe4\x93\x02\x18*\x16/api/v1/me/tokens/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'observe.v1.tokens_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATETOKENREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_CREATETOKENREQUEST'].fields_by_name['name']._serialized_options = b'\272H\tr\004\020\001\030d\310\001\001'
+  _globals['_CREATETOKENREQUEST'].fields_by_name['name']._serialized_options = b'\272H\031r\024\020\001\030d2\016[^\\t\\n\\v\\f\\r ]\310\001\001\222\265\030,**Must contain a character other than spaces'
   _globals['_CREATETOKENREQUEST'].fields_by_name['expires_at']._loaded_options = None
   _globals['_CREATETOKENREQUEST'].fields_by_name['expires_at']._serialized_options = b'\272H\005\262\001\002@\001'
   _globals['_CREATETOKENREQUEST'].fields_by_name['scopes']._loaded_options = None
@@ -54,19 +54,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._serialized_options = b'\212\265\030!\n\014tokens:write \001(\314\001B\014REVOKE_TOKEN\202\323\344\223\002\030*\026/api/v1/me/tokens/{id}'
   _globals['_CREATETOKENREQUEST']._serialized_start=158
-  _globals['_CREATETOKENREQUEST']._serialized_end=977
-  _globals['_CREATETOKENRESPONSE']._serialized_start=980
-  _globals['_CREATETOKENRESPONSE']._serialized_end=1162
-  _globals['_TOKEN']._serialized_start=1165
-  _globals['_TOKEN']._serialized_end=1569
-  _globals['_LISTTOKENSREQUEST']._serialized_start=1571
-  _globals['_LISTTOKENSREQUEST']._serialized_end=1590
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=1592
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=1647
-  _globals['_REVOKETOKENREQUEST']._serialized_start=1649
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1681
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1683
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1704
-  _globals['_TOKENSERVICE']._serialized_start=1707
-  _globals['_TOKENSERVICE']._serialized_end=2144
+  _globals['_CREATETOKENREQUEST']._serialized_end=1041
+  _globals['_CREATETOKENRESPONSE']._serialized_start=1044
+  _globals['_CREATETOKENRESPONSE']._serialized_end=1226
+  _globals['_TOKEN']._serialized_start=1229
+  _globals['_TOKEN']._serialized_end=1633
+  _globals['_LISTTOKENSREQUEST']._serialized_start=1635
+  _globals['_LISTTOKENSREQUEST']._serialized_end=1654
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=1656
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=1711
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1713
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1745
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1747
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1768
+  _globals['_TOKENSERVICE']._serialized_start=1771
+  _globals['_TOKENSERVICE']._serialized_end=2208
 # @@protoc_insertion_point(module_scope)
