@@ -43,7 +43,8 @@ from tests.conftest import ROOT, Server, register
 pytestmark = pytest.mark.slow
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-MAX_EXAMPLES = 25
+# Enough for every operation's rules to be met and broken; the suite's 10-minute budget sets the ceiling.
+MAX_EXAMPLES = 15
 SCHEMATHESIS_CONFIG = """
 seed = 20261129
 color = false
@@ -176,7 +177,7 @@ color = false
 continue-on-failure = true
 [generation]
 mode = "negative"
-max-examples = 20
+max-examples = 12
 allow-x00 = true
 database = "none"
 [cache]
@@ -339,6 +340,8 @@ def _tsc(env: dict[str, str], cwd: Path, *files: str) -> subprocess.CompletedPro
 
 
 def test_typescript_types_from_the_served_document(server: Server, npm_cache: dict[str, str], tmp_path: Path) -> None:
+    if server.backend != "sqlite":
+        pytest.skip("the document is built from the protos alone: the same on every backend (checked on SQLite)")
     with server.client() as c:
         (tmp_path / "openapi.json").write_text(c.get("/openapi.json").text)
     generated = _npx(npm_cache, tmp_path, "openapi-typescript@7", "openapi.json", "-o", "api.ts")
