@@ -13,7 +13,16 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from observe.v1 import accounts_pb2, accounts_pb2_grpc, monitors_pb2, monitors_pb2_grpc, tokens_pb2, tokens_pb2_grpc
+from observe.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    members_pb2,
+    members_pb2_grpc,
+    monitors_pb2,
+    monitors_pb2_grpc,
+    tokens_pb2,
+    tokens_pb2_grpc,
+)
 
 from core.rpc.jsonmap import JsonCodec
 from tests.conftest import ROOT, Persona, Server
@@ -104,6 +113,19 @@ def test_grpc_callers_meet_the_proto_rules_too(owner: Persona, channel: grpc.Cha
     with pytest.raises(grpc.RpcError) as err:
         stub.BulkDeleteMonitors(monitors_pb2.BulkDeleteMonitorsRequest(ids=range(1, 102)), metadata=_auth(owner.pat))
     assert _details(err.value)[0] == "BULK_LIMIT_EXCEEDED"
+
+
+def test_a_role_number_the_proto_does_not_define_is_refused(owner: Persona, channel: grpc.Channel) -> None:
+    """role=99 became "member" on one path and a 500 on another (issue 9)."""
+    stub = members_pb2_grpc.MemberServiceStub(channel)
+    invite = members_pb2.CreateInviteRequest(email="someone@example.com", role=99)  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateInvite(invite, metadata=_auth(owner.pat))
+    assert _details(err.value) == ("VALIDATION_FAILED", [("role", "invalid_enum_value")])
+    change = members_pb2.UpdateMemberRequest(user_id=owner.user_id, role=99)  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpdateMember(change, metadata=_auth(owner.pat))
+    assert _details(err.value) == ("VALIDATION_FAILED", [("role", "invalid_enum_value")])
 
 
 @pytest.mark.parametrize(
