@@ -1,35 +1,24 @@
-"""PAT scopes: the 24 narrow scopes, ``X:*`` resource wildcards and ``*``."""
+"""PAT scopes: the 24 narrow scopes, ``X:*`` resource wildcards and ``*``,
+read from tokens.proto (the list is written once, there)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-SCOPES: tuple[str, ...] = (
-    "monitors:read",
-    "monitors:write",
-    "secrets:read",
-    "secrets:write",
-    "incidents:read",
-    "incidents:write",
-    "status-pages:read",
-    "status-pages:write",
-    "subscribers:read",
-    "subscribers:write",
-    "maintenance:read",
-    "maintenance:write",
-    "logs:read",
-    "logs:write",
-    "alerts:read",
-    "alerts:write",
-    "tokens:read",
-    "tokens:write",
-    "members:read",
-    "members:write",
-    "webhooks:read",
-    "webhooks:write",
-    "audit:read",
-    "account:write",
-)
+from buf.validate import validate_pb2
+from observe.v1 import tokens_pb2
+
+
+def _declared() -> tuple[str, ...]:
+    """The narrow scopes as tokens.proto declares them: the closed set that
+    ``CreateTokenRequest.scopes`` accepts, less the wildcards."""
+    rules = (
+        tokens_pb2.CreateTokenRequest.DESCRIPTOR.fields_by_name["scopes"].GetOptions().Extensions[validate_pb2.field]
+    )
+    return tuple(s for s in getattr(rules.repeated.items.string, "in") if not s.endswith("*"))
+
+
+SCOPES: tuple[str, ...] = _declared()
 WILDCARD = "*"
 RESOURCES: frozenset[str] = frozenset(s.split(":", 1)[0] for s in SCOPES)
 _NARROW = frozenset(SCOPES)
