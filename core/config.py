@@ -58,6 +58,9 @@ class Settings:
     # Bearer token for the per-monitor series on /metrics; unset: never shown.
     metrics_token: str | None = None
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    # Telegram Bot API base (core.alerts.telegram): a self-hosted Bot API
+    # server, or a local receiver in tests.
+    telegram_api_url: str = "https://api.telegram.org"
     session_ttl_days: int = 30
     log_level: str = "info"
     rate_limits: dict[str, str] = field(default_factory=dict)
@@ -102,6 +105,7 @@ class Settings:
                 sender=env("OBSERVE_SMTP_FROM", "observe@localhost"),
                 tls=_env_bool("OBSERVE_SMTP_TLS", False),
             ),
+            telegram_api_url=(env("OBSERVE_TELEGRAM_API_URL") or "https://api.telegram.org").rstrip("/"),
             log_level=env("OBSERVE_LOG_LEVEL", "info"),
             rate_limits={
                 name: env(f"OBSERVE_RATE_LIMIT_{name}") or spec for name, spec in rate_limit_defaults().items()

@@ -19,8 +19,9 @@ log = logging.getLogger("observe.mail")
 
 
 class Mailer:
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, *, timeout: float = 30) -> None:
         self.settings = settings
+        self.timeout = timeout  # seconds, for each SMTP connect, read and write
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def send(self, to: str, subject: str, body: str) -> None:
@@ -54,7 +55,7 @@ class Mailer:
     def _deliver(self, msg: EmailMessage) -> None:
         s = self.settings
         assert s.host is not None
-        with smtplib.SMTP(s.host, s.port, timeout=30) as smtp:
+        with smtplib.SMTP(s.host, s.port, timeout=self.timeout) as smtp:
             if s.tls:
                 smtp.starttls()
             if s.user and s.password:
