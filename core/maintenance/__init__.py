@@ -1,0 +1,1 @@
+"""Maintenance windows: one-off and recurring periods in which covered monitors are left alone."""
