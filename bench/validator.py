@@ -50,7 +50,7 @@ BODY = {
     "tags": ["prod", "web", "eu-west"],
     "failureThreshold": 3,
     "alertEmail": "ops@example.com",
-    "alertSlackUrl": "https://hooks.slack.com/services/T000/B000/XXXX",
+    "alertSlackUrl": "https://hooks.slack.com/services/T0BENCH01/B0BENCH01/benchmarkbody0000000000",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import socket
 import typing
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 
-from core.alerts.base import DeliveryOutcome
+from core.alerts.base import AlertMessage, ChannelSettings, DeliveryOutcome
 from core.checks import targets
 from core.checks.tls import client_context
 
@@ -147,3 +148,24 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+class HookChannel:
+    """A channel whose target is one webhook URL (a secret) that takes one JSON
+    body; a subclass names itself and says what that body is."""
+
+    name = ""
+
+    def __init__(self, settings: ChannelSettings) -> None:
+        self.settings = settings
+
+    def payload(self, message: AlertMessage) -> dict[str, object]:
+        raise TypeError(f"{type(self).__name__} must say what it posts")
+
+    async def send(self, message: AlertMessage, target: str) -> DeliveryOutcome:
+        return await post(
+            target,
+            json.dumps(self.payload(message)).encode(),
+            timeout=self.settings.timeout_sec,
+            allow_private=self.settings.allow_private,
+        )

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 from core.alerts import posting
-from core.alerts.base import AlertMessage, ChannelSettings, DeliveryOutcome
+from core.alerts.base import AlertMessage
 from core.alerts.messages import render
 
 SECTION_LIMIT = 3000  # Slack refuses a section text longer than this
 
 
-class SlackChannel:
+class SlackChannel(posting.HookChannel):
     name = "slack"
 
-    def __init__(self, settings: ChannelSettings) -> None:
-        self.settings = settings
-
-    async def send(self, message: AlertMessage, target: str) -> DeliveryOutcome:
-        return await posting.post(
-            target,
-            json.dumps(payload(message, public_base=self.settings.public_base)).encode(),
-            timeout=self.settings.timeout_sec,
-            allow_private=self.settings.allow_private,
-        )
+    def payload(self, message: AlertMessage) -> dict[str, object]:
+        return payload(message, public_base=self.settings.public_base)
 
 
 def payload(message: AlertMessage, *, public_base: str) -> dict[str, object]:
