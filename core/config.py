@@ -31,6 +31,20 @@ class SmtpSettings:
     tls: bool = False
 
 
+def _env_delays(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """Comma-separated seconds, e.g. ``30,120,420,1230``."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise SystemExit(f"{name} must be comma-separated seconds, e.g. 30,120,420,1230") from None
+    if not delays or any(d < 0 or d != d for d in delays):
+        raise SystemExit(f"{name} must be comma-separated non-negative seconds")
+    return delays
+
+
 def rate_limit_defaults() -> dict[str, str]:
     from core.rpc.ratelimit import DEFAULTS
 
@@ -81,6 +95,14 @@ class Settings:
     # PostgreSQL: how long one API read may run before the server cancels it
     # (503 UNAVAILABLE); 0 turns it off. Migrations and writes have none.
     db_statement_timeout_ms: int = 10000
+    # Incidents (core.incidents): down again within this many seconds of an
+    # automatic resolve reopens the same incident.
+    incident_reopen_sec: int = 300
+    # Alert delivery (core.alerts.dispatcher): the waits before attempts 2, 3,
+    # 4 and 5 in seconds (each with ±20 % jitter; Retry-After wins when
+    # longer). The default spreads five attempts over about 30 minutes; tests
+    # shrink it.
+    alert_retry_delays: tuple[float, ...] = (30.0, 120.0, 420.0, 1230.0)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +144,8 @@ class Settings:
             rollup_retention_days=_env_int("OBSERVE_ROLLUP_RETENTION_DAYS", 400),
             check_interval_scale=float(env("OBSERVE_CHECK_INTERVAL_SCALE") or 1.0),
             db_statement_timeout_ms=_env_int("OBSERVE_DB_STATEMENT_TIMEOUT_MS", 10000),
+            incident_reopen_sec=_env_int("OBSERVE_INCIDENT_REOPEN_SEC", 300),
+            alert_retry_delays=_env_delays("OBSERVE_ALERT_RETRY_DELAYS", (30.0, 120.0, 420.0, 1230.0)),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.storage.tables import metadata
+from core.schema import metadata
 from tests.conftest import Server
 
 

@@ -159,6 +159,7 @@ class MonitorStore:
             has_alert_discord="alertDiscordUrl" in set_secrets,
             has_alert_telegram="alertTelegramBotToken" in set_secrets,
             has_headers="headers" in set_secrets,
+            alert_repeat_interval_min=m.get("alertRepeatIntervalMin", 0),
         )
         last = getattr(row, "last_checked_at", None)
         if last is not None:

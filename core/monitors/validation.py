@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "regions": ["local"],
     "paused": False,
     "publicBadge": False,
+    "alertRepeatIntervalMin": 0,
 }
 TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "http": {"method": "GET", "maxRedirects": 10},

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from core.storage.tables import metadata
+from core.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -220,6 +220,7 @@ class MonitorInput(_message.Message):
     ALERT_DISCORD_URL_FIELD_NUMBER: _builtins.int
     ALERT_TELEGRAM_BOT_TOKEN_FIELD_NUMBER: _builtins.int
     ALERT_TELEGRAM_CHAT_ID_FIELD_NUMBER: _builtins.int
+    ALERT_REPEAT_INTERVAL_MIN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name, 1–200 characters. Required on create."""
     type: Global___MonitorType.ValueType
@@ -297,6 +298,10 @@ class MonitorInput(_message.Message):
     """Telegram bot token. Secret."""
     alert_telegram_chat_id: _builtins.str
     """Telegram chat id. Secret."""
+    alert_repeat_interval_min: _builtins.int
+    """Repeat the down alert every this many minutes while the incident is
+    open and unacknowledged: 0 (off, the default) or 5–1440.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """http types: request headers, at most 20. Secret: sealed at rest, shown
@@ -354,15 +359,18 @@ class MonitorInput(_message.Message):
         alert_discord_url: _builtins.str | None = ...,
         alert_telegram_bot_token: _builtins.str | None = ...,
         alert_telegram_chat_id: _builtins.str | None = ...,
+        alert_repeat_interval_min: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_alert_discord_url", b"_alert_discord_url", "_alert_email", b"_alert_email", "_alert_slack_url", b"_alert_slack_url", "_alert_telegram_bot_token", b"_alert_telegram_bot_token", "_alert_telegram_chat_id", b"_alert_telegram_chat_id", "_alert_webhook_url", b"_alert_webhook_url", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_failure_threshold", b"_failure_threshold", "_grace_sec", b"_grace_sec", "_host", b"_host", "_ignore_tls_errors", b"_ignore_tls_errors", "_interval_sec", b"_interval_sec", "_keyword", b"_keyword", "_keyword_inverted", b"_keyword_inverted", "_max_redirects", b"_max_redirects", "_method", b"_method", "_name", b"_name", "_paused", b"_paused", "_port", b"_port", "_public_badge", b"_public_badge", "_recovery_threshold", b"_recovery_threshold", "_timeout_ms", b"_timeout_ms", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_type", b"_type", "_url", b"_url", "alert_discord_url", b"alert_discord_url", "alert_email", b"alert_email", "alert_slack_url", b"alert_slack_url", "alert_telegram_bot_token", b"alert_telegram_bot_token", "alert_telegram_chat_id", b"alert_telegram_chat_id", "alert_webhook_url", b"alert_webhook_url", "body", b"body", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "host", b"host", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_alert_discord_url", b"_alert_discord_url", "_alert_email", b"_alert_email", "_alert_repeat_interval_min", b"_alert_repeat_interval_min", "_alert_slack_url", b"_alert_slack_url", "_alert_telegram_bot_token", b"_alert_telegram_bot_token", "_alert_telegram_chat_id", b"_alert_telegram_chat_id", "_alert_webhook_url", b"_alert_webhook_url", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_failure_threshold", b"_failure_threshold", "_grace_sec", b"_grace_sec", "_host", b"_host", "_ignore_tls_errors", b"_ignore_tls_errors", "_interval_sec", b"_interval_sec", "_keyword", b"_keyword", "_keyword_inverted", b"_keyword_inverted", "_max_redirects", b"_max_redirects", "_method", b"_method", "_name", b"_name", "_paused", b"_paused", "_port", b"_port", "_public_badge", b"_public_badge", "_recovery_threshold", b"_recovery_threshold", "_timeout_ms", b"_timeout_ms", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_type", b"_type", "_url", b"_url", "alert_discord_url", b"alert_discord_url", "alert_email", b"alert_email", "alert_repeat_interval_min", b"alert_repeat_interval_min", "alert_slack_url", b"alert_slack_url", "alert_telegram_bot_token", b"alert_telegram_bot_token", "alert_telegram_chat_id", b"alert_telegram_chat_id", "alert_webhook_url", b"alert_webhook_url", "body", b"body", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "host", b"host", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alert_discord_url", b"_alert_discord_url", "_alert_email", b"_alert_email", "_alert_slack_url", b"_alert_slack_url", "_alert_telegram_bot_token", b"_alert_telegram_bot_token", "_alert_telegram_chat_id", b"_alert_telegram_chat_id", "_alert_webhook_url", b"_alert_webhook_url", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_failure_threshold", b"_failure_threshold", "_grace_sec", b"_grace_sec", "_host", b"_host", "_ignore_tls_errors", b"_ignore_tls_errors", "_interval_sec", b"_interval_sec", "_keyword", b"_keyword", "_keyword_inverted", b"_keyword_inverted", "_max_redirects", b"_max_redirects", "_method", b"_method", "_name", b"_name", "_paused", b"_paused", "_port", b"_port", "_public_badge", b"_public_badge", "_recovery_threshold", b"_recovery_threshold", "_timeout_ms", b"_timeout_ms", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_type", b"_type", "_url", b"_url", "alert_discord_url", b"alert_discord_url", "alert_email", b"alert_email", "alert_slack_url", b"alert_slack_url", "alert_telegram_bot_token", b"alert_telegram_bot_token", "alert_telegram_chat_id", b"alert_telegram_chat_id", "alert_webhook_url", b"alert_webhook_url", "body", b"body", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "headers", b"headers", "host", b"host", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "regions", b"regions", "tags", b"tags", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alert_discord_url", b"_alert_discord_url", "_alert_email", b"_alert_email", "_alert_repeat_interval_min", b"_alert_repeat_interval_min", "_alert_slack_url", b"_alert_slack_url", "_alert_telegram_bot_token", b"_alert_telegram_bot_token", "_alert_telegram_chat_id", b"_alert_telegram_chat_id", "_alert_webhook_url", b"_alert_webhook_url", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_failure_threshold", b"_failure_threshold", "_grace_sec", b"_grace_sec", "_host", b"_host", "_ignore_tls_errors", b"_ignore_tls_errors", "_interval_sec", b"_interval_sec", "_keyword", b"_keyword", "_keyword_inverted", b"_keyword_inverted", "_max_redirects", b"_max_redirects", "_method", b"_method", "_name", b"_name", "_paused", b"_paused", "_port", b"_port", "_public_badge", b"_public_badge", "_recovery_threshold", b"_recovery_threshold", "_timeout_ms", b"_timeout_ms", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_type", b"_type", "_url", b"_url", "alert_discord_url", b"alert_discord_url", "alert_email", b"alert_email", "alert_repeat_interval_min", b"alert_repeat_interval_min", "alert_slack_url", b"alert_slack_url", "alert_telegram_bot_token", b"alert_telegram_bot_token", "alert_telegram_chat_id", b"alert_telegram_chat_id", "alert_webhook_url", b"alert_webhook_url", "body", b"body", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "headers", b"headers", "host", b"host", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "regions", b"regions", "tags", b"tags", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__alert_discord_url: _TypeAlias = _typing.Literal["alert_discord_url"]  # noqa: Y015
     _WhichOneofArgType__alert_discord_url: _TypeAlias = _typing.Literal["_alert_discord_url", b"_alert_discord_url"]  # noqa: Y015
     _WhichOneofReturnType__alert_email: _TypeAlias = _typing.Literal["alert_email"]  # noqa: Y015
     _WhichOneofArgType__alert_email: _TypeAlias = _typing.Literal["_alert_email", b"_alert_email"]  # noqa: Y015
+    _WhichOneofReturnType__alert_repeat_interval_min: _TypeAlias = _typing.Literal["alert_repeat_interval_min"]  # noqa: Y015
+    _WhichOneofArgType__alert_repeat_interval_min: _TypeAlias = _typing.Literal["_alert_repeat_interval_min", b"_alert_repeat_interval_min"]  # noqa: Y015
     _WhichOneofReturnType__alert_slack_url: _TypeAlias = _typing.Literal["alert_slack_url"]  # noqa: Y015
     _WhichOneofArgType__alert_slack_url: _TypeAlias = _typing.Literal["_alert_slack_url", b"_alert_slack_url"]  # noqa: Y015
     _WhichOneofReturnType__alert_telegram_bot_token: _TypeAlias = _typing.Literal["alert_telegram_bot_token"]  # noqa: Y015
@@ -423,6 +431,8 @@ class MonitorInput(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__alert_discord_url) -> _WhichOneofReturnType__alert_discord_url | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__alert_email) -> _WhichOneofReturnType__alert_email | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__alert_repeat_interval_min) -> _WhichOneofReturnType__alert_repeat_interval_min | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__alert_slack_url) -> _WhichOneofReturnType__alert_slack_url | None: ...
     @_typing.overload
@@ -529,6 +539,7 @@ class Monitor(_message.Message):
     HAS_ALERT_DISCORD_FIELD_NUMBER: _builtins.int
     HAS_ALERT_TELEGRAM_FIELD_NUMBER: _builtins.int
     HAS_HEADERS_FIELD_NUMBER: _builtins.int
+    ALERT_REPEAT_INTERVAL_MIN_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Monitor id."""
     name: _builtins.str
@@ -595,6 +606,8 @@ class Monitor(_message.Message):
     """A Telegram bot token and chat id are set."""
     has_headers: _builtins.bool
     """Request headers are set."""
+    alert_repeat_interval_min: _builtins.int
+    """Minutes between repeats of the down alert; 0: off."""
     @_builtins.property
     def expected_status(self) -> _struct_pb2.Value:
         """Accepted status codes or class; null: 2xx or 3xx."""
@@ -661,10 +674,11 @@ class Monitor(_message.Message):
         has_alert_discord: _builtins.bool = ...,
         has_alert_telegram: _builtins.bool = ...,
         has_headers: _builtins.bool = ...,
+        alert_repeat_interval_min: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_alert_email", b"_alert_email", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_grace_sec", b"_grace_sec", "_host", b"_host", "_keyword", b"_keyword", "_max_redirects", b"_max_redirects", "_method", b"_method", "_port", b"_port", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_url", b"_url", "alert_email", b"alert_email", "body", b"body", "created_at", b"created_at", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "grace_sec", b"grace_sec", "host", b"host", "keyword", b"keyword", "last_checked_at", b"last_checked_at", "max_redirects", b"max_redirects", "method", b"method", "port", b"port", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "updated_at", b"updated_at", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alert_email", b"_alert_email", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_grace_sec", b"_grace_sec", "_host", b"_host", "_keyword", b"_keyword", "_max_redirects", b"_max_redirects", "_method", b"_method", "_port", b"_port", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_url", b"_url", "alert_email", b"alert_email", "body", b"body", "created_at", b"created_at", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "has_alert_discord", b"has_alert_discord", "has_alert_email", b"has_alert_email", "has_alert_slack", b"has_alert_slack", "has_alert_telegram", b"has_alert_telegram", "has_alert_webhook", b"has_alert_webhook", "has_headers", b"has_headers", "host", b"host", "id", b"id", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "last_checked_at", b"last_checked_at", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "regions", b"regions", "status", b"status", "tags", b"tags", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "updated_at", b"updated_at", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_alert_email", b"_alert_email", "_body", b"_body", "_cron", b"_cron", "_dns_record_type", b"_dns_record_type", "_dns_resolver", b"_dns_resolver", "_expected_value", b"_expected_value", "_grace_sec", b"_grace_sec", "_host", b"_host", "_keyword", b"_keyword", "_max_redirects", b"_max_redirects", "_method", b"_method", "_port", b"_port", "_timezone", b"_timezone", "_tls_expiry_days", b"_tls_expiry_days", "_url", b"_url", "alert_email", b"alert_email", "alert_repeat_interval_min", b"alert_repeat_interval_min", "body", b"body", "created_at", b"created_at", "cron", b"cron", "dns_record_type", b"dns_record_type", "dns_resolver", b"dns_resolver", "expected_status", b"expected_status", "expected_value", b"expected_value", "failure_threshold", b"failure_threshold", "grace_sec", b"grace_sec", "has_alert_discord", b"has_alert_discord", "has_alert_email", b"has_alert_email", "has_alert_slack", b"has_alert_slack", "has_alert_telegram", b"has_alert_telegram", "has_alert_webhook", b"has_alert_webhook", "has_headers", b"has_headers", "host", b"host", "id", b"id", "ignore_tls_errors", b"ignore_tls_errors", "interval_sec", b"interval_sec", "keyword", b"keyword", "keyword_inverted", b"keyword_inverted", "last_checked_at", b"last_checked_at", "max_redirects", b"max_redirects", "method", b"method", "name", b"name", "paused", b"paused", "port", b"port", "public_badge", b"public_badge", "recovery_threshold", b"recovery_threshold", "regions", b"regions", "status", b"status", "tags", b"tags", "timeout_ms", b"timeout_ms", "timezone", b"timezone", "tls_expiry_days", b"tls_expiry_days", "type", b"type", "updated_at", b"updated_at", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__alert_email: _TypeAlias = _typing.Literal["alert_email"]  # noqa: Y015
     _WhichOneofArgType__alert_email: _TypeAlias = _typing.Literal["_alert_email", b"_alert_email"]  # noqa: Y015
@@ -1178,6 +1192,97 @@ class RotateHeartbeatTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RotateHeartbeatTokenResponse: _TypeAlias = RotateHeartbeatTokenResponse  # noqa: Y015
+
+@_typing.final
+class TestMonitorAlertRequest(_message.Message):
+    """Test-alert path."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """Monitor id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestMonitorAlertRequest: _TypeAlias = TestMonitorAlertRequest  # noqa: Y015
+
+@_typing.final
+class TestAlertResult(_message.Message):
+    """How one channel's test attempt went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """email, slack, discord, telegram or webhook."""
+    ok: _builtins.bool
+    """The channel took the message (a 2xx answer, or the mail server accepted
+    it).
+    """
+    http_status: _builtins.int
+    """The receiver's HTTP status; null for e-mail or when none came."""
+    error: _builtins.str
+    """Why it failed, in one line (never the channel's secret URL or token);
+    null when ok.
+    """
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        http_status: _builtins.int | None = ...,
+        error: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_http_status", b"_http_status", "error", b"error", "http_status", b"http_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_http_status", b"_http_status", "channel", b"channel", "error", b"error", "http_status", b"http_status", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
+    _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__http_status: _TypeAlias = _typing.Literal["http_status"]  # noqa: Y015
+    _WhichOneofArgType__http_status: _TypeAlias = _typing.Literal["_http_status", b"_http_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__http_status) -> _WhichOneofReturnType__http_status | None: ...
+
+Global___TestAlertResult: _TypeAlias = TestAlertResult  # noqa: Y015
+
+@_typing.final
+class TestMonitorAlertResponse(_message.Message):
+    """One result per configured channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TestAlertResult]:
+        """The channels' outcomes; [] when none is configured."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TestAlertResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestMonitorAlertResponse: _TypeAlias = TestMonitorAlertResponse  # noqa: Y015
 
 @_typing.final
 class BulkCreateMonitorsRequest(_message.Message):

@@ -71,6 +71,11 @@ class MonitorServiceStub:
                 request_serializer=observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenRequest.SerializeToString,
                 response_deserializer=observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenResponse.FromString,
                 _registered_method=True)
+        self.TestMonitorAlert = channel.unary_unary(
+                '/observe.v1.MonitorService/TestMonitorAlert',
+                request_serializer=observe_dot_v1_dot_monitors__pb2.TestMonitorAlertRequest.SerializeToString,
+                response_deserializer=observe_dot_v1_dot_monitors__pb2.TestMonitorAlertResponse.FromString,
+                _registered_method=True)
         self.BulkCreateMonitors = channel.unary_unary(
                 '/observe.v1.MonitorService/BulkCreateMonitors',
                 request_serializer=observe_dot_v1_dot_monitors__pb2.BulkCreateMonitorsRequest.SerializeToString,
@@ -160,6 +165,15 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestMonitorAlert(self, request, context):
+        """Sends a sample alert through every channel the monitor has configured:
+        one attempt each, in parallel, 10 s at most each; every outcome is in
+        the reply. No channel configured: an empty list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BulkCreateMonitors(self, request, context):
         """Creates up to 100 monitors, all or none; a bad item fails the call with
         paths such as monitors[3].intervalSec.
@@ -242,6 +256,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.RotateHeartbeatToken,
                     request_deserializer=observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenRequest.FromString,
                     response_serializer=observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenResponse.SerializeToString,
+            ),
+            'TestMonitorAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMonitorAlert,
+                    request_deserializer=observe_dot_v1_dot_monitors__pb2.TestMonitorAlertRequest.FromString,
+                    response_serializer=observe_dot_v1_dot_monitors__pb2.TestMonitorAlertResponse.SerializeToString,
             ),
             'BulkCreateMonitors': grpc.unary_unary_rpc_method_handler(
                     servicer.BulkCreateMonitors,
@@ -465,6 +484,33 @@ class MonitorService:
             '/observe.v1.MonitorService/RotateHeartbeatToken',
             observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenRequest.SerializeToString,
             observe_dot_v1_dot_monitors__pb2.RotateHeartbeatTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMonitorAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/observe.v1.MonitorService/TestMonitorAlert',
+            observe_dot_v1_dot_monitors__pb2.TestMonitorAlertRequest.SerializeToString,
+            observe_dot_v1_dot_monitors__pb2.TestMonitorAlertResponse.FromString,
             options,
             channel_credentials,
             insecure,

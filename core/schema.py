@@ -1,0 +1,12 @@
+"""The whole schema: the shared tables and every domain's own, on one
+``metadata`` (what migrations and the schema test compare against)."""
+
+from __future__ import annotations
+
+import core.incidents.tables
+import core.maintenance.tables
+from core.storage.tables import metadata
+
+__all__ = ["metadata"]
+# Imported for their tables, which register on ``metadata``.
+_DOMAIN_TABLES = (core.incidents.tables, core.maintenance.tables)
