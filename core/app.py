@@ -9,10 +9,14 @@ from google.protobuf.descriptor import FileDescriptor
 
 from core.accounts.plans import PlanBook, parse_plans
 from core.accounts.service import AuthService, MeService
+from core.alerts.dispatcher import Dispatcher
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
 from core.health import Readiness
+from core.incidents.service import IncidentService
 from core.mail.sender import Mailer
+from core.maintenance.calendar import MaintenanceCalendar
+from core.maintenance.service import MaintenanceService
 from core.members.service import MemberService
 from core.monitors.service import MonitorService
 from core.monitors.store import MonitorStore
@@ -40,6 +44,9 @@ class Core:
     monitors: MonitorService
     rate_limiter: RateLimiter
     ready: Readiness  # /health/ready
+    sealer: Sealer
+    calendar: MaintenanceCalendar  # the server starts and stops it
+    dispatcher: Dispatcher  # alert delivery; the server starts and stops it
 
     async def close(self) -> None:
         await self.db.close()
@@ -62,6 +69,8 @@ def build_core(
     plan_book = PlanBook(parse_plans(settings.plans), settings.default_plan)
     monitor_store = MonitorStore(sealer, settings.public_url)
     monitors = MonitorService(db=db, store=monitor_store, plans=plan_book, allow_private=settings.allow_private_targets)
+    calendar = MaintenanceCalendar(db)
+    dispatcher = Dispatcher(db=db, settings=settings, sealer=sealer)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
         MeService(db=db, plans=plan_book),
@@ -69,6 +78,8 @@ def build_core(
         AuditService(db=db),
         MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
         monitors,
+        IncidentService(db=db, monitor_store=monitor_store, notify=dispatcher.wake),
+        MaintenanceService(db=db, calendar=calendar),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]
@@ -95,4 +106,7 @@ def build_core(
         monitors=monitors,
         rate_limiter=rate_limiter,
         ready=Readiness(db=db, rate_limiter=rate_limiter),
+        sealer=sealer,
+        calendar=calendar,
+        dispatcher=dispatcher,
     )

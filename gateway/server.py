@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from core.app import Core, build_core
 from core.config import Settings
 from core.grpc_server import start_grpc
+from core.incidents.engine import IncidentEngine
 from core.metrics import ApiMetrics
 from core.rpc.methods import build_methods, observe_files
 from core.rpc.proxies import TrustedProxies
@@ -76,11 +77,26 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     await migrate(core.db)
     metrics = ApiMetrics()
     metrics.registry.register(core.rate_limiter)
+    metrics.registry.register(core.dispatcher)
+    # Every core process keeps the maintenance calendar, turns status changes
+    # into incidents and delivers alerts; across processes the event cursor
+    # and the outbox claims (SKIP LOCKED) keep each to one of them.
+    await core.calendar.start()
+    engine = IncidentEngine(
+        db=core.db,
+        settings=settings,
+        calendar=core.calendar,
+        monitor_store=core.monitor_store,
+        notify=core.dispatcher.wake,
+    )
+    await engine.start()
+    await core.dispatcher.start()
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
             db=core.db, store=core.monitor_store, settings=settings, plans=core.plans, metrics=metrics
         )
+        scheduler.hooks.subscribe(engine.on_changes)
         core.monitors.on_change = scheduler.nudge
         await scheduler.start()
     try:
@@ -91,6 +107,9 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await engine.stop()
+        await core.dispatcher.stop()
+        await core.calendar.stop()
         await core.close()
 
 

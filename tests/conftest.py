@@ -136,6 +136,8 @@ CHECKING_ENV = {
     "OBSERVE_CHECK_INTERVAL_SCALE": "0.05",
     "OBSERVE_CHECK_FLUSH_MS": "100",
     "OBSERVE_LEASE_TTL_SEC": "3",
+    # Alert retries after 0.3, 0.6, 1.2 and 2.4 s instead of minutes.
+    "OBSERVE_ALERT_RETRY_DELAYS": "0.3,0.6,1.2,2.4",
 }
 
 
