@@ -1,0 +1,92 @@
+"""The alert outbox: alerts to send, written in the transaction that changes
+the incident, so a crash can lose neither the change nor its alerts.
+
+:func:`enqueue` writes one ``alert_outbox`` row per channel the monitor has
+configured; the dispatcher (:mod:`core.alerts.dispatcher`) sends them. The
+destination (URL, address, bot token) is not copied here: the dispatcher
+reads it from the monitor, sealed as it is stored, when it makes the attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.incidents.tables import alert_outbox
+from core.storage import tables as t
+
+# Channel → the monitor setting that turns it on (secret ones are listed in
+# monitors.secret_fields; alertEmail is a plain setting).
+CHANNEL_FIELDS = {
+    "email": "alertEmail",
+    "slack": "alertSlackUrl",
+    "discord": "alertDiscordUrl",
+    "telegram": "alertTelegramBotToken",
+    "webhook": "alertWebhookUrl",
+}
+
+
+def configured_channels(settings_json: str, secret_fields_json: str) -> list[str]:
+    """The channels a monitor row has configured, from its ``settings`` and ``secret_fields`` columns."""
+    settings: dict[str, Any] = json.loads(settings_json)
+    secret = set(json.loads(secret_fields_json))
+    out = []
+    for channel, key in CHANNEL_FIELDS.items():
+        if settings.get(key) or key in secret:
+            out.append(channel)
+    return out
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    *,
+    org_id: int,
+    monitor_id: int | None,
+    incident_id: int | None,
+    event: str,
+    payload: Mapping[str, Any],
+    now: datetime,
+) -> int:
+    """Queues ``event`` for every channel of the monitor, due now; returns the
+    number of rows written (0 without a monitor or channels). ``payload`` is
+    ``{"incident": …, "monitor": …}`` in REST JSON, as of the event. The caller
+    commits, then wakes the dispatcher."""
+    if monitor_id is None:
+        return 0
+    row = (
+        await conn.execute(
+            select(t.monitors.c.settings, t.monitors.c.secret_fields).where(
+                t.monitors.c.id == monitor_id, t.monitors.c.org_id == org_id
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return 0
+    channels = configured_channels(row.settings, row.secret_fields)
+    if not channels:
+        return 0
+    body = json.dumps(payload, separators=(",", ":"))
+    await conn.execute(
+        insert(alert_outbox),
+        [
+            {
+                "org_id": org_id,
+                "incident_id": incident_id,
+                "monitor_id": monitor_id,
+                "event": event,
+                "channel": channel,
+                "payload": body,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for channel in channels
+        ],
+    )
+    return len(channels)
