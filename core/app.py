@@ -9,6 +9,7 @@ from google.protobuf.descriptor import FileDescriptor
 
 from core.accounts.plans import PlanBook, parse_plans
 from core.accounts.service import AuthService, MeService
+from core.alerts import ChannelSettings
 from core.alerts.dispatcher import Dispatcher
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
@@ -69,7 +70,9 @@ def build_core(
     plan_book = PlanBook(parse_plans(settings.plans), settings.default_plan)
     monitor_store = MonitorStore(sealer, settings.public_url)
     monitors = MonitorService(db=db, store=monitor_store, plans=plan_book, allow_private=settings.allow_private_targets)
+    monitors.alert_settings = ChannelSettings.from_settings(settings)
     calendar = MaintenanceCalendar(db)
+    monitor_store.calendar = calendar  # covered monitors show "maintenance"
     dispatcher = Dispatcher(db=db, settings=settings, sealer=sealer)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
 from core.accounts.plans import PlanBook
+from core.alerts import ChannelSettings
+from core.alerts.testing import send_test_alert
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found
 from core.monitors import history
 from core.monitors import validation as val
@@ -26,6 +28,9 @@ BULK_RESOURCE = "monitors:bulk"
 
 
 class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
+    # The alert channels' settings (core/app.py sets them from Settings) for test alerts.
+    alert_settings: ChannelSettings | None = None
+
     def __init__(
         self,
         *,
@@ -263,6 +268,21 @@ class MonitorService(monitors_pb2_grpc.MonitorServiceServicer):
         ctx.audit.resource = BULK_RESOURCE
         self.on_change()
         return monitors_pb2.BulkDeleteMonitorsResponse()
+
+    # ---- alerts --------------------------------------------------------------
+
+    async def TestMonitorAlert(
+        self, request: monitors_pb2.TestMonitorAlertRequest, ctx: CallContext
+    ) -> monitors_pb2.TestMonitorAlertResponse:
+        principal = ctx.require_principal()
+        async with self.db.read() as conn:
+            (row,) = await self._rows(conn, principal.org_id, [request.id])
+        ctx.audit.resource = f"monitor:{request.id}"
+        settings = self.alert_settings or ChannelSettings(
+            public_base=self.store.public_url, allow_private=self.allow_private
+        )
+        results = await send_test_alert(self.db, self.store, settings, row)
+        return monitors_pb2.TestMonitorAlertResponse(results=results)
 
     # ---- history -------------------------------------------------------------
 
