@@ -18,7 +18,8 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
-    at: float
+    at: float  # time.monotonic() on arrival
+    wall: float = field(default_factory=time.time)  # time.time() on arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -48,6 +49,10 @@ class Receiver:
                 return got
             time.sleep(0.02)
         raise AssertionError(f"{path_prefix}: {len(self.at(path_prefix))} of {count} requests arrived")
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # bursts of alerts: the default 5 would refuse connections
 
 
 @contextmanager
@@ -80,7 +85,7 @@ def recording_receiver(port: int = 0, answer: Callable[[str], int] | None = None
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = _Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     holder.append(Receiver(server))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
