@@ -96,6 +96,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
         scheduler = Scheduler(
             db=core.db, store=core.monitor_store, settings=settings, plans=core.plans, metrics=metrics
         )
+        scheduler.writer.calendar = core.calendar  # maintenance stays out of the rollups (uptime)
         scheduler.hooks.subscribe(engine.on_changes)
         core.monitors.on_change = scheduler.nudge
         await scheduler.start()

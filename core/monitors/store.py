@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format, struct_pb2
 from observe.v1 import monitors_pb2
@@ -18,6 +18,9 @@ from core.rpc.jsonmap import enum_json_names
 from core.storage import tables as t
 from core.storage.sealing import Sealer
 from core.tokens import secrets as token_secrets
+
+if TYPE_CHECKING:
+    from core.maintenance.calendar import MaintenanceCalendar
 
 COLUMNS = {"name": "name", "type": "type", "intervalSec": "interval_sec", "timeoutMs": "timeout_ms", "paused": "paused"}
 STATUS_NUMBERS = {name: number for number, name in enum_json_names(monitors_pb2.MonitorStatus.DESCRIPTOR).items()}
@@ -51,6 +54,9 @@ def tagged(org_id: int, tags: list[str]) -> Select[tuple[int]]:
 
 class MonitorStore:
     """Turns the settings dict (API field names) into rows and rows into messages."""
+
+    # Covered monitors show "maintenance" (core/app.py sets it; None: never).
+    calendar: MaintenanceCalendar | None = None
 
     def __init__(self, sealer: Sealer, public_url: str) -> None:
         self.sealer = sealer
@@ -136,6 +142,9 @@ class MonitorStore:
         m: dict[str, Any] = json.loads(row.settings)
         set_secrets = set(json.loads(row.secret_fields))
         status = "paused" if row.paused else (getattr(row, "status", None) or "pending")
+        org_id = getattr(row, "org_id", None)
+        if status != "paused" and self.calendar is not None and org_id is not None:
+            status = "maintenance" if self.calendar.covered_now(org_id, row.id) else status
         out = monitors_pb2.Monitor(
             id=row.id,
             name=row.name,

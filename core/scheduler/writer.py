@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +20,9 @@ from core.scheduler.events import StatusChange, StatusHooks
 from core.scheduler.jobs import Job
 from core.storage import tables as t
 from core.storage.db import Database
+
+if TYPE_CHECKING:
+    from core.maintenance.calendar import MaintenanceCalendar
 
 _STATE_UPDATE = (
     update(t.monitor_state)
@@ -63,8 +66,18 @@ class _Batch:
 
 
 class ResultWriter:
-    def __init__(self, db: Database, owner: str, hooks: StatusHooks, lock: asyncio.Lock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        owner: str,
+        hooks: StatusHooks,
+        lock: asyncio.Lock,
+        calendar: MaintenanceCalendar | None = None,
+    ) -> None:
         self.db = db
+        # Results of monitors a maintenance window covers stay out of the
+        # rollups (uptime leaves maintenance out); None: no exclusion.
+        self.calendar = calendar
         self.owner = owner
         self.hooks = hooks
         self.lock = lock
@@ -97,6 +110,8 @@ class ResultWriter:
             batch.events.append(
                 StatusChange(0, job.id, job.org_id, started_at, change[0], change[1], result.reason, result.error)
             )
+        if self.calendar is not None and self.calendar.covered_now(job.org_id, job.id):
+            return
         for level in range(len(LEVELS)):
             key = (job.id, level, bucket_start(started_at, level))
             agg = batch.deltas.get(key)
