@@ -16,10 +16,10 @@ import grpc
 import httpx
 import pytest
 from observe.v1 import incidents_pb2, incidents_pb2_grpc
-from sqlalchemy import select
+from sqlalchemy import select, update
 from standardwebhooks import Webhook
 
-from core.incidents.tables import alert_deliveries
+from core.incidents.tables import alert_deliveries, incidents
 from core.rpc.jsonmap import JsonCodec
 from tests.conftest import CHECKING_ENV, Persona, Server, SmtpSink, register, start_server, stop_server
 from tests.receivers import Receiver, recording_receiver
@@ -300,4 +300,44 @@ def test_a_maintenance_window_holds_the_incident_until_it_ends(
         (incident,) = wait_for(lambda: incidents_of(c, mid), what="the incident after the window")
         assert datetime.fromisoformat(incident["startedAt"]) >= ends - timedelta(seconds=1)
         assert receiver.wait_for("/maint")[0].json()["type"] == "incident.opened"
+        target.status = 200
+
+
+def test_a_flapping_target_keeps_one_incident_and_repeats_stop_on_acknowledge(
+    flow_server: Server, receiver: Receiver, target: Target
+) -> None:
+    owner = register(flow_server)
+    with owner.client() as c:
+        body = monitor_body(target, receiver, "flap", alertWebhookUrl=receiver.url("/flap"), alertRepeatIntervalMin=5)
+        mid = create_monitor(c, body)["id"]
+        wait_for(lambda: c.get(f"/api/v1/monitors/{mid}").json()["status"] == "up", what="up")
+        target.status = 500
+        (incident,) = wait_for(lambda: incidents_of(c, mid), what="an incident")
+        target.status = 200
+        wait_for(lambda: incidents_of(c, mid)[0]["resolvedAt"], what="the resolve")
+        target.status = 500  # down again well within the 300 s reopen window
+        wait_for(lambda: incidents_of(c, mid)[0]["resolvedAt"] is None, what="the reopen")
+        (again,) = incidents_of(c, mid)
+        assert again["id"] == incident["id"]
+        events = [s.json()["type"] for s in receiver.wait_for("/flap", 3)]
+        assert events == ["incident.opened", "incident.resolved", "incident.reopened"]
+        detail = c.get(f"/api/v1/incidents/{incident['id']}").json()
+        assert [u["status"] for u in detail["updates"]] == ["investigating", "resolved", "investigating"]
+
+        # The repeat is due (moved forward in the database rather than waiting five minutes): the down
+        # alert goes out again; once acknowledged, no more repeats.
+        def make_repeat_due() -> None:
+            flow_server.sql(
+                update(incidents).where(incidents.c.id == incident["id"]).values(next_repeat_at=datetime.now(UTC))
+            )
+
+        make_repeat_due()
+        repeat = receiver.wait_for("/flap", 4)[3].json()
+        assert repeat["type"] == "incident.opened"
+        assert repeat["data"]["incident"]["id"] == incident["id"]
+        assert c.post(f"/api/v1/incidents/{incident['id']}/acknowledge").status_code == 200
+        assert receiver.wait_for("/flap", 5)[4].json()["type"] == "incident.acknowledged"
+        make_repeat_due()
+        time.sleep(1.5)  # the engine looks every second
+        assert len(receiver.at("/flap")) == 5
         target.status = 200
