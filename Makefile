@@ -65,6 +65,7 @@ bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install w
 	$(PY) -m bench.api_me
 	$(PY) -m bench.checker_throughput
 	$(PY) -m bench.monitors_scale
+	$(PY) -m bench.alert_delivery
 
 clean: ## remove the venv and local data
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache

@@ -33,12 +33,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from core import clock
 from core.alerts import AlertMessage, ChannelSettings, DeliveryOutcome, channels
@@ -103,6 +103,8 @@ class Dispatcher:
         self._sending: dict[int, asyncio.Task[None]] = {}  # outbox id → its attempt
         self._due: list[float] = []  # monotonic times of retries this process scheduled
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._recording: list[tuple[Any, DeliveryOutcome, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._depth = 0
         self._open_incidents = 0
 
@@ -129,6 +131,10 @@ class Dispatcher:
             for task in sending:
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
+        writer = self._writer
+        if writer is not None and not writer.done():  # records already under way are kept
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
         # What was cut short goes back to the outbox at once, for the next process to send.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5), self.db.write() as conn:
@@ -270,48 +276,83 @@ class Dispatcher:
         return outcome
 
     async def _record(self, row: Any, outcome: DeliveryOutcome) -> None:
-        number = row.attempts + 1
+        """Writes the attempt's record and moves its outbox row on; returns once that is committed.
+
+        Attempts that end together share one transaction (a group commit: one writer drains what has
+        queued while the previous transaction ran), so records cost no write transaction each."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._recording.append((row, outcome, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_records(), name="alert-records")
+        await done
+
+    async def _write_records(self) -> None:
+        while self._recording:
+            batch, self._recording = self._recording, []
+            try:
+                await self._write(batch)
+            except Exception as exc:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _write(self, batch: list[tuple[Any, DeliveryOutcome, asyncio.Future[None]]]) -> None:
         now = clock.precise_now()
-        values: dict[str, Any] = {"attempts": number, "claimed_by": None, "claimed_until": None}
-        wait: float | None = None
-        if outcome.outcome == "delivered":
-            state = result = "delivered"
-        elif outcome.outcome == "retry" and number < MAX_ATTEMPTS:
-            state, result = "pending", "retrying"
-            wait = next_wait(number, self.settings.alert_retry_delays, outcome.retry_after_sec)
-            values["next_attempt_at"] = now + timedelta(seconds=wait)
-        else:
-            state = result = "failed"
-        values["state"] = state
-        if state != "pending":
-            values["done_at"] = now
+        ids = [row.id for row, _, _ in batch]
+        written: list[tuple[str, str, float | None]] = []  # channel, outcome, wait
         async with self.db.write() as conn:
-            moved = await conn.execute(
-                update(alert_outbox)
-                .where(_o.id == row.id, _o.claimed_by == self.node_id, _o.state == "pending")
-                .values(**values)
-            )
-            if moved.rowcount != 1:
-                log.warning("alert %s (%s): the claim lapsed before the attempt was recorded", row.id, row.channel)
-                return
-            await conn.execute(
-                insert(alert_deliveries).values(
-                    outbox_id=row.id,
-                    incident_id=row.incident_id,
-                    org_id=row.org_id,
-                    channel=row.channel,
-                    event=row.event,
-                    attempt=number,
-                    outcome=result,
-                    http_status=outcome.http_status,
-                    error=_one_line(outcome.error),
-                    at=now,
+            # Only rows this process still holds: a lapsed claim is someone else's row now.
+            held = select(_o.id).where(_o.id.in_(ids), _o.claimed_by == self.node_id, _o.state == "pending")
+            if not self.db.is_sqlite:
+                held = held.with_for_update()
+            mine = set((await conn.execute(held)).scalars())
+            moves, records = [], []
+            for row, outcome, _ in batch:
+                if row.id not in mine:
+                    log.warning("alert %s (%s): the claim lapsed before the attempt was recorded", row.id, row.channel)
+                    continue
+                number = row.attempts + 1
+                wait: float | None = None
+                next_at: datetime = row.next_attempt_at
+                done_at: datetime | None = now
+                if outcome.outcome == "delivered":
+                    state = result = "delivered"
+                elif outcome.outcome == "retry" and number < MAX_ATTEMPTS:
+                    state, result = "pending", "retrying"
+                    wait = next_wait(number, self.settings.alert_retry_delays, outcome.retry_after_sec)
+                    next_at, done_at = now + timedelta(seconds=wait), None
+                else:
+                    state = result = "failed"
+                moves.append({"b_id": row.id, "b_state": state, "b_attempts": number, "b_next": next_at,
+                              "b_done": done_at})  # fmt: skip
+                records.append(
+                    {
+                        "outbox_id": row.id,
+                        "incident_id": row.incident_id,
+                        "org_id": row.org_id,
+                        "channel": row.channel,
+                        "event": row.event,
+                        "attempt": number,
+                        "outcome": result,
+                        "http_status": outcome.http_status,
+                        "error": _one_line(outcome.error),
+                        "at": now,
+                    }
                 )
-            )
-        self._counts[(row.channel, result)] += 1
-        if wait is not None:
-            heapq.heappush(self._due, time.monotonic() + wait)
-            self._wake.set()  # the loop may be sleeping longer than this wait
+                written.append((row.channel, result, wait))
+            if moves:
+                await conn.execute(_MOVE, moves)
+                await conn.execute(insert(alert_deliveries), records)
+        for channel, result, wait in written:
+            self._counts[(channel, result)] += 1
+            if wait is not None:
+                heapq.heappush(self._due, time.monotonic() + wait)
+        if any(wait is not None for _, _, wait in written):
+            self._wake.set()  # the loop may be sleeping longer than the shortest wait
 
     # ---- metrics ---------------------------------------------------------------
 
@@ -324,6 +365,21 @@ class Dispatcher:
         yield deliveries
         yield GaugeMetricFamily("observe_alert_outbox_depth", "Alerts waiting to be delivered", value=self._depth)
         yield GaugeMetricFamily("observe_incidents_open", "Incidents not resolved", value=self._open_incidents)
+
+
+# One outbox row moved on after an attempt (executemany: a batch in one round trip).
+_MOVE = (
+    update(alert_outbox)
+    .where(_o.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=bindparam("b_next"),
+        done_at=bindparam("b_done"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
 
 
 def _one_line(error: str | None) -> str | None:
