@@ -2,7 +2,7 @@
 scheduler's rollups and the incident engine) and at a given instant.
 
 The calendar holds every window of every organisation, parsed once per
-(id, updated_at). ``refresh()`` reloads them and resolves tags into monitor
+schedule (its times, rule and zone). ``refresh()`` reloads them and resolves tags into monitor
 ids; between reloads, "now" answers come from memory: each window's phase
 (active or not, and until when) is recomputed only once its next start or
 end has passed, so ``covered_now`` costs a clock read and two set lookups.
@@ -25,11 +25,12 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.maintenance.schedule import Schedule
+from core.maintenance.schedule import Schedule, State, Status
 from core.maintenance.store import schedule_of
 from core.maintenance.tables import maintenance_windows as mw
 from core.storage import tables as t
@@ -42,13 +43,19 @@ REFRESH_SEC = 2.0
 # read the rows as they were before it (the change commits when its call ends).
 SETTLE_SEC = 1.0
 _COLUMNS = (mw.c.id, mw.c.org_id, mw.c.starts_at, mw.c.ends_at, mw.c.rrule, mw.c.timezone,
-            mw.c.monitor_ids, mw.c.tags, mw.c.all_monitors, mw.c.updated_at)  # fmt: skip
+            mw.c.monitor_ids, mw.c.tags, mw.c.all_monitors)  # fmt: skip
+# A window's schedule as a key: two edits within a second share updated_at.
+Key = tuple[int, datetime, datetime, str | None, str]
+
+
+def _key(row: Any) -> Key:
+    return (row.id, row.starts_at, row.ends_at, row.rrule, row.timezone)
 
 
 @dataclass(frozen=True, slots=True)
 class _Window:
     id: int
-    key: tuple[int, datetime]  # (id, updated_at): a change makes a new key
+    key: Key  # a change of schedule makes a new key
     org_id: int
     schedule: Schedule
     monitor_ids: frozenset[int]  # by id, plus (after a refresh) those its tags matched
@@ -58,16 +65,28 @@ class _Window:
 
 @dataclass(frozen=True, slots=True)
 class _Phase:
-    """A window between two of its boundaries: in an occurrence or not, until when (None: for good)."""
+    """A window between two of its boundaries: its state, and until when it
+    holds (None: for good)."""
 
-    active: bool
+    state: State
     until: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.state.status is Status.ACTIVE
+
+    def holds(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
 
 
 def _phase(schedule: Schedule, now: datetime) -> _Phase:
     current, upcoming = schedule.current(now), schedule.upcoming(now)
     bounds = [b for b in (current.ends_at if current else None, upcoming.starts_at if upcoming else None) if b]
-    return _Phase(current is not None, min(bounds) if bounds else None)
+    if current is not None:
+        state = State(Status.ACTIVE, current)
+    else:
+        state = State(Status.SCHEDULED if upcoming else Status.COMPLETED, upcoming)
+    return _Phase(state, min(bounds) if bounds else None)
 
 
 class MaintenanceCalendar:
@@ -75,8 +94,8 @@ class MaintenanceCalendar:
         self.db = db
         self._windows: dict[int, _Window] = {}
         self._by_org: dict[int, list[_Window]] = {}
-        self._parsed: dict[tuple[int, datetime], Schedule] = {}
-        self._phases: dict[tuple[int, datetime], _Phase] = {}
+        self._parsed: dict[Key, Schedule] = {}
+        self._phases: dict[Key, _Phase] = {}
         self._active: frozenset[tuple[int, int]] = frozenset()
         self._active_orgs: frozenset[int] = frozenset()  # orgs with an active allMonitors window
         self._until: datetime | None = None  # the next boundary of any window
@@ -99,18 +118,16 @@ class MaintenanceCalendar:
             return  # may predate a change still committing; the loop comes back after SETTLE_SEC
         self._apply(*loaded)
 
-    async def _load(self, conn: AsyncConnection) -> tuple[list[_Window], dict[tuple[int, datetime], _Phase]]:
+    async def _load(self, conn: AsyncConnection) -> tuple[list[_Window], dict[Key, _Phase]]:
         rows = (await conn.execute(select(*_COLUMNS))).all()
         now = datetime.now(UTC)
         windows: list[_Window] = []
-        phases: dict[tuple[int, datetime], _Phase] = {}
+        phases: dict[Key, _Phase] = {}
         for row in rows:
-            key = (row.id, row.updated_at)
+            key = _key(row)
             schedule = self._parsed.get(key) or schedule_of(row)
             phase = self._phases.get(key)
-            phases[key] = (
-                phase if phase is not None and (phase.until is None or now < phase.until) else (_phase(schedule, now))
-            )
+            phases[key] = phase if phase is not None and phase.holds(now) else _phase(schedule, now)
             windows.append(
                 _Window(
                     row.id,
@@ -125,7 +142,7 @@ class MaintenanceCalendar:
         return await self._resolve_tags(conn, windows, phases), phases
 
     async def _resolve_tags(
-        self, conn: AsyncConnection, windows: list[_Window], phases: dict[tuple[int, datetime], _Phase]
+        self, conn: AsyncConnection, windows: list[_Window], phases: dict[Key, _Phase]
     ) -> list[_Window]:
         """Adds to each window not yet over the monitors its tags match now."""
         live = {w.id for w in windows if w.tags and (phases[w.key].active or phases[w.key].until is not None)}
@@ -147,7 +164,7 @@ class MaintenanceCalendar:
             out.append(w)
         return out
 
-    def _apply(self, windows: list[_Window], phases: dict[tuple[int, datetime], _Phase]) -> None:
+    def _apply(self, windows: list[_Window], phases: dict[Key, _Phase]) -> None:
         self._parsed = {w.key: w.schedule for w in windows}
         self._phases = phases
         self._windows = {w.id: w for w in windows}
@@ -164,7 +181,7 @@ class MaintenanceCalendar:
         until: datetime | None = None
         for w in self._windows.values():
             phase = self._phases[w.key]
-            if phase.until is not None and now >= phase.until:
+            if not phase.holds(now):
                 phase = self._phases[w.key] = _phase(w.schedule, now)
             if phase.active:
                 if w.all_monitors:
@@ -197,6 +214,16 @@ class MaintenanceCalendar:
         c = t.monitor_tags.c
         found = await conn.execute(select(c.tag).where(c.monitor_id == monitor_id, c.tag.in_(tags)).limit(1))
         return found.first() is not None
+
+    def state(self, row: Any, now: datetime) -> State:
+        """A window's state at ``now`` (a row of maintenance_windows): from the
+        phase kept since its last boundary when the calendar knows this
+        version of it, else computed (expanding a rule costs time)."""
+        key = _key(row)
+        phase = self._phases.get(key)
+        if phase is not None and phase.holds(now):
+            return phase.state
+        return _phase(self._parsed.get(key) or schedule_of(row), now).state
 
     def next_change(self) -> datetime | None:
         """The next instant at which some window starts or ends; None when none is left."""

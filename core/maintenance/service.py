@@ -91,7 +91,8 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
                 v.add(f"monitorIds[{i}]", "custom", f"No monitor {monitor_id} in this organisation")
 
     async def _projection(self, conn: AsyncConnection, org_id: int, window_id: int) -> Any:
-        return store.projection(await self._row(conn, org_id, window_id), clock.precise_now())
+        row = await self._row(conn, org_id, window_id)
+        return store.projection(row, self.calendar.state(row, clock.precise_now()))
 
     # ---- RPCs ------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
         page, more = rows[:limit], len(rows) > limit
         now = clock.precise_now()
         return maintenance_pb2.ListMaintenanceWindowsResponse(
-            windows=[store.projection(row, now) for row in page],
+            windows=[store.projection(row, self.calendar.state(row, now)) for row in page],
             next_cursor=paging.cursor_out(page[-1].id, CURSOR_KIND) if more and page else "",
         )
 

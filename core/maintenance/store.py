@@ -15,7 +15,7 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
-from core.maintenance.schedule import Schedule, ScheduleError, parse_schedule
+from core.maintenance.schedule import Schedule, ScheduleError, State, parse_schedule
 from core.maintenance.tables import maintenance_windows as mw
 from core.rpc.jsonmap import enum_json_names
 
@@ -149,10 +149,9 @@ def schedule_of(row: Any) -> Schedule:
         return parse_schedule(starts_at=row.starts_at, ends_at=row.ends_at)
 
 
-def projection(row: Any, now: datetime, schedule: Schedule | None = None) -> maintenance_pb2.MaintenanceWindow:
-    """The public projection at ``now``: the stored fields plus status and
-    the current (while active) or next occurrence."""
-    state = (schedule or schedule_of(row)).state(now)
+def projection(row: Any, state: State) -> maintenance_pb2.MaintenanceWindow:
+    """The public projection: the stored fields plus ``state`` (status and
+    the current occurrence while active, else the next)."""
     out = maintenance_pb2.MaintenanceWindow(
         id=row.id,
         name=row.name,
