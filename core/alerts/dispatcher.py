@@ -75,6 +75,7 @@ class Attempt:
     row: Any  # the alert_outbox row
     settings: dict[str, Any] | None  # the monitor's, secrets opened; None: the monitor is gone
     webhook_secret: str | None  # sealed, as orgs has it
+    problem: str | None = None  # why it cannot be sent at all
 
 
 def next_wait(attempt: int, delays: tuple[float, ...], retry_after: float | None) -> float:
@@ -215,8 +216,12 @@ class Dispatcher:
             rows = (await conn.execute(query)).all()
         for row in rows:
             # The row carries the monitor's columns too (NULL when the monitor is gone).
-            settings = self.store.settings(row) if row.settings is not None else None
-            attempt = Attempt(row, settings, row.org_webhook_secret)
+            settings, problem = None, None
+            try:
+                settings = self.store.settings(row) if row.settings is not None else None
+            except Exception:  # sealed with a key this server no longer has
+                problem = "the monitor's alert settings could not be opened (server key)"
+            attempt = Attempt(row, settings, row.org_webhook_secret, problem)
             self._sending[row.id] = asyncio.create_task(self._attempt(attempt), name=f"alert-{row.id}")
         return len(rows)
 
@@ -247,12 +252,18 @@ class Dispatcher:
 
     async def _send(self, attempt: Attempt) -> DeliveryOutcome:
         row = attempt.row
+        if attempt.problem is not None:
+            return DeliveryOutcome("failed", error=attempt.problem)
         channel = self.channels.get(row.channel)
         if channel is None or attempt.settings is None:
             return DeliveryOutcome("failed", error=dest.NOT_CONFIGURED)
         secret = None
         if row.channel == "webhook" and attempt.settings.get("alertWebhookUrl"):
-            secret = await dest.org_webhook_secret(self.db, self.sealer, row.org_id, attempt.webhook_secret)
+            try:
+                secret = await dest.org_webhook_secret(self.db, self.sealer, row.org_id, attempt.webhook_secret)
+            except Exception as exc:  # the database, or a secret sealed with a key no longer here
+                log.warning("alert %s: the org's webhook secret: %s", row.id, type(exc).__name__)
+                return DeliveryOutcome("retry", error="could not read the org's webhook signing secret")
         target = dest.target(row.channel, attempt.settings, secret)
         if target is None:
             return DeliveryOutcome("failed", error=dest.NOT_CONFIGURED)
