@@ -397,7 +397,7 @@ def test_two_dispatchers_deliver_each_row_once(env: Env, receiver: Receiver) -> 
 # ---- test alerts over REST ------------------------------------------------------------
 
 
-def test_test_alert_tries_each_channel_once(owner: Persona, receiver: Receiver) -> None:
+def test_test_alert_tries_each_channel_once(owner: Persona, outsider: Persona, receiver: Receiver) -> None:
     with owner.client() as c:
         base = {"type": "http", "url": "http://127.0.0.1:1/", "paused": True}
         both = c.post(
@@ -420,6 +420,8 @@ def test_test_alert_tries_each_channel_once(owner: Persona, receiver: Receiver) 
         assert c.post(f"/api/v1/monitors/{silent.json()['id']}/test-alert").json() == {"results": []}
         secret = c.get("/api/v1/me/webhook-secret").json()["secret"]
         assert c.post("/api/v1/monitors/999999999/test-alert").status_code == 404
+    with outsider.client() as c:  # another org's monitor is not found
+        assert c.post(f"/api/v1/monitors/{both.json()['id']}/test-alert").status_code == 404
 
     (hook,) = receiver.at("/ok/hook")
     sent = Webhook(secret).verify(hook.body, hook.headers)  # signed with the org's secret
