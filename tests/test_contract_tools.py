@@ -70,6 +70,15 @@ include-method = "PATCH"
 include-path-regex = "^/api/v1/monitors/[^/]+$"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+[[operations]]
+include-method = "GET"
+include-path = "/api/v1/incidents"
+parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T00:00:00Z" }}
+[[operations]]
+include-method = "POST"
+include-path = "/api/v1/incidents"
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """
 
 
