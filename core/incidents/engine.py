@@ -175,10 +175,10 @@ class IncidentEngine:
         return 0
 
     async def _down(self, conn: AsyncConnection, event: Any, now: datetime) -> int:
-        if await store.open_incident_of(conn, event.monitor_id) is not None:
-            return 0
-        monitor = await self._monitor(conn, event.monitor_id)
-        if monitor is None:
+        # The monitor row is locked first, as a manual CreateIncident does, so
+        # the two cannot both find no open incident and open one each.
+        monitor = await self._monitor(conn, event.monitor_id, lock=not self.db.is_sqlite)
+        if monitor is None or await store.open_incident_of(conn, event.monitor_id) is not None:
             return 0
         cause = await self._cause(conn, event)
         if await self.calendar.covers(conn, event.org_id, event.monitor_id, event.at):
@@ -247,10 +247,10 @@ class IncidentEngine:
                     select(t.monitor_state.c.status).where(t.monitor_state.c.monitor_id == row.monitor_id)
                 )
             ).scalar_one_or_none()
-            if status != "down" or await store.open_incident_of(conn, row.monitor_id) is not None:
+            if status != "down":
                 continue
-            monitor = await self._monitor(conn, row.monitor_id)
-            if monitor is not None:
+            monitor = await self._monitor(conn, row.monitor_id, lock=not self.db.is_sqlite)
+            if monitor is not None and await store.open_incident_of(conn, row.monitor_id) is None:
                 cause = json.loads(row.cause) if row.cause else {"reason": "unknown", "regions": ["local"]}
                 sent += await self._open(conn, monitor, cause, started_at=now, now=now)
         return sent
@@ -304,10 +304,12 @@ class IncidentEngine:
         )
 
     @staticmethod
-    async def _monitor(conn: AsyncConnection, monitor_id: int) -> Any | None:
+    async def _monitor(conn: AsyncConnection, monitor_id: int, *, lock: bool = False) -> Any | None:
         query = select(t.monitors.c.id, t.monitors.c.org_id, t.monitors.c.name, t.monitors.c.settings).where(
             t.monitors.c.id == monitor_id
         )
+        if lock:
+            query = query.with_for_update()
         return (await conn.execute(query)).one_or_none()
 
     @staticmethod
