@@ -42,7 +42,7 @@ async def send_test_alert(
     async def one(name: str) -> monitors_pb2.TestAlertResult:
         target = dest.target(name, opened, secret)
         if target is None:
-            outcome = DeliveryOutcome("failed", error=dest.NOT_CONFIGURED)
+            outcome = DeliveryOutcome("failed", error="the channel is not fully configured")
         else:
             try:
                 async with asyncio.timeout(settings.timeout_sec + 1):
