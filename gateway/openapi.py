@@ -261,9 +261,11 @@ class _Schemas:
         if mode != "patch":
             extra = message_schemas(desc, rules, frozenset(required)) + oneof_rules
             if extra:
-                # Each rule R as {"if": R, "else": false}, which means R: validators and test-data
+                # Each rule R as {"if": true, "then": R}, which means R: validators and test-data
                 # generators apply it, type generators (openapi-typescript) keep the object type plain.
-                schema["allOf"] = [{"if": rule, "else": False} for rule in extra]
+                # (Not {"if": R, "else": false}: equal, but a generator negates R to reach the else,
+                # and the negation of the per-type cases outgrows schemathesis' canonicaliser.)
+                schema["allOf"] = [{"if": True, "then": rule} for rule in extra]
         elif notes:
             notes = [f"{n} (checked on the result of the patch)" for n in notes]
         text = _describe(self.comments.get(desc.full_name, ""), notes)

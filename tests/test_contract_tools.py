@@ -22,6 +22,13 @@ What the run pins, and why (everything else is generated from the document):
   it holds depends on the stored monitor (a field for another type, a
   timeout above the stored interval), which no schema of the patch can know.
   Negative patches are still checked; so is every other operation.
+- The incidents list gets a fixed ``from`` before its ``to``; a new incident's
+  ``monitorId`` and a maintenance window's ``monitorIds`` must name the org's
+  monitors, a window must end after it starts (a rule between two fields,
+  which JSON Schema cannot state) and its ``rrule``/``timezone`` must parse:
+  those creates and patches may be refused (400) while fitting their schema.
+- A test alert may take its channels' 10 s timeout and then answer: its
+  requests wait 25 s rather than schemathesis' default 10.
 - Refusing bad data with 413 PAYLOAD_TOO_LARGE (a body over the route's
   limit, x-observe-rule.bodyLimitBytes) counts as refusing it.
 """
@@ -77,6 +84,14 @@ parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T
 [[operations]]
 include-method = "POST"
 include-path = "/api/v1/incidents"
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+[[operations]]
+include-path = "/api/v1/monitors/{{id}}/test-alert"
+request-timeout = 25
+[[operations]]
+include-path-regex = "^/api/v1/maintenance-windows"
+include-method-regex = "^(POST|PATCH)$"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 """
@@ -196,6 +211,9 @@ allow-x00 = true
 database = "none"
 [cache]
 enabled = false
+[[operations]]
+include-path = "/api/v1/monitors/{id}/test-alert"
+request-timeout = 25
 """
 
 

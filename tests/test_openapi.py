@@ -179,7 +179,7 @@ def test_creates_link_to_what_they_create(spec: Spec) -> None:
 def test_cross_field_rules_are_published(spec: Spec) -> None:
     monitor = spec["components"]["schemas"]["MonitorInput"]
     assert "url: Required for http, https, keyword and tls monitors" in monitor["description"]
-    assert all(rule["else"] is False for rule in monitor["allOf"])  # {if: R, else: false} is R, typed plainly
+    assert all(rule["if"] is True for rule in monitor["allOf"])  # {if: true, then: R} is R, typed plainly
     schema = _validator(spec, "MonitorInput")
     valid: list[dict[str, Any]] = [
         {"name": "a", "type": "https", "url": "https://example.com"},
@@ -265,7 +265,7 @@ def test_object_schemas_stay_plain_for_type_generators(spec: Spec) -> None:
         schema = spec["components"]["schemas"][name]
         assert schema["type"] == "object"
         assert not {"anyOf", "oneOf"} & set(schema), name  # would become TS unions
-        assert all(set(rule) == {"if", "else"} for rule in schema.get("allOf", [])), name
+        assert all(set(rule) == {"if", "then"} for rule in schema.get("allOf", [])), name
 
 
 @pytest.mark.slow
