@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# (status, extra headers), or None: no answer until the receiver is released.
+Answer = tuple[int, list[tuple[str, str]]] | None
+
 
 @dataclass
 class Seen:
@@ -25,10 +28,19 @@ class Seen:
         return json.loads(self.body)
 
 
+def standard_answer(path: str, seen: int) -> Answer:
+    """``/status/N[/…]`` answers N (``?retry_after=S`` adds Retry-After), ``/hang…`` never answers, else 200.
+    ``seen``: how many requests the same path had before this one."""
+    path, _, query = path.partition("?")
+    if path.startswith("/hang"):
+        return None
+    status = int(path.split("/")[2]) if path.startswith("/status/") else 200
+    extra = [("Retry-After", query.removeprefix("retry_after="))] if query.startswith("retry_after=") else []
+    return status, extra
+
+
 @dataclass
 class Receiver:
-    """Answers ``/status/N[/…]`` with N (``?retry_after=S`` adds Retry-After), hangs on ``/hang``, else 200."""
-
     server: ThreadingHTTPServer
     seen: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
@@ -56,29 +68,26 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def recording_receiver(port: int = 0, answer: Callable[[str], int] | None = None) -> Iterator[Receiver]:
-    """The receiver on ``port`` (0: any free one); ``answer(path)`` may pick the status of other paths."""
+def recording_receiver(port: int = 0, answer: Callable[[str, int], Answer] = standard_answer) -> Iterator[Receiver]:
+    """The receiver on ``port`` (0: any free one); ``answer(path, seen)`` picks each reply."""
     holder: list[Receiver] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             target = holder[0]
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+            arrival = Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
             with target.lock:
-                target.seen.append(seen)
-            path, _, query = self.path.partition("?")
-            if path.startswith("/hang"):
-                target.release.wait(10)
+                seen = sum(1 for s in target.seen if s.path == self.path)
+                target.seen.append(arrival)
+            reply = answer(self.path, seen)
+            if reply is None:
+                target.release.wait(15)
                 return
-            if path.startswith("/status/"):
-                status = int(path.split("/")[2])
-            else:
-                status = answer(path) if answer is not None else 200
+            status, extra = reply
             self.send_response(status)
-            if query.startswith("retry_after="):
-                self.send_header("Retry-After", query.removeprefix("retry_after="))
-            self.send_header("Content-Length", "2")
+            for name, value in [*extra, ("Content-Length", "2")]:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(b"ok")
 

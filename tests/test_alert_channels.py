@@ -6,14 +6,10 @@ another send, the target policy at send time, and no secret in any outcome."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +22,7 @@ from core.alerts.posting import parse_retry_after
 from core.config import SmtpSettings
 from core.members.service import new_webhook_secret
 from tests.conftest import SmtpSink, free_port
+from tests.receivers import Receiver, recording_receiver
 
 SLACK_PATH = "/services/T0001/B0001/slacksecretXYZ"
 DISCORD_PATH = "/api/webhooks/1234/discordsecretXYZ"
@@ -44,61 +41,11 @@ INCIDENT = {
 MONITOR = {"id": 7, "name": "api.example.com", "type": "https", "status": "down"}
 
 
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """Answers ``/status/N[/…]`` with N (``?retry_after=S`` adds Retry-After), hangs on ``/hang``, else 200."""
-
-    server: ThreadingHTTPServer
-    seen: list[Seen] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    holder: list[Receiver] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            target = holder[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            target.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
-            path, _, query = self.path.partition("?")
-            if path.startswith("/hang"):
-                target.release.wait(10)
-                return
-            status = int(path.split("/")[2]) if path.startswith("/status/") else 200
-            self.send_response(status)
-            if query.startswith("retry_after="):
-                self.send_header("Retry-After", query.removeprefix("retry_after="))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(Receiver(server))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield holder[0]
-    holder[0].release.set()
-    server.shutdown()
-    server.server_close()
+    """Answers ``/status/N[/…]`` with N (``?retry_after=S`` adds Retry-After), hangs on ``/hang``, else 200."""
+    with recording_receiver() as r:
+        yield r
 
 
 def settings(**overrides: Any) -> ChannelSettings:

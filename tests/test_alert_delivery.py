@@ -11,13 +11,11 @@ import asyncio
 import itertools
 import json
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from core.storage.db import Database
 from core.storage.migrate import migrate
 from core.storage.sealing import Sealer
 from tests.conftest import PG_URL, Persona, reset_postgres
+from tests.receivers import Answer, Receiver, recording_receiver, standard_answer
 
 PAYLOAD = {
     "incident": {"id": 1, "title": "api is down", "status": "investigating"},
@@ -48,73 +47,23 @@ PAYLOAD = {
 # ---- a receiver ------------------------------------------------------------------
 
 
-@dataclass
-class Hit:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float  # time.monotonic()
-
-
-@dataclass
-class Receiver:
-    """``/ok/…`` 200; ``/status/N/…`` N; ``/flaky/…`` 500 twice, then 200; ``/limited/…`` 429 with
-    Retry-After: 1 once, then 200; ``/slow/…`` 200 after 30 ms; ``/hang/…`` no answer until released."""
-
-    server: ThreadingHTTPServer
-    hits: list[Hit] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def at(self, prefix: str) -> list[Hit]:
-        with self.lock:
-            return [hit for hit in self.hits if hit.path.startswith(prefix)]
+def delivery_answer(path: str, seen: int) -> Answer:
+    """``/flaky/…`` 500 twice, then 200; ``/limited/…`` 429 with Retry-After: 1 once, then 200; ``/slow/…``
+    200 after 30 ms; else as the standard receiver (``/status/N/…``, ``/hang/…``, 200)."""
+    kind = path.split("/")[1]
+    if kind == "flaky" and seen < 2:
+        return 500, []
+    if kind == "limited" and seen < 1:
+        return 429, [("Retry-After", "1")]
+    if kind == "slow":
+        time.sleep(0.03)
+    return standard_answer(path, seen)
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    holder: list[Receiver] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            me = holder[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with me.lock:
-                seen = sum(1 for hit in me.hits if hit.path == self.path)
-                me.hits.append(Hit(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
-            kind = self.path.split("/")[1]
-            if kind == "hang":
-                me.release.wait(15)
-                return
-            status, extra = 200, []
-            if kind == "status":
-                status = int(self.path.split("/")[2])
-            elif kind == "flaky" and seen < 2:
-                status = 500
-            elif kind == "limited" and seen < 1:
-                status, extra = 429, [("Retry-After", "1")]
-            elif kind == "slow":
-                time.sleep(0.03)
-            self.send_response(status)
-            for name, value in [*extra, ("Content-Length", "0")]:
-                self.send_header(name, value)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    holder.append(Receiver(server))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield holder[0]
-    holder[0].release.set()
-    server.shutdown()
-    server.server_close()
+    with recording_receiver(answer=delivery_answer) as r:
+        yield r
 
 
 # ---- a database of the dispatcher's own ------------------------------------------

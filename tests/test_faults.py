@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -22,18 +21,9 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import PASSWORD, PG_URL, REDIS_URL, Server, register, start_server, stop_server
 from tests.faults import TcpProxy, fill, tmpfs
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow  # each test starts a server of its own
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def assert_unavailable(r: httpx.Response) -> None:

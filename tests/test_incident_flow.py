@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from core.incidents.tables import alert_deliveries, incidents
 from core.rpc.jsonmap import JsonCodec
 from tests.conftest import CHECKING_ENV, Persona, Server, SmtpSink, register, start_server, stop_server
+from tests.polling import wait_for
 from tests.receivers import Receiver, recording_receiver
 from tests.targets import Target, http_target
 
@@ -31,16 +32,6 @@ BOT_TOKEN = "123456:" + "t" * 35
 TELEGRAM_PATH = f"/tg/bot{BOT_TOKEN}/sendMessage"
 HOOK_PATH = "/hooks/observe"
 ALL_CHANNELS = {"email", "slack", "discord", "telegram", "webhook"}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

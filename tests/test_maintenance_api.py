@@ -7,8 +7,7 @@ out of the uptime rollups while its checks are still stored."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import Persona, Team
+from tests.polling import wait_for
 from tests.targets import Target, http_target
 
 API = "/api/v1/maintenance-windows"
@@ -24,16 +24,6 @@ API = "/api/v1/maintenance-windows"
 
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 3, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def active_now(**body: Any) -> dict[str, Any]:

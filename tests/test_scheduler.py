@@ -11,7 +11,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -22,19 +22,10 @@ from sqlalchemy import select
 
 from core.storage import tables as t
 from tests.conftest import CHECKING_ENV, METRICS_TOKEN, Persona, Server, register, set_plan, start_server, stop_server
+from tests.polling import wait_for
 from tests.targets import Target, http_target
 
 INTERVAL = 1.5  # intervalSec 30 × OBSERVE_CHECK_INTERVAL_SCALE 0.05
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

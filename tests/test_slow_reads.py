@@ -94,7 +94,8 @@ class TableLock:
 
 
 def waiting_reads(table: str) -> int:
-    """Queries of ``table`` waiting on a lock, in any session."""
+    """ListMonitors' tag queries of ``table`` waiting on a lock, in any session (not the background
+    reads every server makes, such as the maintenance calendar's, which wait for the same lock)."""
 
     async def count() -> int:
         engine = create_async_engine(PG_URL or "")
@@ -104,7 +105,7 @@ def waiting_reads(table: str) -> int:
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND query ILIKE :pattern AND pid <> pg_backend_pid()"
                 )
-                return int((await conn.execute(sql, {"pattern": f"%{table}%"})).scalar_one())
+                return int((await conn.execute(sql, {"pattern": f"%FROM {table}%GROUP BY%"})).scalar_one())
         finally:
             await engine.dispose()
 

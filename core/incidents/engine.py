@@ -44,6 +44,7 @@ from core.incidents.tables import event_cursors, incident_suppressions, incident
 from core.maintenance.calendar import MaintenanceCalendar
 from core.monitors.store import MonitorStore
 from core.scheduler.events import StatusChange
+from core.storage import faults
 from core.storage import tables as t
 from core.storage.db import Database
 
@@ -104,8 +105,8 @@ class IncidentEngine:
                 more = await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database may be away for a while; try again
-                log.exception("incident engine tick failed")
+            except Exception as exc:  # the database may be away for a while; try again
+                faults.log_round_failure(log, "incident engine tick failed", exc)
                 more = False
                 await asyncio.sleep(_POLL_SEC)
             if more:

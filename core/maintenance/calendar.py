@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.maintenance.schedule import Schedule, State, Status
 from core.maintenance.store import schedule_of
 from core.maintenance.tables import maintenance_windows as mw
+from core.storage import faults
 from core.storage import tables as t
 from core.storage.db import Database
 
@@ -251,8 +252,8 @@ class MaintenanceCalendar:
             await asyncio.sleep(self._delay())
             try:
                 await self.refresh()
-            except Exception:  # the database away for a moment: keep what we have, try again
-                log.warning("maintenance calendar refresh failed", exc_info=True)
+            except Exception as exc:  # the database away for a moment: keep what we have, try again
+                faults.log_round_failure(log, "maintenance calendar refresh failed", exc)
 
     def _delay(self) -> float:
         delay = REFRESH_SEC

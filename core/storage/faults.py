@@ -141,3 +141,14 @@ def statements(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             _raise_mapped(exc, connecting=True)
 
     return guarded
+
+
+def log_round_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """How a background loop (maintenance calendar, incident engine) reports a
+    round that failed: a database that cannot answer now (down, a read past
+    its statement timeout) in one line, since the loop just tries again;
+    anything else with its traceback, as the bug it is."""
+    if isinstance(exc, ObserveError) or unavailable(exc) is not None:
+        logger.warning("%s: %s", what, exc)
+    else:
+        logger.error("%s", what, exc_info=exc)
