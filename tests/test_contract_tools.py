@@ -206,7 +206,7 @@ color = false
 continue-on-failure = true
 [generation]
 mode = "negative"
-max-examples = 12
+max-examples = 8
 allow-x00 = true
 database = "none"
 [cache]
