@@ -97,6 +97,8 @@ class Server:
     process: subprocess.Popen[bytes]
     backend: str
     log_path: Path
+    # The schemathesis runs started with a session server (tests/contract_runs.py).
+    contract_runs: Any = None
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -231,8 +233,37 @@ def server(
         extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port), **CHECKING_ENV},
         role="all",
     )
+    if backend in request.config.stash.get(CONTRACT_BACKENDS, set()):
+        from tests import contract_runs
+
+        full = backend == "postgresql" or not PG_URL  # the full run on the production database when there is one
+        srv.contract_runs = contract_runs.start(srv, tmp_path_factory.mktemp(f"contract-{backend}"), full=full)
     yield srv
+    if srv.contract_runs is not None:
+        srv.contract_runs.stop()
     stop_server(srv)
+
+
+CONTRACT_BACKENDS = pytest.StashKey[set[str]]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The contract tests (tests/test_contract_tools.py) collect schemathesis runs that their backend's session
+    server starts as soon as it is ready: they go last in that backend's group, so the runs overlap the group's
+    other tests instead of adding minutes to the suite."""
+
+    def backend(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        return callspec.params.get("server") if callspec is not None else None
+
+    contract = [i for i in items if i.nodeid.startswith("tests/test_contract_tools.py") and backend(i) is not None]
+    config.stash[CONTRACT_BACKENDS] = {b for i in contract if (b := backend(i)) is not None}
+    rest = [i for i in items if i not in contract]
+    for item in contract:
+        group = [k for k, other in enumerate(rest) if backend(other) == backend(item)]
+        rest.insert(group[-1] + 1 if group else len(rest), item)
+    items[:] = rest
 
 
 class HasClient(Protocol):

@@ -45,185 +45,42 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PG_URL, ROOT, Server, register
+from tests.conftest import PG_URL, Server
+from tests.contract_runs import ContractRuns, section
 
 pytestmark = pytest.mark.slow
 
-SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-# Enough for every operation's rules to be met and broken; the suite's 10-minute budget sets the ceiling.
-MAX_EXAMPLES = 10
-SCHEMATHESIS_CONFIG = """
-seed = 20261129
-color = false
-continue-on-failure = true
-[generation]
-mode = "all"
-max-examples = {max_examples}
-allow-x00 = false
-database = "none"
-[cache]
-enabled = false
-[phases.stateful]
-max-steps = 40
-[checks.negative_data_rejection]
-expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
-[parameters]
-"query.cursor" = ""
-[[operations]]
-include-path = "/api/v1/monitors/{{id}}/timeline"
-parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T00:00:00Z" }}
-[[operations]]
-include-method = "PATCH"
-include-path-regex = "^/api/v1/monitors/[^/]+$"
-[operations.checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
-[[operations]]
-include-method = "GET"
-include-path = "/api/v1/incidents"
-parameters = {{ "query.from" = "2026-01-01T00:00:00Z", "query.to" = "2026-01-02T00:00:00Z" }}
-[[operations]]
-include-method = "POST"
-include-path = "/api/v1/incidents"
-[operations.checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
-[[operations]]
-include-path = "/api/v1/monitors/{{id}}/test-alert"
-request-timeout = 25
-[[operations]]
-include-path-regex = "^/api/v1/maintenance-windows"
-include-method-regex = "^(POST|PATCH)$"
-[operations.checks.positive_data_acceptance]
-expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
-"""
 
-
-def _section(output: str, start: str, *ends: str) -> str:
-    """The part of schemathesis' report under heading ``start``, up to the next of ``ends``."""
-    heading = r"={3,} %s ={3,}"
-    stop = "|".join(heading % e for e in ends) if ends else r"(?!)"
-    match = re.search(rf"{heading % start}(.*?)(?:{stop}|\Z)", output, re.S)
-    return match.group(1).strip() if match else output[-6000:]
-
-
-def _pages(client: Any, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = ""
-    while True:
-        r = client.get(path, params={"limit": 1000, **params, **({"cursor": cursor} if cursor else {})})
-        assert r.status_code == 200, r.text
-        items += r.json()[key]
-        cursor = r.json().get("nextCursor", "")
-        if not cursor:
-            return items
-
-
-def _ids_in(value: Any) -> list[Any]:
-    """The ``ids`` list somewhere in an audit entry's meta (bulk calls name the monitors there)."""
-    if isinstance(value, dict):
-        ids = value.get("ids")
-        if isinstance(ids, dict):  # a diff: {"from": null, "to": [...]}
-            ids = ids.get("to")
-        if isinstance(ids, list):
-            return list(ids)
-        return next((found for v in value.values() if (found := _ids_in(v))), [])
-    if isinstance(value, list):
-        return next((found for v in value if (found := _ids_in(v))), [])
-    return []
-
-
-def _schemathesis(server: Server, tmp_path: Path, config_text: str, checks: str) -> tuple[Any, str, Any]:
-    """Runs schemathesis' CLI against the live server as a fresh user; returns
-    (that user, the run's output, its exit code)."""
-    if not SCHEMATHESIS.exists():
+def _runs(server: Server) -> ContractRuns:
+    runs = server.contract_runs
+    if runs is None:
         pytest.skip(f"schemathesis is not installed next to {sys.executable} (make setup installs it)")
-    user = register(server)
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(config_text)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "SCHEMATHESIS_HOOKS": "tests.contract_hooks",
-        "OBSERVE_CONTRACT_BASE_URL": server.base_url,
-        "OBSERVE_CONTRACT_SESSION": user.session,
-    }
-    run = subprocess.run(
-        [
-            str(SCHEMATHESIS),
-            "--config-file",
-            str(config),
-            "run",
-            f"{server.base_url}/openapi.json",
-            "--url",
-            server.base_url,
-            "--checks",
-            checks,
-            "--workers",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = run.stdout + run.stderr
-    (tmp_path / "schemathesis.out").write_text(output)
-    return user, output, run.returncode
+    assert isinstance(runs, ContractRuns)
+    return runs
 
 
-def test_schemathesis_finds_nothing(server: Server, tmp_path: Path, record_property: Any) -> None:
+def test_schemathesis_finds_nothing(server: Server, record_property: Any) -> None:
     if server.backend == "sqlite" and PG_URL:
         # The rules it checks are the pipeline's, the same on every backend;
         # one run on the production database keeps the suite in its budget.
         # The fuzz below still runs on both.
         pytest.skip("runs on PostgreSQL when the suite has it (CI); SQLite is fuzzed below")
-    user, output, returncode = _schemathesis(
-        server, tmp_path, SCHEMATHESIS_CONFIG.format(max_examples=MAX_EXAMPLES), "all"
-    )
-    with user.client(user.session) as c:  # the run may have revoked the persona's PAT, like any token it lists
-        counter = c.post("/api/v1/me/tokens", json={"name": "count"})
-        assert counter.status_code == 201, counter.text
-    with user.client(counter.json()["token"]) as c:
-        ids = [m["id"] for m in _pages(c, "/api/v1/monitors", "monitors")]
-        monitors = len(ids)
-        for start in range(0, len(ids), 100):  # the session server checks monitors: stop what the run left
-            c.request("DELETE", "/api/v1/monitors/bulk", json={"ids": ids[start : start + 100]})
-        created = len(_pages(c, "/api/v1/audit-logs", "entries", action="CREATE_MONITOR"))
-        created += sum(
-            len(_ids_in(e["meta"])) for e in _pages(c, "/api/v1/audit-logs", "entries", action="BULK_CREATE_MONITORS")
-        )
-    summary = _section(output, "SUMMARY")
-    record_property("monitors_created", created)
-    record_property("monitors_left", monitors)
-    print(f"\nschemathesis: {created} monitors created, {monitors} left\n{summary}")
-    assert returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
-    assert created > 0, summary
+    outcome = _runs(server).result("all")
+    summary = section(outcome.output, "SUMMARY")
+    record_property("monitors_created", outcome.monitors_created)
+    record_property("monitors_left", outcome.monitors_left)
+    print(f"\nschemathesis: {outcome.monitors_created} monitors created, {outcome.monitors_left} left\n{summary}")
+    assert outcome.returncode == 0, section(outcome.output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
+    assert outcome.monitors_created > 0, summary
 
 
-FUZZ_CONFIG = """
-seed = 20261130
-color = false
-continue-on-failure = true
-[generation]
-mode = "negative"
-max-examples = 8
-allow-x00 = true
-database = "none"
-[cache]
-enabled = false
-[[operations]]
-include-path = "/api/v1/monitors/{id}/test-alert"
-request-timeout = 25
-"""
-
-
-def test_no_malformed_input_gets_a_server_error(server: Server, tmp_path: Path) -> None:
+def test_no_malformed_input_gets_a_server_error(server: Server) -> None:
     """Every route fed malformed values (NUL characters, huge numbers, wrong
     types, overlong strings, bad times and cursors): never a 5xx."""
-    _, output, returncode = _schemathesis(server, tmp_path, FUZZ_CONFIG, "not_a_server_error")
-    summary = _section(output, "SUMMARY")
+    outcome = _runs(server).result("fuzz")
+    summary = section(outcome.output, "SUMMARY")
     print(f"\nschemathesis, malformed input only:\n{summary}")
-    assert returncode == 0, _section(output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
+    assert outcome.returncode == 0, section(outcome.output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary
 
 
 WALKTHROUGH_TS = """\
