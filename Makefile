@@ -66,6 +66,7 @@ bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install w
 	$(PY) -m bench.checker_throughput
 	$(PY) -m bench.monitors_scale
 	$(PY) -m bench.alert_delivery
+	$(PY) -m bench.incident_latency
 
 clean: ## remove the venv and local data
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
