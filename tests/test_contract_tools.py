@@ -27,8 +27,9 @@ What the run pins, and why (everything else is generated from the document):
   monitors, a window must end after it starts (a rule between two fields,
   which JSON Schema cannot state) and its ``rrule``/``timezone`` must parse:
   those creates and patches may be refused (400) while fitting their schema.
-- A test alert may take its channels' 10 s timeout and then answer: its
-  requests wait 25 s rather than schemathesis' default 10.
+- A test alert may take its channels' 10 s timeout and then answer (a
+  Telegram channel cannot reach api.telegram.org from here): its requests
+  may take 25 s rather than schemathesis' default 10.
 - Refusing bad data with 413 PAYLOAD_TOO_LARGE (a body over the route's
   limit, x-observe-rule.bodyLimitBytes) counts as refusing it.
 """

@@ -25,10 +25,10 @@ from tests.targets import http_target
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs OBSERVE_TEST_DATABASE_URL (CI sets it)")
 
-INTERVAL = 6.0  # intervalSec 30 × 0.2
+INTERVAL = 4.5  # intervalSec 30 × 0.15
 ENV = {
     "OBSERVE_ALLOW_PRIVATE_TARGETS": "true",
-    "OBSERVE_CHECK_INTERVAL_SCALE": "0.2",
+    "OBSERVE_CHECK_INTERVAL_SCALE": "0.15",
     "OBSERVE_LEASE_TTL_SEC": "2",
     "OBSERVE_CHECK_FLUSH_MS": "200",
 }
