@@ -59,8 +59,8 @@ expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5x
 [[operations]]
 include-path = "/api/v1/monitors/{{id}}/test-alert"
 request-timeout = 25
-[operations.checks.max_response_time]
-limit = 25
+[operations.checks]
+max_response_time = 25
 [[operations]]
 include-path-regex = "^/api/v1/maintenance-windows"
 include-method-regex = "^(POST|PATCH)$"
