@@ -17,27 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core import clock
 from core.maintenance.schedule import Schedule, ScheduleError, State, parse_schedule
 from core.maintenance.tables import maintenance_windows as mw
+from core.rpc import patches
 from core.rpc.jsonmap import enum_json_names
 
 Input = maintenance_pb2.MaintenanceWindowInput
 FIELDS = {fd.json_name: fd for fd in Input.DESCRIPTOR.fields}
-BY_PROTO_NAME = {fd.name: fd.json_name for fd in Input.DESCRIPTOR.fields}
 STATUS_NUMBERS = {name: n for n, name in enum_json_names(maintenance_pb2.MaintenanceStatus.DESCRIPTOR).items()}
 DEFAULTS: dict[str, Any] = {"timezone": "UTC", "monitorIds": [], "tags": [], "allMonitors": False}
 _TIMES = ("startsAt", "endsAt")
 
 
 def present_fields(msg: Any, mask: Iterable[str] | None = None) -> dict[str, Any]:
-    """The fields a create or patch gives, in API names: those ``mask`` names
-    (proto or JSON names; an unset one is None, i.e. cleared), else those set."""
-    if mask is None:
-        names = [fd.json_name for fd in Input.DESCRIPTOR.fields if _is_set(msg, fd)]
-    else:
-        names = [BY_PROTO_NAME.get(p, p) for p in mask]
+    """The fields a create or patch gives, in API names (core.rpc.patches); an unset one is None, i.e. cleared."""
     out: dict[str, Any] = {}
-    for name in names:
-        fd = FIELDS[name]
-        if not _is_set(msg, fd):
+    for fd, given in patches.given_fields(msg, mask):
+        name = fd.json_name
+        if not given:
             out[name] = None
         elif name in _TIMES:
             out[name] = clock.from_timestamp(getattr(msg, fd.name))
@@ -49,13 +44,7 @@ def present_fields(msg: Any, mask: Iterable[str] | None = None) -> dict[str, Any
 
 
 def unknown_mask_paths(mask: Iterable[str]) -> list[str]:
-    return [p for p in mask if p not in BY_PROTO_NAME and p not in FIELDS]
-
-
-def _is_set(msg: Any, fd: Any) -> bool:
-    if fd.is_repeated:
-        return len(getattr(msg, fd.name)) > 0
-    return bool(msg.HasField(fd.name))
+    return patches.unknown_mask_paths(Input.DESCRIPTOR, mask)
 
 
 def merge(current: dict[str, Any] | None, given: dict[str, Any]) -> dict[str, Any]:

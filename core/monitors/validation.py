@@ -22,6 +22,7 @@ from observe.v1 import monitors_pb2
 from core import clock
 from core.checks import targets
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations
+from core.rpc import patches
 from core.rpc.jsonmap import enum_json_names
 from core.rpc.validator import ASCII_SPACES, VALIDATOR
 
@@ -71,31 +72,15 @@ TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 FIELDS = {fd.json_name: fd for fd in monitors_pb2.MonitorInput.DESCRIPTOR.fields}
-BY_PROTO_NAME = {fd.name: fd.json_name for fd in monitors_pb2.MonitorInput.DESCRIPTOR.fields}
 
 
 def present_fields(msg: monitors_pb2.MonitorInput, mask: Iterable[str] | None = None) -> dict[str, Any]:
-    """The fields a create or patch gives, in API names: those named by ``mask``
-    (proto or JSON names; an unset one is None, i.e. cleared), else those set."""
-    out: dict[str, Any] = {}
-    if mask is None:
-        names = [fd.json_name for fd in msg.DESCRIPTOR.fields if _is_set(msg, fd)]
-    else:
-        names = [BY_PROTO_NAME.get(p, p) for p in mask]
-    for name in names:
-        fd = FIELDS[name]
-        out[name] = _value(msg, fd) if _is_set(msg, fd) else None
-    return out
+    """The fields a create or patch gives, in API names (core.rpc.patches); an unset one is None, i.e. cleared."""
+    return {fd.json_name: _value(msg, fd) if given else None for fd, given in patches.given_fields(msg, mask)}
 
 
 def unknown_mask_paths(mask: Iterable[str]) -> list[str]:
-    return [p for p in mask if p not in BY_PROTO_NAME and p not in FIELDS]
-
-
-def _is_set(msg: Any, fd: Any) -> bool:
-    if fd.is_repeated:
-        return len(getattr(msg, fd.name)) > 0
-    return bool(msg.HasField(fd.name))
+    return patches.unknown_mask_paths(monitors_pb2.MonitorInput.DESCRIPTOR, mask)
 
 
 def _value(msg: Any, fd: Any) -> Any:
