@@ -14,6 +14,9 @@ from core.alerts.dispatcher import Dispatcher
 from core.audit.service import AuditService
 from core.config import Settings, rate_limit_defaults
 from core.health import Readiness
+from core.heartbeats.ingest import PingWriter
+from core.heartbeats.service import HeartbeatService
+from core.heartbeats.watcher import LatenessWatcher
 from core.incidents.service import IncidentService
 from core.mail.sender import Mailer
 from core.maintenance.calendar import MaintenanceCalendar
@@ -48,6 +51,8 @@ class Core:
     sealer: Sealer
     calendar: MaintenanceCalendar  # the server starts and stops it
     dispatcher: Dispatcher  # alert delivery; the server starts and stops it
+    ping_writer: PingWriter  # heartbeat group commit; the server starts and stops it
+    lateness: LatenessWatcher  # heartbeat deadlines; the server starts and stops it
 
     async def close(self) -> None:
         await self.db.close()
@@ -74,6 +79,10 @@ def build_core(
     calendar = MaintenanceCalendar(db)
     monitor_store.calendar = calendar  # covered monitors show "maintenance"
     dispatcher = Dispatcher(db=db, settings=settings, sealer=sealer)
+    scale = settings.check_interval_scale
+    ping_writer = PingWriter(db, scale=scale)
+    lateness = LatenessWatcher(db, scale=scale, retention_days=settings.check_retention_days)
+    ping_writer.on_deadline = lateness.wake
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
         MeService(db=db, plans=plan_book),
@@ -83,6 +92,7 @@ def build_core(
         monitors,
         IncidentService(db=db, monitor_store=monitor_store, notify=dispatcher.wake),
         MaintenanceService(db=db, calendar=calendar),
+        HeartbeatService(db=db, writer=ping_writer),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]
@@ -112,4 +122,6 @@ def build_core(
         sealer=sealer,
         calendar=calendar,
         dispatcher=dispatcher,
+        ping_writer=ping_writer,
+        lateness=lateness,
     )

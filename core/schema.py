@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import core.heartbeats.tables
 import core.incidents.tables
 import core.maintenance.tables
 from core.storage.tables import metadata
 
 __all__ = ["metadata"]
 # Imported for their tables, which register on ``metadata``.
-_DOMAIN_TABLES = (core.incidents.tables, core.maintenance.tables)
+_DOMAIN_TABLES = (core.heartbeats.tables, core.incidents.tables, core.maintenance.tables)

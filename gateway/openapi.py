@@ -426,7 +426,11 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments: dict[str, str]) -> dict[str, Any]:
+def _operation(
+    method: Method, binding: HttpBinding, schemas: _Schemas, comments: dict[str, str], index: int = 0
+) -> dict[str, Any]:
+    """The operation of one binding; a method's additional bindings (index
+    1, 2, …) get operation ids of their own: ``Service_Method_2``, …"""
     path, body, response_body = binding.path, binding.body, binding.response_body
     rule = method.rule
     template = compile_template(path)
@@ -434,7 +438,8 @@ def _operation(method: Method, binding: HttpBinding, schemas: _Schemas, comments
     out_desc = method.descriptor.output_type
     doc = comments.get(method.descriptor.full_name, "")
     op: dict[str, Any] = {
-        "operationId": f"{method.descriptor.containing_service.name}_{method.name}",
+        "operationId": f"{method.descriptor.containing_service.name}_{method.name}"
+        + (f"_{index + 1}" if index else ""),
         "tags": [method.descriptor.containing_service.name],
         "summary": _first_sentence(doc) or method.name,
         "description": doc,
@@ -568,9 +573,9 @@ def build_openapi(methods: Iterable[Method], comments: dict[str, str], *, server
     schemas = _Schemas(comments, _messages_reachable(m.descriptor.output_type for m in methods))
     paths: dict[str, dict[str, Any]] = {}
     for method in methods:
-        for binding in method.bindings:
+        for index, binding in enumerate(method.bindings):
             item = paths.setdefault(openapi_path(method.descriptor.input_type, binding.path), {})
-            item[binding.verb.lower()] = _operation(method, binding, schemas, comments)
+            item[binding.verb.lower()] = _operation(method, binding, schemas, comments, index)
     _link_created_resources(paths, schemas)
     schemas.components["Error"] = ERROR_SCHEMA
     return {

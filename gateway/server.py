@@ -91,6 +91,11 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     )
     await engine.start()
     await core.dispatcher.start()
+    # Heartbeat status changes go to the incident engine like checked ones.
+    core.ping_writer.hooks.subscribe(engine.on_changes)
+    core.lateness.hooks.subscribe(engine.on_changes)
+    await core.ping_writer.start()
+    await core.lateness.start()
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
@@ -108,6 +113,8 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await core.lateness.stop()
+        await core.ping_writer.stop()
         await engine.stop()
         await core.dispatcher.stop()
         await core.calendar.stop()

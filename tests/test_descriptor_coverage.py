@@ -49,12 +49,13 @@ def test_every_rpc_is_complete(methods: dict[str, Method]) -> None:
         assert method.handler is not None, f"{method.grpc_path} has no implementation"
         if method.rule.mutation:
             assert method.rule.audit_action, f"{method.grpc_path} mutates but names no audit action"
-        for binding in method.bindings:
+        for index, binding in enumerate(method.bindings):
             matched = transcoder.router.match(binding.verb, _concrete(binding.path))
             assert not isinstance(matched, list), f"no route for {binding.verb} {binding.path}"
             assert matched[0].method is method
             operation = spec["paths"][openapi_path(method.descriptor.input_type, binding.path)][binding.verb.lower()]
-            assert operation["operationId"] == f"{method.descriptor.containing_service.name}_{method.name}"
+            suffix = f"_{index + 1}" if index else ""  # additional bindings have ids of their own
+            assert operation["operationId"] == f"{method.descriptor.containing_service.name}_{method.name}{suffix}"
             assert str(method.success_status) in operation["responses"]
 
 

@@ -120,8 +120,11 @@ class ResultWriter:
             agg.add(result.ok, result.response_ms)
 
     def note_state(self, job: Job) -> None:
-        """Persist this job's state (next due time) at the next flush, e.g. before a release."""
-        self._batch.jobs[job.id] = job
+        """Persist this job's state (next due time) at the next flush, e.g. before a release.
+        Jobs not checked here are left alone: a heartbeat monitor's status is
+        the heartbeat code's (core.heartbeats), a paused one's does not move."""
+        if job.runs:
+            self._batch.jobs[job.id] = job
 
     def forget(self, monitor_ids: set[int]) -> None:
         """Drops what is cached for monitors this process no longer holds."""

@@ -102,6 +102,7 @@ class Rule(_message.Message):
     BODY_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
     AUDIT_ACTION_FIELD_NUMBER: _builtins.int
+    RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     """Required PAT scope, e.g. "monitors:write". Empty: any authenticated
     caller (sessions and PATs of any scope).
@@ -120,6 +121,11 @@ class Rule(_message.Message):
     """Which rate-limit budget the call draws from."""
     audit_action: _builtins.str
     """Audit-log action verb, e.g. "CREATE_TOKEN"; empty for reads."""
+    rate_limit_key: _builtins.str
+    """The request field whose value keys the rate limit (a SHA-256 of it is
+    the counter's key), e.g. "token" for heartbeat pings. Empty: the
+    caller's token, or the client IP on public calls.
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
         """Roles allowed to call. Empty: every role."""
@@ -135,10 +141,11 @@ class Rule(_message.Message):
         body_limit_bytes: _builtins.int = ...,
         rate_limit: Global___RateLimitClass.ValueType = ...,
         audit_action: _builtins.str = ...,
+        rate_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_action", b"audit_action", "body_limit_bytes", b"body_limit_bytes", "mutation", b"mutation", "public", b"public", "rate_limit", b"rate_limit", "roles", b"roles", "scope", b"scope", "success_status", b"success_status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_action", b"audit_action", "body_limit_bytes", b"body_limit_bytes", "mutation", b"mutation", "public", b"public", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "roles", b"roles", "scope", b"scope", "success_status", b"success_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,1 @@
+"""Heartbeat monitors: the ping path (group commit), lateness, the pings log."""

@@ -1,0 +1,185 @@
+"""The ping path: group commit.
+
+A ping is answered only after it is committed, and pings that arrive while
+a transaction runs share the next one: one token lookup (an indexed ``IN``
+over the batch's token hashes, in the transaction itself, so a rotation or a
+delete committed anywhere takes effect for the next batch of every
+process), one insert of all pings, one upsert of the touched monitors'
+state. Per ping there is only a hash and a queue entry.
+
+Unknown tokens are remembered for a while (``UNKNOWN_TTL``), so a client
+pinging a deleted monitor every second costs no transaction. A token never
+becomes valid after being unknown: tokens are random and new on creation
+and rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+
+from core.errors import ObserveError
+from core.heartbeats import state as hb
+from core.heartbeats.schedule import Change, apply_ping
+from core.heartbeats.tables import heartbeat_pings
+from core.scheduler.events import StatusHooks
+from core.storage import tables as t
+from core.storage.db import Database
+from core.storage.faults import log_round_failure, unavailable
+
+log = logging.getLogger("observe.heartbeats")
+
+BODY_KEPT = 102_400  # bytes of a body stored (CONTRACT.md: 100 KB)
+MAX_BATCH = 2000  # pings per transaction
+UNKNOWN_TTL = 60.0  # seconds an unknown token is answered from memory
+UNKNOWN_MAX = 100_000
+
+
+def token_hash(token: str) -> str:
+    """As stored in monitors.heartbeat_token_hash (core.tokens.secrets.token_hash)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Ping:
+    token_hash: str
+    kind: str  # success, start, fail, exit
+    exit_status: int | None
+    rid: str | None
+    at: datetime
+    ip: str
+    user_agent: str
+    body: bytes  # its first BODY_KEPT bytes
+    body_bytes: int  # the size received
+    future: asyncio.Future[bool]
+
+
+class PingWriter:
+    """Queues pings and commits them in batches; ``submit`` answers True
+    once the ping is stored, False for an unknown token."""
+
+    def __init__(self, db: Database, *, scale: float = 1.0, hooks: StatusHooks | None = None) -> None:
+        self.db = db
+        self.scale = scale
+        self.hooks = hooks or StatusHooks()
+        self.on_deadline: Any = None  # called after a batch that set deadlines (the watcher's wake)
+        self._pending: list[Ping] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self.batches = 0
+        self.pings = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="heartbeat-writer")
+
+    async def stop(self) -> None:
+        """Commits what is queued, then stops."""
+        if self._task is None:
+            return
+        while self._pending:
+            await self._flush(self._take())
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def known_unknown(self, digest: str) -> bool:
+        expires = self._unknown.get(digest)
+        if expires is None:
+            return False
+        if expires < time.monotonic():
+            del self._unknown[digest]
+            return False
+        return True
+
+    async def submit(self, ping: Ping) -> bool:
+        self._pending.append(ping)
+        self._wake.set()
+        return await ping.future
+
+    def _take(self) -> list[Ping]:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._flush(self._take())
+
+    async def _flush(self, batch: list[Ping]) -> None:
+        try:
+            outcome, events = await self._write(batch)
+        except Exception as exc:
+            log_round_failure(log, "heartbeat ping batch", exc)
+            # A database that cannot answer now is 503 with Retry-After for
+            # every ping of the batch (curl --retry tries again).
+            answer = exc if isinstance(exc, ObserveError) else unavailable(exc) or exc
+            for ping in batch:
+                if not ping.future.done():
+                    ping.future.set_exception(answer)
+            return
+        self.batches += 1
+        self.pings += len(batch)
+        for ping, stored in zip(batch, outcome, strict=True):
+            if not ping.future.done():
+                ping.future.set_result(stored)
+        if events:
+            await self.hooks.emit(events)
+        if self.on_deadline is not None:
+            self.on_deadline()
+
+    async def _write(self, batch: list[Ping]) -> tuple[list[bool], list[Any]]:
+        digests = sorted({p.token_hash for p in batch})
+        async with self.db.write() as conn:
+            beats = await hb.load(conn, self.db, self.scale, t.monitors.c.heartbeat_token_hash.in_(digests))
+            by_hash = {b.token_hash: b for b in beats}
+            rows: list[dict[str, Any]] = []
+            outcome: list[bool] = []
+            changes: list[tuple[hb.Heartbeat, Change, datetime]] = []
+            for ping in batch:
+                beat = by_hash.get(ping.token_hash)
+                outcome.append(beat is not None)
+                if beat is None:
+                    continue
+                change, runtime_ms = apply_ping(
+                    beat.state, beat.schedule, ping.kind, ping.exit_status, ping.rid, ping.at
+                )
+                if change is not None:
+                    changes.append((beat, change, ping.at))
+                rows.append(
+                    {
+                        "monitor_id": beat.id,
+                        "at": ping.at,
+                        "kind": ping.kind,
+                        "exit_status": ping.exit_status,
+                        "runtime_ms": runtime_ms,
+                        "rid": ping.rid,
+                        "ip": ping.ip[:64],
+                        "user_agent": ping.user_agent[:512],
+                        "body_bytes": ping.body_bytes,
+                        "body": ping.body or None,
+                    }
+                )
+            if rows:
+                await conn.execute(insert(heartbeat_pings), rows)
+            events = await hb.save(conn, self.db, beats, changes, seen=True)
+        now = time.monotonic()
+        for digest in digests:
+            if digest not in by_hash:
+                self._unknown[digest] = now + UNKNOWN_TTL
+                self._unknown.move_to_end(digest)
+        while len(self._unknown) > UNKNOWN_MAX:
+            self._unknown.popitem(last=False)
+        return outcome, events

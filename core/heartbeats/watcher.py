@@ -1,0 +1,168 @@
+"""Lateness: turns heartbeat monitors down when their deadline passes.
+
+Deadlines live in ``heartbeat_state.deadline_at`` (indexed), written by the
+ping writer in the ping's own transaction, so a restart forgets nothing.
+Every core process runs a watcher; each round takes the monitors past their
+deadline, locks them (in id order) and checks again under the lock before it
+turns one down, so with several processes on PostgreSQL one of them reports
+each lateness. A round starts at the earliest deadline this process knows
+of, and at least every ``POLL_SEC`` (for deadlines another process set), so
+a monitor is down within a second of its deadline.
+
+The watcher also follows settings changes (interval, grace, cron, pause):
+monitors whose row changed get their deadline computed again; and it drops
+pings past OBSERVE_CHECK_RETENTION_DAYS, as the scheduler does results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+
+from core import clock
+from core.heartbeats import state as hb
+from core.heartbeats.schedule import Change, expire, set_deadline
+from core.heartbeats.tables import heartbeat_pings, heartbeat_state
+from core.scheduler.events import StatusHooks
+from core.storage import tables as t
+from core.storage.db import Database
+from core.storage.faults import log_round_failure
+
+log = logging.getLogger("observe.heartbeats")
+
+POLL_SEC = 0.5  # longest sleep between rounds
+RECONCILE_SEC = 2.0  # how often changed monitors are looked for
+RETENTION_SEC = 3600.0
+ROUND_LIMIT = 1000  # monitors turned down per transaction
+
+
+class LatenessWatcher:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        scale: float = 1.0,
+        retention_days: int = 7,
+        hooks: StatusHooks | None = None,
+    ) -> None:
+        self.db = db
+        self.scale = scale
+        self.retention_days = retention_days
+        self.hooks = hooks or StatusHooks()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._changed_since: datetime | None = None
+        self._next_reconcile = 0.0
+        self._next_retention = 0.0
+        self.turned_down = 0
+
+    def wake(self) -> None:
+        """A deadline may have come nearer (a ping in this process)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._changed_since = clock.now() - timedelta(seconds=1)
+        self._task = asyncio.create_task(self._loop(), name="heartbeat-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = POLL_SEC
+            try:
+                now = clock.precise_now()
+                await self.round(now)
+                if loop.time() >= self._next_reconcile:
+                    self._next_reconcile = loop.time() + RECONCILE_SEC
+                    await self.reconcile()
+                if loop.time() >= self._next_retention:
+                    self._next_retention = loop.time() + RETENTION_SEC
+                    await self.prune(now)
+                nearest = await self.nearest_deadline()
+                if nearest is not None:
+                    delay = min(POLL_SEC, max(0.0, (nearest - clock.precise_now()).total_seconds()))
+            except Exception as exc:
+                log_round_failure(log, "heartbeat lateness round", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def nearest_deadline(self) -> datetime | None:
+        async with self.db.read() as conn:
+            value: datetime | None = (await conn.execute(select(func.min(heartbeat_state.c.deadline_at)))).scalar()
+        return value
+
+    async def round(self, now: datetime) -> int:
+        """Turns down the monitors whose deadline has passed by ``now``;
+        returns how many."""
+        h = heartbeat_state
+        async with self.db.read() as conn:
+            due = (
+                (
+                    await conn.execute(
+                        select(h.c.monitor_id)
+                        .where(h.c.deadline_at <= now)
+                        .order_by(h.c.deadline_at)
+                        .limit(ROUND_LIMIT)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not due:
+            return 0
+        async with self.db.write() as conn:
+            beats = await hb.load(conn, self.db, self.scale, t.monitors.c.id.in_(sorted(due)))
+            changes: list[tuple[hb.Heartbeat, Change, datetime]] = []
+            for beat in beats:
+                change = expire(beat.state, beat.schedule, now)
+                if change is not None:
+                    changes.append((beat, change, now))
+            events = await hb.save(conn, self.db, beats, changes, seen=False)
+        self.turned_down += len(events)
+        if events:
+            await self.hooks.emit(events)
+        return len(events)
+
+    async def reconcile(self) -> int:
+        """Deadlines again for heartbeat monitors whose settings changed since
+        the last look (a shorter interval, a pause, a resume)."""
+        since = self._changed_since or clock.now()
+        # Whole-second times: look a second back, doing one twice is harmless.
+        self._changed_since = clock.now() - timedelta(seconds=1)
+        m = t.monitors
+        async with self.db.read() as conn:
+            changed = (
+                (
+                    await conn.execute(
+                        select(m.c.id)
+                        .join(heartbeat_state, heartbeat_state.c.monitor_id == m.c.id)
+                        .where(m.c.updated_at >= since, m.c.type == "heartbeat")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not changed:
+            return 0
+        async with self.db.write() as conn:
+            beats = await hb.load(conn, self.db, self.scale, m.c.id.in_(sorted(changed)))
+            for beat in beats:
+                set_deadline(beat.state, beat.schedule)
+            await hb.save(conn, self.db, beats, [], seen=False)
+        return len(beats)
+
+    async def prune(self, now: datetime) -> None:
+        cutoff = now - timedelta(days=self.retention_days)
+        async with self.db.write() as conn:
+            await conn.execute(delete(heartbeat_pings).where(heartbeat_pings.c.at < cutoff))
