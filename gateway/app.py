@@ -33,6 +33,7 @@ from core.metrics import ApiMetrics
 from core.rpc.methods import Method
 from core.rpc.proxies import TrustedProxies
 from gateway.dispatch import Dispatcher
+from gateway.docs_pages import DocPages
 from gateway.envelope import error_response, framework_error
 from gateway.openapi import build_openapi, load_comments
 from gateway.transcoder import Receive, Scope, Send, Transcoder, send_error
@@ -129,6 +130,12 @@ def build_shell(
         return HTMLResponse(DOCS_HTML)
 
     app.mount("/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="docs-assets")
+    pages = DocPages()  # docs/<name>.md; after the routes above, so /docs/openapi stays Swagger UI's
+
+    @app.api_route("/docs/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+    async def doc_page(name: str, request: Request) -> Response:
+        return pages.response(name, request.method)
+
     return app
 
 
