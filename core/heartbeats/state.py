@@ -63,22 +63,31 @@ class Heartbeat:
     initial_status: str
 
 
-def locked(db: Database, *where: Any) -> Any:
-    """The query for heartbeat monitors matching ``where``, joined with their
-    state and locked in id order for the rest of the transaction."""
-    query = (
+def _query(*where: Any) -> Any:
+    return (
         select(*_COLUMNS)
         .select_from(_m.join(_s, _s.c.monitor_id == _m.c.id).outerjoin(_h, _h.c.monitor_id == _m.c.id))
         .where(_m.c.type == "heartbeat", *where)
         .order_by(_m.c.id)
     )
-    if not db.is_sqlite:
-        query = query.with_for_update(key_share=True, of=_m)
-    return query
 
 
 async def load(conn: AsyncConnection, db: Database, scale: float, *where: Any) -> list[Heartbeat]:
-    rows = (await conn.execute(locked(db, *where))).all()
+    """The heartbeat monitors matching ``where`` with their state, locked for
+    the rest of the transaction.
+
+    On PostgreSQL the monitors rows are locked first, in id order, and the
+    state is read by a second statement: under READ COMMITTED a statement
+    that waited for a lock still sees the other tables as of its own start,
+    so a state read together with the lock could be the one another process
+    has just changed (and it would report the same lateness again)."""
+    if not db.is_sqlite:
+        locking = select(_m.c.id).where(_m.c.type == "heartbeat", *where).order_by(_m.c.id)
+        ids = (await conn.execute(locking.with_for_update(key_share=True))).scalars().all()
+        if not ids:
+            return []
+        where = (_m.c.id.in_(ids),)
+    rows = (await conn.execute(_query(*where))).all()
     return [
         Heartbeat(
             id=row.id,
