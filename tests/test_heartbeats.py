@@ -14,11 +14,14 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.api.httpbody_pb2 import HttpBody
+from observe.v1 import heartbeats_pb2, heartbeats_pb2_grpc
 from sqlalchemy import select
 
 from core.heartbeats.tables import heartbeat_pings as hp
@@ -179,7 +182,44 @@ def rotation_head_and_bodies(server: Server, persona: Persona) -> None:
     assert ping(url, "/start").status_code == 404
 
 
+def paused_pings_move_nothing_and_a_resume_restarts_the_clock(server: Server, persona: Persona) -> None:
+    monitor_id, url = heartbeat(persona, "paused-job", intervalSec=30, graceSec=0)
+    assert ping(url).status_code == 200
+    with persona.client() as c:
+        assert c.patch(f"/api/v1/monitors/{monitor_id}", json={"paused": True}).status_code == 200
+    assert ping(url, "/fail").status_code == 200  # recorded, but moves nothing
+    assert status(persona, monitor_id) == "paused"
+    assert pings(persona, monitor_id, limit=1)["pings"][0]["kind"] == "fail"
+    assert ping(url).status_code == 200
+    time.sleep(2.0)  # paused for longer than a period (1.5 s): its last success is overdue
+    resumed = datetime.now(UTC)
+    with persona.client() as c:
+        assert c.patch(f"/api/v1/monitors/{monitor_id}", json={"paused": False}).status_code == 200
+    assert status(persona, monitor_id) == "up"
+    open_incident(persona, monitor_id)  # one period (1.5 s) after the resume, nothing came
+    [(at, reason)] = down_events(server, monitor_id)
+    assert reason == "late"
+    assert at >= resumed + timedelta(seconds=30 * SCALE)
+
+
+def grpc_callers_ping_too(server: Server, persona: Persona) -> None:
+    monitor_id, url = heartbeat(persona, "grpc-job", intervalSec=3600)
+    token = url.rsplit("/", 1)[1]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = heartbeats_pb2_grpc.HeartbeatServiceStub(channel)
+        reply = stub.Ping(heartbeats_pb2.PingRequest(token=token, signal="3", payload=HttpBody(data=b"exit 3")))
+        assert reply.ok
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Ping(heartbeats_pb2.PingRequest(token="hb_unknown"))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    [last] = pings(persona, monitor_id)["pings"]
+    assert (last["kind"], last["exitStatus"], last["body"]) == ("exit", 3, "exit 3")
+    assert status(persona, monitor_id) == "down"
+
+
 SCENARIOS: list[Callable[[Server, Persona], None]] = [
+    paused_pings_move_nothing_and_a_resume_restarts_the_clock,
+    grpc_callers_ping_too,
     silence_opens_an_incident_at_the_deadline,
     fail_and_exit_status_open_one_at_once,
     a_start_without_an_end_opens_one_after_the_grace,
@@ -263,3 +303,41 @@ def expire_up() -> Any:
     from core.heartbeats.schedule import Change
 
     return Change("up", None, None)
+
+
+def test_an_end_without_a_run_id_ends_the_latest_start() -> None:
+    from core.heartbeats.schedule import Schedule, State, apply_ping
+
+    schedule = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10))
+    state = State()
+    t0 = datetime.fromisoformat("2026-11-30T00:00:00+00:00")
+    apply_ping(state, schedule, "start", None, "a" * 8, t0)
+    apply_ping(state, schedule, "start", None, "b" * 8, t0 + timedelta(seconds=1))
+    assert state.deadline_reason == "start"
+    assert state.deadline_at == t0 + timedelta(seconds=10)  # the oldest open start + grace
+    _, runtime = apply_ping(state, schedule, "success", None, None, t0 + timedelta(seconds=3))
+    assert runtime == 2000  # ended "b", the latest
+    assert list(state.open_starts) == ["a" * 8]
+    _, runtime = apply_ping(state, schedule, "exit", 0, "c" * 8, t0 + timedelta(seconds=4))
+    assert runtime is None  # no start carried "c"
+    _, runtime = apply_ping(state, schedule, "exit", 0, "a" * 8, t0 + timedelta(seconds=5))
+    assert runtime == 5000
+    assert state.open_starts == {}
+    assert (state.deadline_reason, state.deadline_at) == ("late", t0 + timedelta(seconds=5 + 60 + 10))
+
+
+def test_a_paused_monitor_is_never_late_and_resumes_from_the_resume() -> None:
+    from core.heartbeats.schedule import Schedule, State, apply_ping, resume, set_deadline
+
+    running = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10))
+    paused = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10), paused=True)
+    state = State()
+    t0 = datetime.fromisoformat("2026-11-30T00:00:00+00:00")
+    apply_ping(state, running, "success", None, None, t0)
+    assert apply_ping(state, paused, "fail", None, None, t0 + timedelta(seconds=1)) == (None, None)
+    assert state.status == "up"
+    assert state.deadline_at is None
+    resumed = t0 + timedelta(hours=5)
+    resume(state, resumed)
+    set_deadline(state, running)
+    assert state.deadline_at == resumed + timedelta(seconds=70)

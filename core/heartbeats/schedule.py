@@ -72,6 +72,7 @@ class State:
     status: str = "pending"
     last_ping_at: datetime | None = None
     last_success_at: datetime | None = None
+    counts_from: datetime | None = None  # the last success, or a resume after it
     open_starts: dict[str, datetime] = field(default_factory=dict)  # run id ("" for none) → start
     deadline_at: datetime | None = None
     deadline_reason: str | None = None
@@ -85,6 +86,7 @@ class State:
             status=row.status or "pending",
             last_ping_at=row.last_ping_at,
             last_success_at=row.last_success_at,
+            counts_from=row.counts_from,
             open_starts={rid: datetime.fromisoformat(at) for rid, at in starts.items()},
             deadline_at=row.deadline_at,
             deadline_reason=row.deadline_reason,
@@ -95,6 +97,7 @@ class State:
         return {
             "last_ping_at": self.last_ping_at,
             "last_success_at": self.last_success_at,
+            "counts_from": self.counts_from,
             "open_starts": json.dumps(
                 {rid: at.isoformat() for rid, at in self.open_starts.items()}, separators=(",", ":")
             ),
@@ -134,7 +137,10 @@ def apply_ping(
             state.open_starts.pop(min(state.open_starts, key=state.open_starts.__getitem__))
         change = None
     else:
-        started = state.open_starts.pop(rid or "", None)
+        # The start it ends: the one with its run id; without one, the start
+        # without one, else the latest start (a job may give rid to /start only).
+        key = rid or ("" if "" in state.open_starts or not state.open_starts else latest(state.open_starts))
+        started = state.open_starts.pop(key, None)
         if started is not None:
             runtime_ms = max(0, int((at - started).total_seconds() * 1000))
         failed = kind == "fail" or (kind == "exit" and exit_status != 0)
@@ -144,27 +150,41 @@ def apply_ping(
             reason = "fail" if kind == "fail" else "exit_status"
             change = Change("down", reason, error) if state.status != "down" else None
         else:
-            state.last_success_at = at
+            state.last_success_at = state.counts_from = at
             change = Change("up", None, None) if state.status != "up" else None
+    if schedule.paused:
+        change = None  # recorded, but a paused monitor's status does not move
     if change is not None:
         state.status = change.to_status
     set_deadline(state, schedule)
     return change, runtime_ms
 
 
+def latest(starts: dict[str, datetime]) -> str:
+    return max(starts, key=starts.__getitem__)
+
+
 def set_deadline(state: State, schedule: Schedule) -> None:
     """When the monitor goes down if nothing arrives first: the earlier of
-    its schedule's (after its last success) and its oldest open start's; none
-    while down, paused, or pending without a start."""
+    its schedule's (counted from its last success, or a resume after it) and
+    its oldest open start's; none while down, paused, or pending without a
+    start."""
     state.deadline_at, state.deadline_reason = None, None
     if schedule.paused or state.status == "down":
         return
-    if state.last_success_at is not None:
-        state.deadline_at, state.deadline_reason = schedule.late_at(state.last_success_at), "late"
+    if state.counts_from is not None:
+        state.deadline_at, state.deadline_reason = schedule.late_at(state.counts_from), "late"
     if state.open_starts:
         start_due = min(state.open_starts.values()) + schedule.grace
         if state.deadline_at is None or start_due < state.deadline_at:
             state.deadline_at, state.deadline_reason = start_due, "start"
+
+
+def resume(state: State, now: datetime) -> None:
+    """The monitor was paused until ``now``: its clock starts again, so the
+    next success is due one period after the resume."""
+    if state.counts_from is not None:
+        state.counts_from = max(state.counts_from, now)
 
 
 def expire(state: State, schedule: Schedule, now: datetime) -> Change | None:

@@ -37,6 +37,7 @@ _COLUMNS = (
     _h.c.monitor_id.label("has_state"),
     _h.c.last_ping_at,
     _h.c.last_success_at,
+    _h.c.counts_from,
     _h.c.open_starts,
     _h.c.deadline_at,
     _h.c.deadline_reason,

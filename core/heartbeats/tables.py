@@ -42,6 +42,8 @@ heartbeat_state = Table(
     Column("org_id", Id, nullable=False),
     Column("last_ping_at", UtcDateTime, nullable=True),
     Column("last_success_at", UtcDateTime, nullable=True),
+    # What the schedule counts from: the last success, or a resume after it.
+    Column("counts_from", UtcDateTime, nullable=True),
     Column("open_starts", Text, nullable=False, default="{}"),
     Column("deadline_at", UtcDateTime, nullable=True),
     Column("deadline_reason", String(8), nullable=True),

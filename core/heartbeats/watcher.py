@@ -21,11 +21,11 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from core import clock
 from core.heartbeats import state as hb
-from core.heartbeats.schedule import Change, expire, set_deadline
+from core.heartbeats.schedule import Change, expire, resume, set_deadline
 from core.heartbeats.tables import heartbeat_pings, heartbeat_state
 from core.scheduler.events import StatusHooks
 from core.storage import tables as t
@@ -35,7 +35,8 @@ from core.storage.faults import log_round_failure
 log = logging.getLogger("observe.heartbeats")
 
 POLL_SEC = 0.5  # longest sleep between rounds
-RECONCILE_SEC = 2.0  # how often changed monitors are looked for
+MIN_SLEEP = 0.01  # shortest: a deadline that stays in the past must not spin the loop
+RECONCILE_SEC = 0.5  # how often changed monitors are looked for (an indexed read)
 RETENTION_SEC = 3600.0
 ROUND_LIMIT = 1000  # monitors turned down per transaction
 
@@ -90,7 +91,7 @@ class LatenessWatcher:
                     await self.prune(now)
                 nearest = await self.nearest_deadline()
                 if nearest is not None:
-                    delay = min(POLL_SEC, max(0.0, (nearest - clock.precise_now()).total_seconds()))
+                    delay = min(POLL_SEC, max(MIN_SLEEP, (nearest - clock.precise_now()).total_seconds()))
             except Exception as exc:
                 log_round_failure(log, "heartbeat lateness round", exc)
             self._wake.clear()
@@ -129,6 +130,11 @@ class LatenessWatcher:
                 if change is not None:
                     changes.append((beat, change, now))
             events = await hb.save(conn, self.db, beats, changes, seen=False)
+            gone = set(due) - {b.id for b in beats}
+            if gone:  # no longer heartbeat monitors: nothing is awaited from them
+                await conn.execute(
+                    update(h).where(h.c.monitor_id.in_(sorted(gone))).values(deadline_at=None, deadline_reason=None)
+                )
         self.turned_down += len(events)
         if events:
             await self.hooks.emit(events)
@@ -157,7 +163,11 @@ class LatenessWatcher:
             return 0
         async with self.db.write() as conn:
             beats = await hb.load(conn, self.db, self.scale, m.c.id.in_(sorted(changed)))
+            now = clock.precise_now()
             for beat in beats:
+                # Up without a deadline: it was paused until now.
+                if beat.state.deadline_at is None and beat.state.status == "up" and not beat.schedule.paused:
+                    resume(beat.state, now)
                 set_deadline(beat.state, beat.schedule)
             await hb.save(conn, self.db, beats, [], seen=False)
         return len(beats)

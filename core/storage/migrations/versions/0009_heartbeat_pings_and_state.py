@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('org_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('last_ping_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_success_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('counts_from', sa.DateTime(timezone=True), nullable=True),
     sa.Column('open_starts', sa.Text(), nullable=False),
     sa.Column('deadline_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('deadline_reason', sa.String(length=8), nullable=True),
