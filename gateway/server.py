@@ -78,6 +78,8 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     metrics = ApiMetrics()
     metrics.registry.register(core.rate_limiter)
     metrics.registry.register(core.dispatcher)
+    metrics.registry.register(core.ping_writer)
+    metrics.registry.register(core.lateness)
     # Every core process keeps the maintenance calendar, turns status changes
     # into incidents and delivers alerts; across processes the event cursor
     # and the outbox claims (SKIP LOCKED) keep each to one of them.

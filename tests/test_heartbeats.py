@@ -258,6 +258,15 @@ def test_bad_pings_and_the_pings_log(server: Server) -> None:
         assert c.get(f"/api/v1/monitors/{monitor_id}/pings").status_code == 404
     with persona.client() as c:
         assert c.get(f"/api/v1/monitors/{monitor_id}/pings", params={"cursor": "nope!"}).status_code == 400
+        metrics = c.get("/metrics").text
+    # The group commit's counters: no token, no monitor named, on /metrics for anyone.
+    for series in (
+        'observe_heartbeat_pings_total{outcome="stored"}',
+        'observe_heartbeat_pings_total{outcome="unknown_token"}',
+        "observe_heartbeat_batches_total",
+        "observe_heartbeat_late_total",
+    ):
+        assert series in metrics, series
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,12 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy import insert
 
 from core.errors import ObserveError
@@ -77,7 +79,7 @@ class PingWriter:
         self._task: asyncio.Task[None] | None = None
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self.batches = 0
-        self.pings = 0
+        self.outcomes: dict[str, int] = {"stored": 0, "unknown_token": 0, "failed": 0}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="heartbeat-writer")
@@ -100,6 +102,7 @@ class PingWriter:
         if expires < time.monotonic():
             del self._unknown[digest]
             return False
+        self.outcomes["unknown_token"] += 1
         return True
 
     async def submit(self, ping: Ping) -> bool:
@@ -126,12 +129,15 @@ class PingWriter:
             # A database that cannot answer now is 503 with Retry-After for
             # every ping of the batch (curl --retry tries again).
             answer = exc if isinstance(exc, ObserveError) else unavailable(exc) or exc
+            self.outcomes["failed"] += len(batch)
             for ping in batch:
                 if not ping.future.done():
                     ping.future.set_exception(answer)
             return
         self.batches += 1
-        self.pings += len(batch)
+        stored_count = sum(outcome)
+        self.outcomes["stored"] += stored_count
+        self.outcomes["unknown_token"] += len(batch) - stored_count
         for ping, stored in zip(batch, outcome, strict=True):
             if not ping.future.done():
                 ping.future.set_result(stored)
@@ -139,6 +145,16 @@ class PingWriter:
             await self.hooks.emit(events)
         if self.on_deadline is not None:
             self.on_deadline()
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector: register with ``registry.register(writer)``."""
+        pings = CounterMetricFamily("observe_heartbeat_pings", "Heartbeat pings by outcome", labels=["outcome"])
+        for outcome, count in self.outcomes.items():
+            pings.add_metric([outcome], count)
+        yield pings
+        yield CounterMetricFamily(
+            "observe_heartbeat_batches", "Transactions that stored heartbeat pings (group commit)", value=self.batches
+        )
 
     async def _write(self, batch: list[Ping]) -> tuple[list[bool], list[Any]]:
         digests = sorted({p.token_hash for p in batch})

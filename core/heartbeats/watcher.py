@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy import delete, func, select, update
 
 from core import clock
@@ -171,6 +173,14 @@ class LatenessWatcher:
                 set_deadline(beat.state, beat.schedule)
             await hb.save(conn, self.db, beats, [], seen=False)
         return len(beats)
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector: register with ``registry.register(watcher)``."""
+        yield CounterMetricFamily(
+            "observe_heartbeat_late",
+            "Heartbeat monitors this process turned down because their deadline passed",
+            value=self.turned_down,
+        )
 
     async def prune(self, now: datetime) -> None:
         cutoff = now - timedelta(days=self.retention_days)
