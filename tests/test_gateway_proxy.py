@@ -1,5 +1,8 @@
 """`observe serve --grpc-upstream`: the gateway alone, proxying to a remote
-core over gRPC, answers exactly as the in-process gateway does."""
+core over gRPC, answers exactly as the in-process gateway does.
+
+The gateway holds no database: what it proxies is the same whatever the core
+behind it stores in, so these run against the SQLite session server only."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Server, register, start_server, stop_server
+from tests.conftest import PASSWORD, SQLITE_ONLY, Server, register, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +23,7 @@ def gateway(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     stop_server(srv)
 
 
+@SQLITE_ONLY
 def test_same_answers_as_in_process(server: Server, gateway: Server) -> None:
     persona = register(server)
     for path in ("/api/v1/me", "/api/v1/me/tokens", "/api/v1/me/tokens?bogus=1", "/api/v1/nope"):
@@ -28,6 +32,7 @@ def test_same_answers_as_in_process(server: Server, gateway: Server) -> None:
         assert (a.status_code, a.json()) == (b.status_code, b.json()), path
 
 
+@SQLITE_ONLY
 def test_mutations_and_errors_pass_through(server: Server, gateway: Server) -> None:
     persona = register(gateway)
     with gateway.client(persona.pat) as c:
@@ -41,6 +46,7 @@ def test_mutations_and_errors_pass_through(server: Server, gateway: Server) -> N
         assert c.get("/api/v1/me").json()["code"] == "TOKEN_INVALID"
 
 
+@SQLITE_ONLY
 def test_login_cookie_comes_back_through_the_proxy(gateway: Server) -> None:
     persona = register(gateway)
     with gateway.client() as c:
@@ -50,12 +56,13 @@ def test_login_cookie_comes_back_through_the_proxy(gateway: Server) -> None:
         assert c.get("/api/v1/me").status_code == 200
 
 
+@SQLITE_ONLY
 def test_ready_follows_the_upstream(gateway: Server) -> None:
     with gateway.client() as c:
         assert c.get("/health/ready").status_code == 200
 
 
-def test_ready_is_503_when_the_upstream_is_down(server: Server, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_ready_is_503_when_the_upstream_is_down(tmp_path_factory: pytest.TempPathFactory) -> None:
     core = start_server(Path(tmp_path_factory.mktemp("core")), backend="sqlite")
     gw = start_server(Path(tmp_path_factory.mktemp("gw")), backend="sqlite", args=["--grpc-upstream", core.grpc_target])
     try:
