@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Persona, Team
+from tests.conftest import Persona, Server, Team, register
+
+
+@pytest.fixture(scope="module")
+def owner(server: Server) -> Persona:
+    """One user for the module (per backend): every request here is one the server must refuse, so no test
+    changes what another sees, and a fresh sign-up per case (a password hash each) would only add time."""
+    return register(server)
 
 
 @pytest.mark.parametrize(
@@ -101,9 +108,9 @@ def test_unknown_query_parameter(owner: Persona) -> None:
         ("Bearer obss_" + "A" * 43, "TOKEN_INVALID"),
     ],
 )
-def test_bad_credentials(owner: Persona, header: str | None, code: str) -> None:
+def test_bad_credentials(server: Server, header: str | None, code: str) -> None:
     headers = {"authorization": header} if header is not None else {}
-    with owner.server.client() as c:
+    with server.client() as c:
         r = c.get("/api/v1/me", headers=headers)
     assert r.status_code == 401
     assert r.json()["code"] == code
@@ -151,8 +158,8 @@ def test_the_router_prefers_literal_segments_from_the_left() -> None:
     assert router.match("GET", "/b") == []
 
 
-def test_non_api_wrong_method_gets_the_envelope(owner: Persona) -> None:
-    with owner.server.client() as c:
+def test_non_api_wrong_method_gets_the_envelope(server: Server) -> None:
+    with server.client() as c:
         r = c.post("/health/live")
     assert r.status_code == 405
     assert r.json()["code"] == "METHOD_NOT_ALLOWED"

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from observe.v1 import audit_pb2, audit_pb2_grpc, monitors_pb2, monitors_pb2_grpc, tokens_pb2, tokens_pb2_grpc
 
-from tests.conftest import Persona, Server
+from tests.conftest import Persona, Server, register
 from tests.test_grpc import _auth, _details
 from tests.test_monitors import create
 
@@ -32,6 +32,18 @@ def _violation(r: Any) -> tuple[int, str, list[tuple[str, str]]]:
 @pytest.fixture
 def monitor(owner: Persona) -> dict[str, Any]:
     with owner.client() as c:
+        return create(c, tags=["ranges"])
+
+
+@pytest.fixture(scope="module")
+def reader(server: Server) -> Persona:
+    """One user for the out-of-range queries (per backend): they only read, and each is refused."""
+    return register(server)
+
+
+@pytest.fixture(scope="module")
+def readers_monitor(reader: Persona) -> dict[str, Any]:
+    with reader.client() as c:
         return create(c, tags=["ranges"])
 
 
@@ -54,10 +66,10 @@ def monitor(owner: Persona) -> dict[str, Any]:
     ],
 )
 def test_out_of_range_queries_are_a_400_on_their_field(
-    owner: Persona, monitor: dict[str, Any], path: str, params: dict[str, Any], field: str
+    reader: Persona, readers_monitor: dict[str, Any], path: str, params: dict[str, Any], field: str
 ) -> None:
-    with owner.client() as c:
-        r = c.get(path.format(id=monitor["id"]), params=params)
+    with reader.client() as c:
+        r = c.get(path.format(id=readers_monitor["id"]), params=params)
     status, code, fields = _violation(r)
     assert (status, code) == (400, "VALIDATION_FAILED"), r.text
     assert field in [p for p, _ in fields]
