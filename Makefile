@@ -67,6 +67,7 @@ bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install w
 	$(PY) -m bench.monitors_scale
 	$(PY) -m bench.alert_delivery
 	$(PY) -m bench.incident_latency
+	$(PY) -m bench.heartbeats
 
 clean: ## remove the venv and local data
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
