@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,12 @@ def cast(server: Server, smtp_sink: SmtpSink) -> dict[str, Any]:
         monitor = c.post(
             "/api/v1/monitors", json={"name": "authz", "type": "https", "url": "https://example.com", "paused": True}
         ).json()
+    outsider = register(server)  # while the token runs out
     time.sleep(max(0.0, (datetime.fromisoformat(soon) - datetime.now(UTC)).total_seconds()) + 0.5)
     return {
         "team": team,
         "expired": expiring["token"],
-        "outsider": register(server),
+        "outsider": outsider,
         # Real ids in the team's org, by (service, path variable).
         "owned": {
             ("observe.v1.TokenService", "id"): str(team.owner.pat_id),
@@ -78,50 +80,55 @@ def narrow_scope(method: Method) -> str:
 def test_every_rpc_against_every_persona(cast: dict[str, Any], tmp_path: Path) -> None:
     team: Team = cast["team"]
     outsider: Persona = cast["outsider"]
-    narrow: dict[str, str] = {}
-    checked = 0
     methods = all_methods(tmp_path)
-    for method in methods:
+    # Minted up front: the bindings are checked side by side (no call changes what another sees).
+    narrow = {
+        scope: team.owner.mint(name=f"narrow-{scope}", scopes=[scope])["token"]
+        for scope in {narrow_scope(m) for m in methods if not m.rule.public}
+    }
+
+    def check(method: Method, binding: HttpBinding) -> None:
         rule = method.rule
-        for binding in method.bindings:
-            where = f"{binding.verb} {binding.path}"
-            if rule.public:
-                with team.owner.server.client() as c:
-                    r = call(c, binding, {})
-                assert r.status_code not in DENIED or r.json()["code"] not in {"AUTH_REQUIRED", "ROLE_INSUFFICIENT"}
-                assert r.status_code < 500, (where, r.text)
-                checked += 1
-                continue
-            for role, persona in team.by_role().items():
-                with persona.client() as c:
-                    r = call(c, binding, {})
-                allowed = not method.allowed_roles or ROLES_BY_NAME[role] in method.allowed_roles
-                if allowed:
-                    assert r.status_code not in DENIED, (where, role, r.text)
-                    assert r.status_code < 500, (where, role, r.text)
-                else:
-                    assert (r.status_code, r.json()["code"]) == (403, "ROLE_INSUFFICIENT"), (where, role)
-            scope = narrow_scope(method)
-            if scope not in narrow:
-                narrow[scope] = team.owner.mint(name=f"narrow-{scope}", scopes=[scope])["token"]
-            with team.owner.client(narrow[scope]) as c:
+        where = f"{binding.verb} {binding.path}"
+        if rule.public:
+            with team.owner.server.client() as c:
                 r = call(c, binding, {})
-            if rule.scope:
-                assert (r.status_code, r.json()["code"]) == (403, "PAT_SCOPE_INSUFFICIENT"), where
+            assert r.status_code not in DENIED or r.json()["code"] not in {"AUTH_REQUIRED", "ROLE_INSUFFICIENT"}
+            assert r.status_code < 500, (where, r.text)
+            return
+        for role, persona in team.by_role().items():
+            with persona.client() as c:
+                r = call(c, binding, {})
+            allowed = not method.allowed_roles or ROLES_BY_NAME[role] in method.allowed_roles
+            if allowed:
+                assert r.status_code not in DENIED, (where, role, r.text)
+                assert r.status_code < 500, (where, role, r.text)
             else:
-                assert r.status_code not in DENIED, (where, r.text)
-            with team.owner.client(cast["expired"]) as c:
-                r = call(c, binding, {})
-            assert (r.status_code, r.json()["code"]) == (401, "TOKEN_EXPIRED"), where
-            ids = {var: value for (svc, var), value in cast["owned"].items() if svc == method.service}
-            if ids and any("{" + var in binding.path for var in ids):
-                with outsider.client() as c:
-                    r = call(c, binding, ids)
-                    missing = call(c, binding, {})
-                # Another org's resource answers exactly like one that does
-                # not exist: 404 (or the same validation error), never data.
-                assert r.status_code in (400, 404), (where, r.text)
-                assert (r.status_code, r.json()) == (missing.status_code, missing.json()), where
+                assert (r.status_code, r.json()["code"]) == (403, "ROLE_INSUFFICIENT"), (where, role)
+        with team.owner.client(narrow[narrow_scope(method)]) as c:
+            r = call(c, binding, {})
+        if rule.scope:
+            assert (r.status_code, r.json()["code"]) == (403, "PAT_SCOPE_INSUFFICIENT"), where
+        else:
+            assert r.status_code not in DENIED, (where, r.text)
+        with team.owner.client(cast["expired"]) as c:
+            r = call(c, binding, {})
+        assert (r.status_code, r.json()["code"]) == (401, "TOKEN_EXPIRED"), where
+        ids = {var: value for (svc, var), value in cast["owned"].items() if svc == method.service}
+        if ids and any("{" + var in binding.path for var in ids):
+            with outsider.client() as c:
+                r = call(c, binding, ids)
+                missing = call(c, binding, {})
+            # Another org's resource answers exactly like one that does
+            # not exist: 404 (or the same validation error), never data.
+            assert r.status_code in (400, 404), (where, r.text)
+            assert (r.status_code, r.json()) == (missing.status_code, missing.json()), where
+
+    work = [(method, binding) for method in methods for binding in method.bindings]
+    checked = 0
+    with ThreadPoolExecutor(6) as pool:
+        for done in [pool.submit(check, method, binding) for method, binding in work]:
+            done.result()  # raises the binding's failure
             checked += 1
     assert checked == sum(len(m.bindings) for m in methods) >= 19
     with team.owner.client() as c:  # nothing above changed the team
