@@ -52,6 +52,9 @@ def flow_server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, sm
 def _start(tmp: Path, receiver: Receiver, smtp_sink: SmtpSink) -> Server:
     env = {
         **CHECKING_ENV,
+        # Checks every 0.75 s (intervalSec 30 × 0.025; the session server's 1.5 s): every step below waits on
+        # two or three checks, and nothing here measures the interval itself.
+        "OBSERVE_CHECK_INTERVAL_SCALE": "0.025",
         "OBSERVE_SMTP_HOST": "127.0.0.1",
         "OBSERVE_SMTP_PORT": str(smtp_sink.port),
         "OBSERVE_TELEGRAM_API_URL": receiver.url("/tg"),
