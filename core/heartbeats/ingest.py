@@ -27,14 +27,11 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
-from sqlalchemy import insert
 
 from core.errors import ObserveError
 from core.heartbeats import state as hb
 from core.heartbeats.schedule import Change, apply_ping
-from core.heartbeats.tables import heartbeat_pings
 from core.scheduler.events import StatusHooks
-from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.faults import log_round_failure, unavailable
 
@@ -159,9 +156,9 @@ class PingWriter:
     async def _write(self, batch: list[Ping]) -> tuple[list[bool], list[Any]]:
         digests = sorted({p.token_hash for p in batch})
         async with self.db.write() as conn:
-            beats = await hb.load(conn, self.db, self.scale, t.monitors.c.heartbeat_token_hash.in_(digests))
+            driver, beats = await hb.load(conn, self.scale, hashes=digests)
             by_hash = {b.token_hash: b for b in beats}
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             outcome: list[bool] = []
             changes: list[tuple[hb.Heartbeat, Change, datetime]] = []
             for ping in batch:
@@ -175,22 +172,21 @@ class PingWriter:
                 if change is not None:
                     changes.append((beat, change, ping.at))
                 rows.append(
-                    {
-                        "monitor_id": beat.id,
-                        "at": ping.at,
-                        "kind": ping.kind,
-                        "exit_status": ping.exit_status,
-                        "runtime_ms": runtime_ms,
-                        "rid": ping.rid,
-                        "ip": ping.ip[:64],
-                        "user_agent": ping.user_agent[:512],
-                        "body_bytes": ping.body_bytes,
-                        "body": ping.body or None,
-                    }
+                    (
+                        beat.id,
+                        ping.at,
+                        ping.kind,
+                        ping.exit_status,
+                        runtime_ms,
+                        ping.rid,
+                        ping.ip[:64],
+                        ping.user_agent[:512],
+                        ping.body_bytes,
+                        ping.body or None,
+                    )
                 )
-            if rows:
-                await conn.execute(insert(heartbeat_pings), rows)
-            events = await hb.save(conn, self.db, beats, changes, seen=True)
+            await driver.insert_pings(rows)
+            events = await hb.save(conn, driver, beats, changes, seen=True)
         now = time.monotonic()
         for digest in digests:
             if digest not in by_hash:

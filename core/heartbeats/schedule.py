@@ -92,18 +92,18 @@ class State:
             deadline_reason=row.deadline_reason,
         )
 
-    def row(self) -> dict[str, Any]:
-        """heartbeat_state's columns (without the keys)."""
-        return {
-            "last_ping_at": self.last_ping_at,
-            "last_success_at": self.last_success_at,
-            "counts_from": self.counts_from,
-            "open_starts": json.dumps(
-                {rid: at.isoformat() for rid, at in self.open_starts.items()}, separators=(",", ":")
-            ),
-            "deadline_at": self.deadline_at,
-            "deadline_reason": self.deadline_reason,
-        }
+    def values(self) -> tuple[Any, ...]:
+        """heartbeat_state's columns after the keys: last_ping_at,
+        last_success_at, counts_from, open_starts, deadline_at, deadline_reason."""
+        starts = json.dumps({rid: at.isoformat() for rid, at in self.open_starts.items()}, separators=(",", ":"))
+        return (
+            self.last_ping_at,
+            self.last_success_at,
+            self.counts_from,
+            starts,
+            self.deadline_at,
+            self.deadline_reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)

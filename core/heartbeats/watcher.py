@@ -125,13 +125,13 @@ class LatenessWatcher:
         if not due:
             return 0
         async with self.db.write() as conn:
-            beats = await hb.load(conn, self.db, self.scale, t.monitors.c.id.in_(sorted(due)))
+            driver, beats = await hb.load(conn, self.scale, ids=sorted(due))
             changes: list[tuple[hb.Heartbeat, Change, datetime]] = []
             for beat in beats:
                 change = expire(beat.state, beat.schedule, now)
                 if change is not None:
                     changes.append((beat, change, now))
-            events = await hb.save(conn, self.db, beats, changes, seen=False)
+            events = await hb.save(conn, driver, beats, changes, seen=False)
             gone = set(due) - {b.id for b in beats}
             if gone:  # no longer heartbeat monitors: nothing is awaited from them
                 await conn.execute(
@@ -164,14 +164,14 @@ class LatenessWatcher:
         if not changed:
             return 0
         async with self.db.write() as conn:
-            beats = await hb.load(conn, self.db, self.scale, m.c.id.in_(sorted(changed)))
+            driver, beats = await hb.load(conn, self.scale, ids=sorted(changed))
             now = clock.precise_now()
             for beat in beats:
                 # Up without a deadline: it was paused until now.
                 if beat.state.deadline_at is None and beat.state.status == "up" and not beat.schedule.paused:
                     resume(beat.state, now)
                 set_deadline(beat.state, beat.schedule)
-            await hb.save(conn, self.db, beats, [], seen=False)
+            await hb.save(conn, driver, beats, [], seen=False)
         return len(beats)
 
     def collect(self) -> Iterator[Metric]:
