@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 
 from limits import RateLimitItem, WindowStats, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from observe.v1 import options_pb2
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from core.errors import ErrorCode, ObserveError
+from core.rpc.windows import LocalWindows
 
 log = logging.getLogger("observe.ratelimit")
 
@@ -57,9 +58,7 @@ REDIS_TIMEOUT = 0.25
 REDIS_RETRY_SEC = 2.0
 
 
-def storage_for(redis_url: str | None, prefix: str) -> Storage:
-    if not redis_url:
-        return MemoryStorage()
+def storage_for(redis_url: str, prefix: str) -> Storage:
     scheme, sep, rest = redis_url.partition("://")
     return RedisStorage(
         f"async+{scheme}{sep}{rest}",
@@ -76,7 +75,7 @@ def storage_for(redis_url: str | None, prefix: str) -> Storage:
 class RateLimiter:
     def __init__(self, *, limits: dict[str, str], redis_url: str | None, prefix: str = "observe") -> None:
         self.items: dict[str, RateLimitItem] = {name: parse(spec) for name, spec in limits.items()}
-        self.local = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self.local = LocalWindows()  # core.rpc.windows: the same algorithm, in this process
         self.shared = SlidingWindowCounterRateLimiter(storage_for(redis_url, prefix)) if redis_url else None
         self.redis_down = False
         self._retry_at = 0.0
@@ -90,7 +89,7 @@ class RateLimiter:
             return "unused"
         return "degraded" if self.redis_down else "ok"
 
-    def _strategy(self) -> SlidingWindowCounterRateLimiter:
+    def _strategy(self) -> SlidingWindowCounterRateLimiter | LocalWindows:
         if self.shared is None:
             return self.local
         if self.redis_down:
@@ -102,8 +101,11 @@ class RateLimiter:
         return self.shared
 
     async def _count(
-        self, strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, bucket: str
+        self, strategy: SlidingWindowCounterRateLimiter | LocalWindows, item: RateLimitItem, bucket: str
     ) -> tuple[bool, WindowStats]:
+        if isinstance(strategy, LocalWindows):
+            allowed, remaining, reset_time = strategy.hit(item, bucket)
+            return allowed, WindowStats(reset_time, remaining)
         allowed = await strategy.hit(item, bucket)
         return allowed, await strategy.get_window_stats(item, bucket)
 
