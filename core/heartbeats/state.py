@@ -10,6 +10,7 @@ row, which the incident engine consumes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,12 @@ _STATUS_UPDATE = (
     .where(_s.c.monitor_id == bindparam("b_id"))
     .values(status=bindparam("b_status"), status_changed_at=bindparam("b_changed"))
 )
+
+
+@functools.lru_cache(maxsize=65536)
+def _schedule(settings: str, interval_sec: int, paused: bool, scale: float) -> Schedule:
+    """Parsed once per distinct settings (a batch reads them for every ping)."""
+    return Schedule.from_row(settings, interval_sec, paused, scale)
 
 
 @dataclass(slots=True)
@@ -63,7 +70,7 @@ async def load(
             id=row.id,
             org_id=row.org_id,
             token_hash=row.heartbeat_token_hash,
-            schedule=Schedule.from_row(row.settings, row.interval_sec, row.paused, scale),
+            schedule=_schedule(row.settings, row.interval_sec, bool(row.paused), scale),
             state=State.from_row(row),
             stored=row.has_state is not None,
             initial_status=row.status or "pending",
