@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.heartbeats.rows import Driver
 from core.heartbeats.schedule import Change, Schedule, State
+from core.scheduler import events
 from core.scheduler.events import StatusChange
 from core.storage import tables as t
 
@@ -92,7 +93,7 @@ async def save(
     await driver.save_states([(b.id, b.org_id, *b.state.values()) for b in beats])
     if seen:
         await driver.touch([(b.state.last_ping_at, b.id) for b in beats])
-    events: list[StatusChange] = []
+    stored: list[StatusChange] = []
     if changes:  # rare: through SQLAlchemy, in the same transaction
         await conn.execute(
             _STATUS_UPDATE,
@@ -100,23 +101,7 @@ async def save(
         )
     for beat, change, at in changes:
         before = beat.initial_status
-        event_id = (
-            await conn.execute(
-                insert(t.monitor_events)
-                .values(
-                    monitor_id=beat.id,
-                    org_id=beat.org_id,
-                    at=at,
-                    from_status=before,
-                    to_status=change.to_status,
-                    reason=change.reason,
-                    error=change.error,
-                )
-                .returning(t.monitor_events.c.id)
-            )
-        ).scalar_one()
-        events.append(
-            StatusChange(event_id, beat.id, beat.org_id, at, before, change.to_status, change.reason, change.error)
-        )
+        event = StatusChange(0, beat.id, beat.org_id, at, before, change.to_status, change.reason, change.error)
+        stored.append(await events.store(conn, event))
         beat.initial_status = change.to_status
-    return events
+    return stored

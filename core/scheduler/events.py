@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.storage import tables as t
 
 log = logging.getLogger("observe.scheduler.events")
 
@@ -26,6 +31,26 @@ class StatusChange:
 
 
 Hook = Callable[[list[StatusChange]], Awaitable[None]]
+
+
+async def store(conn: AsyncConnection, change: StatusChange) -> StatusChange:
+    """Writes ``change`` as a monitor_events row; returns it with its event id."""
+    event_id = (
+        await conn.execute(
+            insert(t.monitor_events)
+            .values(
+                monitor_id=change.monitor_id,
+                org_id=change.org_id,
+                at=change.at,
+                from_status=change.from_status,
+                to_status=change.to_status,
+                reason=change.reason,
+                error=change.error,
+            )
+            .returning(t.monitor_events.c.id)
+        )
+    ).scalar_one()
+    return replace(change, event_id=event_id)
 
 
 class StatusHooks:

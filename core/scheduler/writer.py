@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from core.accounts.plans import current_month
 from core.checks.base import CheckResult
 from core.monitors.rollups import LEVELS, Agg, bucket_start
+from core.scheduler import events
 from core.scheduler.events import StatusChange, StatusHooks
 from core.scheduler.jobs import Job
 from core.storage import tables as t
@@ -183,22 +184,7 @@ class ResultWriter:
                     ],
                 )
             for e in batch.events:
-                event_id = (
-                    await conn.execute(
-                        insert(t.monitor_events)
-                        .values(
-                            monitor_id=e.monitor_id,
-                            org_id=e.org_id,
-                            at=e.at,
-                            from_status=e.from_status,
-                            to_status=e.to_status,
-                            reason=e.reason,
-                            error=e.error,
-                        )
-                        .returning(t.monitor_events.c.id)
-                    )
-                ).scalar_one()
-                changes.append(replace(e, event_id=event_id))
+                changes.append(await events.store(conn, e))
             month = current_month()
             for org_id, n in batch.checks_by_org.items():
                 stmt = self.db.upsert(t.org_usage).values(org_id=org_id, month=month, checks=n, log_bytes=0)
