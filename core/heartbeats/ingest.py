@@ -39,6 +39,7 @@ log = logging.getLogger("observe.heartbeats")
 
 BODY_KEPT = 102_400  # bytes of a body stored (CONTRACT.md: 100 KB)
 MAX_BATCH = 2000  # pings per transaction
+GATHER_SEC = 0.002  # how long a batch waits for more pings before it is written
 UNKNOWN_TTL = 60.0  # seconds an unknown token is answered from memory
 UNKNOWN_MAX = 100_000
 
@@ -116,6 +117,9 @@ class PingWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                # A moment for the pings already on their way (requests the
+                # loop is reading now) to join this transaction.
+                await asyncio.sleep(GATHER_SEC)
                 await self._flush(self._take())
 
     async def _flush(self, batch: list[Ping]) -> None:

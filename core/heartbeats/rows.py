@@ -45,7 +45,9 @@ def _marks(n: int, dollar: bool) -> str:
 def _sqlite_time(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(sep=" ", timespec="microseconds")[:26]  # without the "+00:00"
 
 
 def _from_sqlite_time(value: str | None) -> datetime | None:
