@@ -164,6 +164,8 @@ def start_server(
         "OBSERVE_GRPC_PORT": str(grpc_port),
         "OBSERVE_PUBLIC_URL": f"http://127.0.0.1:{http_port}",
         **{f"OBSERVE_RATE_LIMIT_{name}": spec for name, spec in GENEROUS_LIMITS.items()},
+        # Sign-ups hash at Argon2id's minimum cost: the suite registers hundreds of users.
+        "OBSERVE_INSECURE_TEST_PASSWORD_HASHING": "1",
         **(extra_env or {}),
     }
     if database_url:
