@@ -6,9 +6,10 @@ tokens (GET /api/v1/monitors/:id/secrets, 64 at a time); each token is pinged
 once (every monitor's first ping turns it up, a status change, so that is not
 what the run measures). A warm-up of wrk then pings until 10 s into a minute
 whose previous minute it pinged throughout (70-130 s; --warmup N instead): the
-rate limiter keeps a counter per token and minute, and its in-process storage
-sweeps all of them again and again, so a server whose monitors all ping carries
-two minutes' worth, which a run straight after the set-up would not.
+rate limiter keeps a counter per token and minute, so a server whose monitors
+all ping carries two minutes' worth, which a run straight after the set-up
+would not (this is how the limiter's old storage, which swept every counter on
+every hit, was found: core/rpc/windows.py).
 
 Then wrk (on CPU 1, --connections, default 64) runs bench/heartbeats.lua for
 --seconds: each request takes the next of the tokens, round robin, POST with a
