@@ -21,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,7 +71,8 @@ class PingWriter:
         self.db = db
         self.scale = scale
         self.hooks = hooks or StatusHooks()
-        self.on_deadline: Any = None  # called after a batch that set deadlines (the watcher's wake)
+        # Called with the earliest deadline a batch set (the watcher's wake).
+        self.on_deadline: Callable[[datetime], None] | None = None
         self._pending: list[Ping] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -124,7 +125,7 @@ class PingWriter:
 
     async def _flush(self, batch: list[Ping]) -> None:
         try:
-            outcome, events = await self._write(batch)
+            outcome, events, earliest = await self._write(batch)
         except Exception as exc:
             log_round_failure(log, "heartbeat ping batch", exc)
             # A database that cannot answer now is 503 with Retry-After for
@@ -144,8 +145,8 @@ class PingWriter:
                 ping.future.set_result(stored)
         if events:
             await self.hooks.emit(events)
-        if self.on_deadline is not None:
-            self.on_deadline()
+        if self.on_deadline is not None and earliest is not None:
+            self.on_deadline(earliest)
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus collector: register with ``registry.register(writer)``."""
@@ -157,7 +158,9 @@ class PingWriter:
             "observe_heartbeat_batches", "Transactions that stored heartbeat pings (group commit)", value=self.batches
         )
 
-    async def _write(self, batch: list[Ping]) -> tuple[list[bool], list[Any]]:
+    async def _write(self, batch: list[Ping]) -> tuple[list[bool], list[Any], datetime | None]:
+        """Stores the batch; returns which pings were stored, the status
+        changes, and the earliest deadline it set."""
         digests = sorted({p.token_hash for p in batch})
         async with self.db.write() as conn:
             driver, beats = await hb.load(conn, self.scale, hashes=digests)
@@ -198,4 +201,5 @@ class PingWriter:
                 self._unknown.move_to_end(digest)
         while len(self._unknown) > UNKNOWN_MAX:
             self._unknown.popitem(last=False)
-        return outcome, events
+        deadlines = [b.state.deadline_at for b in beats if b.state.deadline_at is not None]
+        return outcome, events, min(deadlines) if deadlines else None

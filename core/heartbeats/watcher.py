@@ -61,11 +61,14 @@ class LatenessWatcher:
         self._changed_since: datetime | None = None
         self._next_reconcile = 0.0
         self._next_retention = 0.0
+        self._sleep_until: datetime | None = None  # when the next round starts at the latest
         self.turned_down = 0
 
-    def wake(self) -> None:
-        """A deadline may have come nearer (a ping in this process)."""
-        self._wake.set()
+    def wake(self, earliest: datetime | None = None) -> None:
+        """A ping in this process set deadlines, the earliest ``earliest``:
+        the next round comes sooner if that is before it (None: at once)."""
+        if earliest is None or self._sleep_until is None or earliest < self._sleep_until:
+            self._wake.set()
 
     async def start(self) -> None:
         self._changed_since = clock.now() - timedelta(seconds=1)
@@ -82,6 +85,10 @@ class LatenessWatcher:
         loop = asyncio.get_running_loop()
         while True:
             delay = POLL_SEC
+            # Awake: a wake from now on (a deadline set while this round
+            # reads) makes the next round start at once.
+            self._wake.clear()
+            self._sleep_until = None
             try:
                 now = clock.precise_now()
                 await self.round(now)
@@ -96,7 +103,7 @@ class LatenessWatcher:
                     delay = min(POLL_SEC, max(MIN_SLEEP, (nearest - clock.precise_now()).total_seconds()))
             except Exception as exc:
                 log_round_failure(log, "heartbeat lateness round", exc)
-            self._wake.clear()
+            self._sleep_until = clock.precise_now() + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
