@@ -235,6 +235,35 @@ def test_heartbeat_scenarios(server: Server) -> None:
             future.result()
 
 
+def test_pings_past_the_retention_are_dropped(server: Server) -> None:
+    """Like check results, pings are kept OBSERVE_CHECK_RETENTION_DAYS (7)."""
+    import asyncio
+
+    from core.heartbeats.watcher import LatenessWatcher
+    from core.storage.db import Database
+
+    persona = register(server)
+    monitor_id, url = heartbeat(persona, "kept", intervalSec=3600)
+    assert ping(url, content="recent").status_code == 200
+    old = datetime.now(UTC) - timedelta(days=8)
+    server.sql(
+        hp.insert().values(
+            monitor_id=monitor_id, at=old, kind="success", ip="", user_agent="", body_bytes=3, body=b"old"
+        )
+    )
+    assert [p["body"] for p in pings(persona, monitor_id)["pings"]] == ["old", "recent"]
+
+    async def prune() -> None:
+        db = Database(server.database_url)
+        try:
+            await LatenessWatcher(db, retention_days=7).prune(datetime.now(UTC))
+        finally:
+            await db.close()
+
+    asyncio.run(prune())
+    assert [p["body"] for p in pings(persona, monitor_id)["pings"]] == ["recent"]
+
+
 def test_bad_pings_and_the_pings_log(server: Server) -> None:
     persona, outsider = register(server), register(server)
     monitor_id, url = heartbeat(persona, "paged", intervalSec=3600)
