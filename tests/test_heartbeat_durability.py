@@ -146,8 +146,10 @@ def test_rate_limit_counts_per_token(server: Server) -> None:
             codes.append(client.post(url).status_code)
         refused = client.post(url)
         assert client.get(other).status_code == 200
-    # The sliding window may let one or two more through at a minute's turn, never fewer than 60.
-    assert 61 <= len(codes) <= 63, codes
+    # Never fewer than 60. A burst that spans a minute's turn may get a few more
+    # through: the sliding window weighs the previous minute by the part still
+    # in view, so the slower the burst, the more (62 after 6 s across the turn).
+    assert 61 <= len(codes) <= 65, codes
     assert set(codes[:60]) == {200}
     assert codes[-1] == 429
     assert refused.json()["code"] == "RATE_LIMITED"
