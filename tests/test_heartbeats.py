@@ -94,11 +94,11 @@ def resolved(persona: Persona, monitor_id: int) -> None:
 
 
 def silence_opens_an_incident_at_the_deadline(server: Server, persona: Persona) -> None:
-    monitor_id, url = heartbeat(persona, "nightly-backup", intervalSec=30, graceSec=10)
+    monitor_id, url = heartbeat(persona, "nightly-backup", intervalSec=60, graceSec=20)
     assert status(persona, monitor_id) == "pending"
     assert incidents(persona, monitor_id) == []
-    # A job pinging every 0.8 s for longer than interval + grace (1.5 + 0.5 s) stays up.
-    for n in range(4):
+    # A job pinging every 0.8 s for longer than interval + grace (3 + 1 s) stays up.
+    for n in range(6):
         if n:
             time.sleep(0.8)  # the job's own cadence
         assert ping(url).json() == {"ok": True}
@@ -108,7 +108,7 @@ def silence_opens_an_incident_at_the_deadline(server: Server, persona: Persona) 
     incident = open_incident(persona, monitor_id)
     assert incident["cause"]["reason"] == "late"
     assert status(persona, monitor_id) == "down"
-    deadline = last + timedelta(seconds=(30 + 10) * SCALE)
+    deadline = last + timedelta(seconds=(60 + 20) * SCALE)
     [(at, reason)] = down_events(server, monitor_id)
     assert reason == "late"
     assert deadline <= at < deadline + timedelta(seconds=1), (deadline, at)
