@@ -217,7 +217,22 @@ def grpc_callers_ping_too(server: Server, persona: Persona) -> None:
     assert status(persona, monitor_id) == "down"
 
 
+def a_token_refused_while_the_monitor_is_of_another_type_works_again(server: Server, persona: Persona) -> None:
+    monitor_id, url = heartbeat(persona, "shifting", intervalSec=3600)
+    assert ping(url).status_code == 200
+    with persona.client() as c:
+        r = c.patch(f"/api/v1/monitors/{monitor_id}", json={"type": "tcp", "host": "127.0.0.1", "port": 9})
+        assert r.status_code == 200, r.text
+    for _ in range(2):  # refused, and not remembered as no one's token
+        assert ping(url).status_code == 404
+    with persona.client() as c:
+        r = c.patch(f"/api/v1/monitors/{monitor_id}", json={"type": "heartbeat"})
+        assert r.status_code == 200, r.text
+    assert ping(url).status_code == 200
+
+
 SCENARIOS: list[Callable[[Server, Persona], None]] = [
+    a_token_refused_while_the_monitor_is_of_another_type_works_again,
     paused_pings_move_nothing_and_a_resume_restarts_the_clock,
     grpc_callers_ping_too,
     silence_opens_an_incident_at_the_deadline,
@@ -365,17 +380,45 @@ def test_an_end_without_a_run_id_ends_the_latest_start() -> None:
 
 
 def test_a_paused_monitor_is_never_late_and_resumes_from_the_resume() -> None:
-    from core.heartbeats.schedule import Schedule, State, apply_ping, resume, set_deadline
+    from core.heartbeats.schedule import Schedule, State, apply_ping, expire, set_deadline
 
     running = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10))
     paused = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10), paused=True)
-    state = State()
     t0 = datetime.fromisoformat("2026-11-30T00:00:00+00:00")
+    resumed = t0 + timedelta(hours=5)
+
+    state = State()
     apply_ping(state, running, "success", None, None, t0)
     assert apply_ping(state, paused, "fail", None, None, t0 + timedelta(seconds=1)) == (None, None)
     assert state.status == "up"
-    assert state.deadline_at is None
-    resumed = t0 + timedelta(hours=5)
-    resume(state, resumed)
-    set_deadline(state, running)
+    assert (state.deadline_at, state.deadline_reason) == (None, "paused")
+    assert expire(state, paused, resumed) is None
+    set_deadline(state, running, resumed)  # the first look after the resume
     assert state.deadline_at == resumed + timedelta(seconds=70)
+
+    # A monitor still pending, whose first success came while it was paused.
+    pending = State()
+    apply_ping(pending, paused, "success", None, None, t0)
+    assert pending.status == "pending"
+    assert expire(pending, running, resumed) is None
+    assert pending.deadline_at == resumed + timedelta(seconds=70)
+
+    # A run started before the pause has its grace from the resume.
+    started = State()
+    apply_ping(started, running, "start", None, None, t0)
+    set_deadline(started, paused, t0 + timedelta(seconds=1))
+    assert expire(started, running, resumed) is None
+    assert (started.deadline_reason, started.deadline_at) == ("start", resumed + timedelta(seconds=10))
+
+
+def test_times_never_go_back() -> None:
+    """A ping committed by another process after a later one changes no time backwards."""
+    from core.heartbeats.schedule import Schedule, State, apply_ping
+
+    schedule = Schedule(interval=timedelta(seconds=60), grace=timedelta(seconds=10))
+    state = State()
+    t0 = datetime.fromisoformat("2026-11-30T00:00:00+00:00")
+    apply_ping(state, schedule, "success", None, None, t0 + timedelta(seconds=5))
+    apply_ping(state, schedule, "success", None, None, t0)
+    assert state.last_ping_at == state.last_success_at == state.counts_from == t0 + timedelta(seconds=5)
+    assert state.deadline_at == t0 + timedelta(seconds=75)

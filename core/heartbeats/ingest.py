@@ -7,16 +7,16 @@ delete committed anywhere takes effect for the next batch of every
 process), one insert of all pings, one upsert of the touched monitors'
 state. Per ping there is only a hash and a queue entry.
 
-Unknown tokens are remembered for a while (``UNKNOWN_TTL``), so a client
-pinging a deleted monitor every second costs no transaction. A token never
-becomes valid after being unknown: tokens are random and new on creation
-and rotation.
+Tokens no monitor has are remembered for a while (``UNKNOWN_TTL``), so a
+client pinging a deleted monitor every second costs no transaction: such a
+token never becomes valid (tokens are random, new on creation and on
+rotation). A token of a monitor of another type is refused but not
+remembered: the monitor may become a heartbeat monitor again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -76,6 +76,7 @@ class PingWriter:
         self._pending: list[Ping] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self.batches = 0
         self.outcomes: dict[str, int] = {"stored": 0, "unknown_token": 0, "failed": 0}
@@ -84,14 +85,12 @@ class PingWriter:
         self._task = asyncio.create_task(self._loop(), name="heartbeat-writer")
 
     async def stop(self) -> None:
-        """Commits what is queued, then stops."""
+        """Commits what is queued, and the batch being written, then stops."""
         if self._task is None:
             return
-        while self._pending:
-            await self._flush(self._take())
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        self._wake.set()
+        await self._task
         self._task = None
 
     def known_unknown(self, digest: str) -> bool:
@@ -122,6 +121,8 @@ class PingWriter:
                 # loop is reading now) to join this transaction.
                 await asyncio.sleep(GATHER_SEC)
                 await self._flush(self._take())
+            if self._stopping:
+                return
 
     async def _flush(self, batch: list[Ping]) -> None:
         try:
@@ -163,7 +164,7 @@ class PingWriter:
         changes, and the earliest deadline it set."""
         digests = sorted({p.token_hash for p in batch})
         async with self.db.write() as conn:
-            driver, beats = await hb.load(conn, self.scale, hashes=digests)
+            driver, beats, others = await hb.load(conn, self.scale, hashes=digests)
             by_hash = {b.token_hash: b for b in beats}
             rows: list[tuple[Any, ...]] = []
             outcome: list[bool] = []
@@ -173,9 +174,13 @@ class PingWriter:
                 outcome.append(beat is not None)
                 if beat is None:
                     continue
-                change, runtime_ms = apply_ping(
-                    beat.state, beat.schedule, ping.kind, ping.exit_status, ping.rid, ping.at
-                )
+                try:
+                    change, runtime_ms = apply_ping(
+                        beat.state, beat.schedule, ping.kind, ping.exit_status, ping.rid, ping.at
+                    )
+                except Exception:  # one monitor's bad settings must not fail the batch: stored, no status change
+                    log.exception("heartbeat monitor %s: a ping could not be applied to its state", beat.id)
+                    change, runtime_ms = None, None
                 if change is not None:
                     changes.append((beat, change, ping.at))
                 rows.append(
@@ -196,7 +201,7 @@ class PingWriter:
             events = await hb.save(conn, driver, beats, changes, seen=True)
         now = time.monotonic()
         for digest in digests:
-            if digest not in by_hash:
+            if digest not in by_hash and digest not in others:  # no monitor has it: it never will
                 self._unknown[digest] = now + UNKNOWN_TTL
                 self._unknown.move_to_end(digest)
         while len(self._unknown) > UNKNOWN_MAX:

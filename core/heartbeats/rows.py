@@ -22,13 +22,13 @@ from typing import Any, NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 _COLUMNS = (
-    "m.id, m.org_id, m.interval_sec, m.paused, m.settings, m.heartbeat_token_hash, s.status,"
+    "m.id, m.org_id, m.type, m.interval_sec, m.paused, m.settings, m.heartbeat_token_hash, s.status,"
     " h.monitor_id, h.last_ping_at, h.last_success_at, h.counts_from, h.open_starts, h.deadline_at,"
     " h.deadline_reason"
 )
 _FROM = (
     " FROM monitors m JOIN monitor_state s ON s.monitor_id = m.id"
-    " LEFT JOIN heartbeat_state h ON h.monitor_id = m.id WHERE m.type = 'heartbeat' AND "
+    " LEFT JOIN heartbeat_state h ON h.monitor_id = m.id WHERE "
 )
 _PING_COLUMNS = "monitor_id, at, kind, exit_status, runtime_ms, rid, ip, user_agent, body_bytes, body"
 _STATE_COLUMNS = ("last_ping_at", "last_success_at", "counts_from", "open_starts", "deadline_at", "deadline_reason")
@@ -50,7 +50,8 @@ def _sqlite_time(value: datetime | None) -> str | None:
     return value.isoformat(sep=" ", timespec="microseconds")[:26]  # without the "+00:00"
 
 
-def _from_sqlite_time(value: str | None) -> datetime | None:
+def _from_sqlite_time(value: Any) -> datetime | None:
+    """A DATETIME column as SQLite hands it back (text), as SQLAlchemy reads it."""
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
@@ -59,6 +60,7 @@ class Row(NamedTuple):
 
     id: int
     org_id: int
+    type: str
     interval_sec: int
     paused: bool
     settings: str
@@ -77,7 +79,10 @@ def _sqlite_row(values: Sequence[Any]) -> Row:
     row = Row(*values)
     t = _from_sqlite_time
     return row._replace(
-        last_ping_at=t(values[8]), last_success_at=t(values[9]), counts_from=t(values[10]), deadline_at=t(values[12])
+        last_ping_at=t(row.last_ping_at),
+        last_success_at=t(row.last_success_at),
+        counts_from=t(row.counts_from),
+        deadline_at=t(row.deadline_at),
     )
 
 
@@ -103,7 +108,8 @@ class Driver:
         return cls(driver, False)
 
     async def load(self, *, hashes: Sequence[str] = (), ids: Sequence[int] = ()) -> list[Row]:
-        """Heartbeat monitors by token hash or id, with their state, in id
+        """Monitors by token hash or id (of any type: the caller tells a token
+        of another type from one that is no one's), with their state, in id
         order. On PostgreSQL the monitors rows are locked first (in id order),
         and the state is read by a second statement (see core.heartbeats.state)."""
         column, keys = ("m.heartbeat_token_hash", list(hashes)) if hashes else ("m.id", list(ids))
@@ -115,8 +121,7 @@ class Driver:
             return [_sqlite_row(values) for values in raw.execute(sql, keys).fetchall()]
         kind = "text" if hashes else "bigint"
         locked = await self.raw.fetch(
-            f"SELECT m.id FROM monitors m WHERE m.type = 'heartbeat' AND {column} = ANY($1::{kind}[])"
-            " ORDER BY m.id FOR NO KEY UPDATE",
+            f"SELECT m.id FROM monitors m WHERE {column} = ANY($1::{kind}[]) ORDER BY m.id FOR NO KEY UPDATE",
             keys,
         )
         if not locked:

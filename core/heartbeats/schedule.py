@@ -128,7 +128,9 @@ def apply_ping(
 ) -> tuple[Change | None, int | None]:
     """Applies one ping to ``state`` (in place); returns the status change it
     causes (or None) and the run time in ms when it ends a start."""
-    state.last_ping_at = at
+    # Pings committed by another process may be older than what is stored:
+    # times never go back.
+    state.last_ping_at = _later(state.last_ping_at, at)
     runtime_ms: int | None = None
     if kind == "start":
         state.open_starts.pop(rid or "", None)  # a repeated start restarts the run
@@ -150,27 +152,40 @@ def apply_ping(
             reason = "fail" if kind == "fail" else "exit_status"
             change = Change("down", reason, error) if state.status != "down" else None
         else:
-            state.last_success_at = state.counts_from = at
+            state.last_success_at = _later(state.last_success_at, at)
+            state.counts_from = _later(state.counts_from, at)
             change = Change("up", None, None) if state.status != "up" else None
     if schedule.paused:
         change = None  # recorded, but a paused monitor's status does not move
     if change is not None:
         state.status = change.to_status
-    set_deadline(state, schedule)
+    set_deadline(state, schedule, at)
     return change, runtime_ms
+
+
+def _later(current: datetime | None, at: datetime) -> datetime:
+    return at if current is None or at > current else current
 
 
 def latest(starts: dict[str, datetime]) -> str:
     return max(starts, key=starts.__getitem__)
 
 
-def set_deadline(state: State, schedule: Schedule) -> None:
+def set_deadline(state: State, schedule: Schedule, now: datetime) -> None:
     """When the monitor goes down if nothing arrives first: the earlier of
     its schedule's (counted from its last success, or a resume after it) and
-    its oldest open start's; none while down, paused, or pending without a
-    start."""
+    its oldest open start's; none while down, or pending without a start.
+
+    While paused there is none either, and ``deadline_reason`` says
+    "paused": whoever looks first after the resume (a ping, the watcher)
+    starts the clock again at ``now`` (:func:`resume`)."""
+    if schedule.paused:
+        state.deadline_at, state.deadline_reason = None, "paused"
+        return
+    if state.deadline_reason == "paused":
+        resume(state, now)
     state.deadline_at, state.deadline_reason = None, None
-    if schedule.paused or state.status == "down":
+    if state.status == "down":
         return
     if state.counts_from is not None:
         state.deadline_at, state.deadline_reason = schedule.late_at(state.counts_from), "late"
@@ -182,15 +197,17 @@ def set_deadline(state: State, schedule: Schedule) -> None:
 
 def resume(state: State, now: datetime) -> None:
     """The monitor was paused until ``now``: its clock starts again, so the
-    next success is due one period after the resume."""
+    next success is due one period after the resume, and a run started
+    before has its grace from the resume too."""
     if state.counts_from is not None:
         state.counts_from = max(state.counts_from, now)
+    state.open_starts = {rid: max(at, now) for rid, at in state.open_starts.items()}
 
 
 def expire(state: State, schedule: Schedule, now: datetime) -> Change | None:
     """The clock's part: the monitor is down when its deadline (recomputed
     from the current settings) has passed. Updates ``state`` in place."""
-    set_deadline(state, schedule)
+    set_deadline(state, schedule, now)
     if state.deadline_at is None or state.deadline_at > now:
         return None
     if state.deadline_reason == "start":
@@ -198,13 +215,12 @@ def expire(state: State, schedule: Schedule, now: datetime) -> Change | None:
         error = f"started at {_fmt(started)} and not ended within the {_seconds(schedule.grace)} grace"
         reason = "start_timeout"
     else:
-        assert state.last_success_at is not None
-        due = schedule.expected_after(state.last_success_at)
-        error = (
-            f"no success ping since {_fmt(state.last_success_at)}: due at {_fmt(due)}, {_seconds(schedule.grace)} grace"
-        )
+        assert state.counts_from is not None
+        due = schedule.expected_after(state.counts_from)
+        since = f"since {_fmt(state.last_success_at)}" if state.last_success_at is not None else "yet"
+        error = f"no success ping {since}: due at {_fmt(due)}, {_seconds(schedule.grace)} grace"
         reason = "late"
     state.status = "down"
     state.open_starts.clear()
-    set_deadline(state, schedule)
+    set_deadline(state, schedule, now)
     return Change("down", reason, error)

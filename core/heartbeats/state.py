@@ -54,10 +54,12 @@ class Heartbeat:
 
 async def load(
     conn: AsyncConnection, scale: float, *, hashes: Sequence[str] = (), ids: Sequence[int] = ()
-) -> tuple[Driver, list[Heartbeat]]:
+) -> tuple[Driver, list[Heartbeat], set[str]]:
     """The heartbeat monitors with these token hashes or ids, with their
-    state, locked for the rest of the transaction; and the driver the batch
-    writes with (core.heartbeats.rows).
+    state, locked for the rest of the transaction; the driver the batch
+    writes with (core.heartbeats.rows); and the token hashes found on
+    monitors of other types (unknown to pings, but not forever: a monitor's
+    type may change back).
 
     On PostgreSQL the monitors rows are locked first, in id order, and the
     state is read by a second statement: under READ COMMITTED a statement
@@ -66,18 +68,24 @@ async def load(
     has just changed (and it would report the same lateness again)."""
     driver = await Driver.of(conn)
     rows = await driver.load(hashes=hashes, ids=ids)
-    return driver, [
-        Heartbeat(
-            id=row.id,
-            org_id=row.org_id,
-            token_hash=row.heartbeat_token_hash,
-            schedule=_schedule(row.settings, row.interval_sec, bool(row.paused), scale),
-            state=State.from_row(row),
-            stored=row.has_state is not None,
-            initial_status=row.status or "pending",
-        )
-        for row in rows
-    ]
+    others = {row.heartbeat_token_hash for row in rows if row.type != "heartbeat"}
+    return (
+        driver,
+        [
+            Heartbeat(
+                id=row.id,
+                org_id=row.org_id,
+                token_hash=row.heartbeat_token_hash,
+                schedule=_schedule(row.settings, row.interval_sec, bool(row.paused), scale),
+                state=State.from_row(row),
+                stored=row.has_state is not None,
+                initial_status=row.status or "pending",
+            )
+            for row in rows
+            if row.type == "heartbeat"
+        ],
+        others,
+    )
 
 
 async def save(

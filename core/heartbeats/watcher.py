@@ -27,7 +27,7 @@ from sqlalchemy import delete, func, select, update
 
 from core import clock
 from core.heartbeats import state as hb
-from core.heartbeats.schedule import Change, expire, resume, set_deadline
+from core.heartbeats.schedule import Change, expire, set_deadline
 from core.heartbeats.tables import heartbeat_pings, heartbeat_state
 from core.scheduler.events import StatusHooks
 from core.storage import tables as t
@@ -39,6 +39,11 @@ log = logging.getLogger("observe.heartbeats")
 POLL_SEC = 0.5  # longest sleep between rounds
 MIN_SLEEP = 0.01  # shortest: a deadline that stays in the past must not spin the loop
 RECONCILE_SEC = 0.5  # how often changed monitors are looked for (an indexed read)
+LOOK_BACK = timedelta(seconds=10)  # how far behind the last look changes are looked for
+# A deadline is acted on this long after it passes: a ping received just
+# before it, still in its batch's transaction, is committed by then.
+SLACK = timedelta(seconds=0.25)
+PRUNE_CHUNK = 5000
 RETENTION_SEC = 3600.0
 ROUND_LIMIT = 1000  # monitors turned down per transaction
 
@@ -121,7 +126,7 @@ class LatenessWatcher:
                 (
                     await conn.execute(
                         select(h.c.monitor_id)
-                        .where(h.c.deadline_at <= now)
+                        .where(h.c.deadline_at <= now - SLACK)
                         .order_by(h.c.deadline_at)
                         .limit(ROUND_LIMIT)
                     )
@@ -132,10 +137,15 @@ class LatenessWatcher:
         if not due:
             return 0
         async with self.db.write() as conn:
-            driver, beats = await hb.load(conn, self.scale, ids=sorted(due))
+            driver, beats, _ = await hb.load(conn, self.scale, ids=sorted(due))
             changes: list[tuple[hb.Heartbeat, Change, datetime]] = []
             for beat in beats:
-                change = expire(beat.state, beat.schedule, now)
+                try:
+                    change = expire(beat.state, beat.schedule, now - SLACK)
+                except Exception:  # one monitor's bad settings must not stop the others going late
+                    log.exception("heartbeat monitor %s: its deadline cannot be computed; none is kept", beat.id)
+                    beat.state.deadline_at = beat.state.deadline_reason = None
+                    continue
                 if change is not None:
                     changes.append((beat, change, now))
             events = await hb.save(conn, driver, beats, changes, seen=False)
@@ -151,35 +161,35 @@ class LatenessWatcher:
 
     async def reconcile(self) -> int:
         """Deadlines again for heartbeat monitors whose settings changed since
-        the last look (a shorter interval, a pause, a resume)."""
+        the last look (a shorter interval, a pause, a resume, a monitor that
+        became a heartbeat monitor). Looks ``LOOK_BACK`` behind the last look
+        (updated_at has whole seconds, and comes from the clock of the process
+        that made the change), and moves on only once a look succeeded."""
         since = self._changed_since or clock.now()
-        # Whole-second times: look a second back, doing one twice is harmless.
-        self._changed_since = clock.now() - timedelta(seconds=1)
-        m = t.monitors
+        look_started = clock.now()
+        m, h = t.monitors, heartbeat_state
         async with self.db.read() as conn:
             changed = (
                 (
                     await conn.execute(
                         select(m.c.id)
-                        .join(heartbeat_state, heartbeat_state.c.monitor_id == m.c.id)
-                        .where(m.c.updated_at >= since, m.c.type == "heartbeat")
+                        .outerjoin(h, h.c.monitor_id == m.c.id)
+                        .where(m.c.updated_at >= since - LOOK_BACK, m.c.type == "heartbeat")
                     )
                 )
                 .scalars()
                 .all()
             )
-        if not changed:
-            return 0
-        async with self.db.write() as conn:
-            driver, beats = await hb.load(conn, self.scale, ids=sorted(changed))
-            now = clock.precise_now()
-            for beat in beats:
-                # Up without a deadline: it was paused until now.
-                if beat.state.deadline_at is None and beat.state.status == "up" and not beat.schedule.paused:
-                    resume(beat.state, now)
-                set_deadline(beat.state, beat.schedule)
-            await hb.save(conn, driver, beats, [], seen=False)
-        return len(beats)
+        written = 0
+        if changed:
+            async with self.db.write() as conn:
+                driver, beats, _ = await hb.load(conn, self.scale, ids=sorted(changed))
+                now = clock.precise_now()
+                moved = [beat for beat in beats if _recompute(beat, now)]
+                await hb.save(conn, driver, moved, [], seen=False)
+                written = len(moved)
+        self._changed_since = look_started
+        return written
 
     def collect(self) -> Iterator[Metric]:
         """Prometheus collector: register with ``registry.register(watcher)``."""
@@ -190,6 +200,29 @@ class LatenessWatcher:
         )
 
     async def prune(self, now: datetime) -> None:
+        """Drops pings past the retention, PRUNE_CHUNK at a time (one
+        transaction each, so ping batches wait for no long delete)."""
         cutoff = now - timedelta(days=self.retention_days)
-        async with self.db.write() as conn:
-            await conn.execute(delete(heartbeat_pings).where(heartbeat_pings.c.at < cutoff))
+        p = heartbeat_pings
+        while True:
+            async with self.db.write() as conn:
+                ids = select(p.c.id).where(p.c.at < cutoff).order_by(p.c.at).limit(PRUNE_CHUNK).scalar_subquery()
+                deleted = (await conn.execute(delete(p).where(p.c.id.in_(ids)))).rowcount
+            if deleted < PRUNE_CHUNK:
+                return
+            await asyncio.sleep(0)
+
+
+def _recompute(beat: hb.Heartbeat, now: datetime) -> bool:
+    """The deadline of ``beat`` from its current settings; True when it moved."""
+    state = beat.state
+    before = (state.deadline_at, state.deadline_reason, state.counts_from, dict(state.open_starts))
+    if not beat.stored and state.status == "up" and state.counts_from is None:
+        state.counts_from = now  # became a heartbeat monitor while up: its first ping is due a period from now
+    try:
+        set_deadline(state, beat.schedule, now)
+    except Exception:
+        log.exception("heartbeat monitor %s: its deadline cannot be computed; none is kept", beat.id)
+        state.deadline_at = state.deadline_reason = None
+    after = (state.deadline_at, state.deadline_reason, state.counts_from, state.open_starts)
+    return not beat.stored or after != before

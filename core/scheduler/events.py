@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.storage import tables as t
@@ -33,8 +33,23 @@ class StatusChange:
 Hook = Callable[[list[StatusChange]], Awaitable[None]]
 
 
+# pg_advisory_xact_lock key that orders event writers (any constant of ours).
+EVENTS_LOCK = 0x6F627365  # "obse"
+
+
 async def store(conn: AsyncConnection, change: StatusChange) -> StatusChange:
-    """Writes ``change`` as a monitor_events row; returns it with its event id."""
+    """Writes ``change`` as a monitor_events row; returns it with its event id.
+
+    Consumers read events after a cursor (``id > last``), so ids must become
+    visible in order. On PostgreSQL two transactions could commit their ids
+    out of order (the later id first), and a reader between the two commits
+    would move its cursor past the earlier id for good: each writer takes a
+    transaction-level advisory lock before it takes an id, held until it
+    commits, so ids are committed in the order they are taken. (SQLite has
+    one writer at a time already.) Status changes are rare; the lock is held
+    only from the first event a transaction writes to its commit."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
     event_id = (
         await conn.execute(
             insert(t.monitor_events)
