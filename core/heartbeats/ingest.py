@@ -17,7 +17,6 @@ remembered: the monitor may become a heartbeat monitor again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -42,11 +41,6 @@ MAX_BATCH = 2000  # pings per transaction
 GATHER_SEC = 0.002  # how long a batch waits for more pings before it is written
 UNKNOWN_TTL = 60.0  # seconds an unknown token is answered from memory
 UNKNOWN_MAX = 100_000
-
-
-def token_hash(token: str) -> str:
-    """As stored in monitors.heartbeat_token_hash (core.tokens.secrets.token_hash)."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -198,7 +192,7 @@ class PingWriter:
                     )
                 )
             await driver.insert_pings(rows)
-            events = await hb.save(conn, driver, beats, changes, seen=True)
+            events = await hb.save(conn, driver, beats, changes)
         now = time.monotonic()
         for digest in digests:
             if digest not in by_hash and digest not in others:  # no monitor has it: it never will

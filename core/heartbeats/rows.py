@@ -153,15 +153,3 @@ class Driver:
             self.raw.executemany(sql, [(r[0], r[1], t(r[2]), t(r[3]), t(r[4]), r[5], t(r[6]), r[7]) for r in rows])
         else:
             await self.raw.executemany(sql, rows)
-
-    async def touch(self, rows: list[tuple[datetime | None, int]]) -> None:
-        """``monitor_state.last_checked_at`` (the last ping) of each ``(time, monitor id)``."""
-        if not rows:
-            return
-        if self.sqlite:
-            self.raw.executemany(
-                "UPDATE monitor_state SET last_checked_at = ? WHERE monitor_id = ?",
-                [(_sqlite_time(at), monitor_id) for at, monitor_id in rows],
-            )
-        else:
-            await self.raw.executemany("UPDATE monitor_state SET last_checked_at = $1 WHERE monitor_id = $2", rows)

@@ -14,12 +14,13 @@ from sqlalchemy import select
 
 from core import clock
 from core.errors import ErrorCode, ObserveError, Violations, not_found
-from core.heartbeats.ingest import BODY_KEPT, Ping, PingWriter, token_hash
+from core.heartbeats.ingest import BODY_KEPT, Ping, PingWriter
 from core.heartbeats.tables import heartbeat_pings
 from core.rpc import paging
 from core.rpc.context import CallContext
 from core.storage import tables as t
 from core.storage.db import Database
+from core.tokens.secrets import token_hash
 
 CURSOR_KIND = "p"
 BODY_SHOWN = 10_240  # bytes of a body a listed ping shows

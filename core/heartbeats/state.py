@@ -93,23 +93,21 @@ async def save(
     driver: Driver,
     beats: list[Heartbeat],
     changes: list[tuple[Heartbeat, Change, datetime]],
-    *,
-    seen: bool,
 ) -> list[StatusChange]:
     """Writes the state of ``beats`` and their status ``changes`` (as
-    monitor_events); ``seen``: a ping arrived (sets lastCheckedAt)."""
+    monitor_events). A heartbeat monitor's lastCheckedAt is its state's
+    last_ping_at (core.monitors.store.SELECT), not written twice."""
     await driver.save_states([(b.id, b.org_id, *b.state.values()) for b in beats])
-    if seen:
-        await driver.touch([(b.state.last_ping_at, b.id) for b in beats])
-    stored: list[StatusChange] = []
-    if changes:  # rare: through SQLAlchemy, in the same transaction
-        await conn.execute(
-            _STATUS_UPDATE,
-            [{"b_id": b.id, "b_status": change.to_status, "b_changed": at} for b, change, at in changes],
-        )
-    for beat, change, at in changes:
+    if not changes:
+        return []
+    # Rare: through SQLAlchemy, in the same transaction.
+    await conn.execute(
+        _STATUS_UPDATE,
+        [{"b_id": b.id, "b_status": change.to_status, "b_changed": at} for b, change, at in changes],
+    )
+    pending: list[StatusChange] = []
+    for beat, change, at in changes:  # several for one monitor chain their from-status
         before = beat.initial_status
-        event = StatusChange(0, beat.id, beat.org_id, at, before, change.to_status, change.reason, change.error)
-        stored.append(await events.store(conn, event))
+        pending.append(StatusChange(0, beat.id, beat.org_id, at, before, change.to_status, change.reason, change.error))
         beat.initial_status = change.to_status
-    return stored
+    return await events.store(conn, pending)

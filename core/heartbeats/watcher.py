@@ -148,7 +148,7 @@ class LatenessWatcher:
                     continue
                 if change is not None:
                     changes.append((beat, change, now))
-            events = await hb.save(conn, driver, beats, changes, seen=False)
+            events = await hb.save(conn, driver, beats, changes)
             gone = set(due) - {b.id for b in beats}
             if gone:  # no longer heartbeat monitors: nothing is awaited from them
                 await conn.execute(
@@ -186,7 +186,7 @@ class LatenessWatcher:
                 driver, beats, _ = await hb.load(conn, self.scale, ids=sorted(changed))
                 now = clock.precise_now()
                 moved = [beat for beat in beats if _recompute(beat, now)]
-                await hb.save(conn, driver, moved, [], seen=False)
+                await hb.save(conn, driver, moved, [])
                 written = len(moved)
         self._changed_since = look_started
         return written

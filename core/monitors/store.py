@@ -13,6 +13,7 @@ from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
+from core.heartbeats.tables import heartbeat_state
 from core.monitors import validation as val
 from core.rpc.jsonmap import enum_json_names
 from core.storage import tables as t
@@ -29,11 +30,16 @@ HEARTBEAT_PREFIX = "hb_"
 _OPTIONAL_SHOWN = ("url", "host", "port", "method", "body", "maxRedirects", "keyword", "dnsRecordType", "dnsResolver",
                    "expectedValue", "tlsExpiryDays", "graceSec", "cron", "timezone", "alertEmail")  # fmt: skip
 
-SELECT = select(
-    t.monitors,
-    t.monitor_state.c.status,
-    t.monitor_state.c.last_checked_at,
-).outerjoin(t.monitor_state, t.monitor_state.c.monitor_id == t.monitors.c.id)
+# lastCheckedAt: a heartbeat monitor's last ping (heartbeat_state), else its last check.
+SELECT = (
+    select(
+        t.monitors,
+        t.monitor_state.c.status,
+        func.coalesce(heartbeat_state.c.last_ping_at, t.monitor_state.c.last_checked_at).label("last_checked_at"),
+    )
+    .outerjoin(t.monitor_state, t.monitor_state.c.monitor_id == t.monitors.c.id)
+    .outerjoin(heartbeat_state, heartbeat_state.c.monitor_id == t.monitors.c.id)
+)
 
 
 def tagged(org_id: int, tags: list[str]) -> Select[tuple[int]]:

@@ -62,7 +62,7 @@ class LocalWindows:
         remaining = max(0, item.amount - math.floor(weighted))
         resets = [previous_ttl % (period / previous)] if previous else []
         if current:
-            resets.append((period - now % period + period) % period)
+            resets.append(previous_ttl % period)  # the current window's end
         if time.monotonic() >= self._next_sweep:
             self._sweep(now)
         return Outcome(allowed, remaining, now + min(resets) if resets else now)

@@ -37,8 +37,8 @@ Hook = Callable[[list[StatusChange]], Awaitable[None]]
 EVENTS_LOCK = 0x6F627365  # "obse"
 
 
-async def store(conn: AsyncConnection, change: StatusChange) -> StatusChange:
-    """Writes ``change`` as a monitor_events row; returns it with its event id.
+async def store(conn: AsyncConnection, changes: list[StatusChange]) -> list[StatusChange]:
+    """Writes ``changes`` as monitor_events rows; returns them with their event ids.
 
     Consumers read events after a cursor (``id > last``), so ids must become
     visible in order. On PostgreSQL two transactions could commit their ids
@@ -48,24 +48,29 @@ async def store(conn: AsyncConnection, change: StatusChange) -> StatusChange:
     commits, so ids are committed in the order they are taken. (SQLite has
     one writer at a time already.) Status changes are rare; the lock is held
     only from the first event a transaction writes to its commit."""
+    if not changes:
+        return []
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK})
-    event_id = (
-        await conn.execute(
-            insert(t.monitor_events)
-            .values(
-                monitor_id=change.monitor_id,
-                org_id=change.org_id,
-                at=change.at,
-                from_status=change.from_status,
-                to_status=change.to_status,
-                reason=change.reason,
-                error=change.error,
+    stored = []
+    for change in changes:
+        event_id = (
+            await conn.execute(
+                insert(t.monitor_events)
+                .values(
+                    monitor_id=change.monitor_id,
+                    org_id=change.org_id,
+                    at=change.at,
+                    from_status=change.from_status,
+                    to_status=change.to_status,
+                    reason=change.reason,
+                    error=change.error,
+                )
+                .returning(t.monitor_events.c.id)
             )
-            .returning(t.monitor_events.c.id)
-        )
-    ).scalar_one()
-    return replace(change, event_id=event_id)
+        ).scalar_one()
+        stored.append(replace(change, event_id=event_id))
+    return stored
 
 
 class StatusHooks:

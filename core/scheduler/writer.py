@@ -155,7 +155,6 @@ class ResultWriter:
         return len(batch.results)
 
     async def _write(self, batch: _Batch, *, recheck: bool) -> list[StatusChange]:
-        changes: list[StatusChange] = []
         async with self.lock, self.db.write() as conn:
             ids = set(batch.jobs)
             live = set((await conn.execute(select(t.monitors.c.id).where(t.monitors.c.id.in_(ids)))).scalars().all())
@@ -183,8 +182,7 @@ class ResultWriter:
                         for job in sorted(batch.jobs.values(), key=lambda j: j.id)
                     ],
                 )
-            for e in batch.events:
-                changes.append(await events.store(conn, e))
+            changes = await events.store(conn, batch.events)
             month = current_month()
             for org_id, n in batch.checks_by_org.items():
                 stmt = self.db.upsert(t.org_usage).values(org_id=org_id, month=month, checks=n, log_bytes=0)
