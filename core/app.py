@@ -29,6 +29,12 @@ from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
 from core.rpc.pipeline import Pipeline
 from core.rpc.ratelimit import RateLimiter
+from core.status_pages.access import PageTokens
+from core.status_pages.badges import Badges
+from core.status_pages.public_service import PublicStatusPageService
+from core.status_pages.service import StatusPageService
+from core.status_pages.subscriptions import Subscriptions
+from core.status_pages.view import PublicViews
 from core.storage.db import Database
 from core.storage.sealing import Sealer
 from core.tokens.service import TokenService
@@ -83,6 +89,8 @@ def build_core(
     ping_writer = PingWriter(db, scale=scale)
     lateness = LatenessWatcher(db, scale=scale, retention_days=settings.check_retention_days)
     ping_writer.on_deadline = lateness.wake
+    page_views = PublicViews(db)
+    page_tokens = PageTokens(sealer)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
         MeService(db=db, plans=plan_book),
@@ -93,6 +101,14 @@ def build_core(
         IncidentService(db=db, monitor_store=monitor_store, notify=dispatcher.wake),
         MaintenanceService(db=db, calendar=calendar),
         HeartbeatService(db=db, writer=ping_writer),
+        StatusPageService(db=db, views=page_views, public_url=settings.public_url),
+        PublicStatusPageService(
+            views=page_views,
+            tokens=page_tokens,
+            subscriptions=Subscriptions(db, page_tokens, settings.public_url),
+            badges=Badges(db),
+            public_url=settings.public_url,
+        ),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]

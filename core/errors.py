@@ -72,6 +72,10 @@ class ObserveError(Exception):
     fields: list[FieldViolation] = field(default_factory=list)
     retry_after: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # A page for people (content type, body) that REST sends instead of the
+    # JSON envelope, with the code in X-Error-Code: what a web page's route
+    # answers (a password form, "no such page"). gRPC sends the status alone.
+    page: tuple[str, bytes] | None = None
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.message)

@@ -19,7 +19,7 @@ from core.metrics import ApiMetrics
 from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.idempotency import received_key
-from core.rpc.methods import Method
+from core.rpc.methods import Method, fill_from_request
 from core.rpc.pipeline import Pipeline
 from core.rpc.proxies import TrustedProxies
 from core.rpc.status import to_status
@@ -69,6 +69,15 @@ def context_from_grpc(context: grpc.aio.ServicerContext[Any, Any], proxies: Trus
     return ctx
 
 
+def _metadata_map(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's metadata as header name → text (the first of a repeated key)."""
+    out: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if key not in out:
+            out[key] = value if isinstance(value, str) else value.decode("latin-1")
+    return out
+
+
 _TRAILING = frozenset({"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"})
 
 
@@ -93,6 +102,8 @@ def _unary_handler(
         started = time.perf_counter()
         try:
             ctx = context_from_grpc(context, proxies)
+            if method.from_request:
+                fill_from_request(request, method.from_request, _metadata_map(context))
             response = await pipeline.unary(method, request, ctx)
         except ObserveError as err:
             metrics.observe_grpc(method.grpc_path, err.info.grpc_status.name, time.perf_counter() - started)

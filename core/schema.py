@@ -6,8 +6,14 @@ from __future__ import annotations
 import core.heartbeats.tables
 import core.incidents.tables
 import core.maintenance.tables
+import core.status_pages.tables
 from core.storage.tables import metadata
 
 __all__ = ["metadata"]
 # Imported for their tables, which register on ``metadata``.
-_DOMAIN_TABLES = (core.heartbeats.tables, core.incidents.tables, core.maintenance.tables)
+_DOMAIN_TABLES = (
+    core.heartbeats.tables,
+    core.incidents.tables,
+    core.maintenance.tables,
+    core.status_pages.tables,
+)

@@ -1,7 +1,8 @@
-"""The HTTP application: the generated REST gateway on /api, and a FastAPI
+"""The HTTP application: the generated REST gateway on /api (and the web
+pages the protos bind outside it, such as /status/{slug}), and a FastAPI
 shell for operations (/health, /metrics), /openapi.json and /docs.
 
-Requests under ``/api/`` go straight to the transcoder: its routes are
+Requests under ``/api/`` and the web pages go straight to the transcoder: its routes are
 generated from the descriptors and its hot path needs none of FastAPI's
 per-route dependency injection or pydantic models. Everything else is the
 FastAPI app. Both are measured by the same metrics wrapper and answer
@@ -170,7 +171,7 @@ class ObserveApp:
             await send(message)
 
         try:
-            if scope["path"].startswith("/api/"):
+            if self.transcoder.serves(scope["path"]):
                 await self.transcoder(scope, receive, send_recording)
             else:
                 await self.shell(scope, receive, send_recording)

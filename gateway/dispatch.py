@@ -17,7 +17,17 @@ from core.rpc.status import from_rpc_error
 
 # Reply headers a remote core may set that the gateway passes on.
 FORWARDED_REPLY_HEADERS = frozenset(
-    {"set-cookie", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "idempotent-replayed"}
+    {
+        "set-cookie",
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "idempotent-replayed",
+        "cache-control",
+        "location",
+        "vary",
+    }
 )
 
 
@@ -45,12 +55,23 @@ class InProcess:
         return None
 
 
-def outgoing_metadata(ctx: CallContext) -> list[tuple[str, str]]:
+def outgoing_metadata(
+    ctx: CallContext, method: Method | None = None, request: Message | None = None
+) -> list[tuple[str, str]]:
     md: list[tuple[str, str]] = []
     if ctx.authorization:
         md.append(("authorization", ctx.authorization))
-    if ctx.session_cookie:
-        md.append(("cookie", f"{SESSION_COOKIE}={ctx.session_cookie}"))
+    cookies = [f"{SESSION_COOKIE}={ctx.session_cookie}"] if ctx.session_cookie else []
+    # Header- and cookie-bound request fields travel as what they came from:
+    # the core fills them from the metadata, never from the message.
+    for name, kind, key in method.from_request if method is not None and request is not None else ():
+        value = getattr(request, name)
+        if value and kind == "cookie":
+            cookies.append(f"{key}={value}")
+        elif value and key != "host":  # gRPC has its own :authority
+            md.append((key, value))
+    if cookies:
+        md.append(("cookie", "; ".join(cookies)))
     if ctx.idempotency_key is not None:
         md.append(("idempotency-key", ctx.idempotency_key))
     if ctx.ip:
@@ -72,7 +93,7 @@ class Upstream:
             method.grpc_path,
             request_serializer=type(request).SerializeToString,
             response_deserializer=method.output_class.FromString,
-        )(request, metadata=outgoing_metadata(ctx))
+        )(request, metadata=outgoing_metadata(ctx, method, request))
         try:
             response: Message = await call
             _copy_reply_headers(await call.initial_metadata(), ctx)
@@ -85,7 +106,7 @@ class Upstream:
             method.grpc_path,
             request_serializer=type(request).SerializeToString,
             response_deserializer=method.output_class.FromString,
-        )(request, metadata=outgoing_metadata(ctx))
+        )(request, metadata=outgoing_metadata(ctx, method, request))
         try:
             async for item in call:
                 yield item

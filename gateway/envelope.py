@@ -20,11 +20,15 @@ def error_payload(err: ObserveError) -> dict[str, Any]:
 
 def error_response(err: ObserveError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Status, headers and body of the reply for ``err``."""
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    content_type = err.page[0].encode() if err.page is not None else b"application/json"
+    headers = [(b"content-type", content_type), (b"cache-control", b"no-store")]
     if err.retry_after is not None:
         headers.append((b"retry-after", str(err.retry_after).encode()))
     for key, value in err.headers.items():
         headers.append((key.lower().encode(), value.encode()))
+    if err.page is not None:
+        headers.append((b"x-error-code", err.name.encode()))
+        return err.http_status, headers, err.page[1]
     return err.http_status, headers, orjson.dumps(error_payload(err))
 
 

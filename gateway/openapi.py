@@ -467,6 +467,17 @@ def _operation(
         if text:
             param["description"] = text
         params.append(param)
+    for name, kind, key in method.from_request:
+        bound.add(name)
+        if key == "host":
+            continue  # the request's own Host: not a parameter anyone sets
+        fd = in_desc.fields_by_name[name]
+        schema, notes = schemas.field(fd, "in")
+        param = {"name": key, "in": kind, "required": False, "schema": schema}
+        text = _describe(comments.get(fd.full_name, ""), notes)
+        if text:
+            param["description"] = text
+        params.append(param)
     if body == "*" and in_desc.full_name == _HTTP_BODY:
         op["requestBody"] = {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     elif body == "*":
@@ -525,15 +536,15 @@ def _operation(
         ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, "out")}}}
         for fd in out_desc.fields:
             media = fd.GetOptions().Extensions[options_pb2.field].alternate_media_type
-            if media:
+            if media and media != "application/json":  # "application/json": this reply, prepared
                 ok["content"][media] = {"schema": {"type": "string"}}
                 ok["description"] += f" {fd.json_name}: {comments.get(fd.full_name, '')}"
+    errors: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    if out_desc.full_name == _HTTP_BODY:  # a web page's route may answer an error as a page (X-Error-Code)
+        errors["text/html"] = {"schema": {"type": "string"}}
     op["responses"] = {
         status: ok,
-        "default": {
-            "description": "Error envelope.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
+        "default": {"description": "Error envelope.", "content": errors},
     }
     op["security"] = [] if rule.public else [{"bearerAuth": []}, {"sessionCookie": []}]
     return op

@@ -29,7 +29,7 @@ from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.idempotency import received_key
 from core.rpc.jsonmap import AnyDesc, AnyField, JsonCodec
-from core.rpc.methods import HttpBinding, Method
+from core.rpc.methods import HttpBinding, Method, fill_from_request
 from gateway.dispatch import Dispatcher
 from gateway.envelope import error_payload, error_response, framework_error
 from gateway.routes import Router, Template
@@ -251,6 +251,19 @@ class Transcoder:
         self.codec = codec or JsonCodec()
         self.router = build_router(methods)
         self.dispatcher = dispatcher
+        # First path segments of the routes outside /api/ (web pages such as
+        # /status/{slug}, "" for /): the app sends these paths here too.
+        self.web_roots = frozenset(
+            template.text.split("/")[1]
+            for template, _ in self.router.entries()
+            if not template.text.startswith("/api/")
+        )
+        if any("{" in root for root in self.web_roots):
+            raise ValueError("a route outside /api/ must start with a literal segment")
+
+    def serves(self, path: str) -> bool:
+        """The path is one of this transcoder's (the rest is the shell's)."""
+        return path.startswith("/api/") or path.split("/", 2)[1] in self.web_roots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         verb = scope["method"]
@@ -349,6 +362,10 @@ class Transcoder:
         query = scope.get("query_string", b"")
         if query:
             self._decode_query(route, request, variables, query, v)
+        if method.from_request:
+            fill_from_request(
+                request, method.from_request, {k.decode("latin-1"): x.decode("latin-1") for k, x in headers.items()}
+            )
         if v:
             raise validation_failed(v.items)
         return request
@@ -432,6 +449,7 @@ class Transcoder:
         bound = {table[var.split(".")[0]][0].name for var in variables if var.split(".")[0] in table}
         if route.body_field is not None:
             bound.add(route.body_field.name)
+        bound.update(name for name, _, _ in route.method.from_request)
         for key, values in params.items():
             head = table.get(key.split(".")[0])
             if not route.query_allowed or head is None or head[0].name in bound:

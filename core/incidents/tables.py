@@ -68,6 +68,8 @@ alert_outbox = Table(
     Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("incident_id", Id, ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True),
     Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=True),
+    # A status-page subscriber's mail (channel "subscriber"); null otherwise.
+    Column("subscriber_id", Id, ForeignKey("status_page_subscribers.id", ondelete="CASCADE"), nullable=True),
     Column("event", String(32), nullable=False),
     Column("channel", String(16), nullable=False),
     Column("payload", Text, nullable=False),
@@ -82,6 +84,7 @@ alert_outbox = Table(
     Column("done_at", UtcDateTime, nullable=True),
     Index(None, "state", "next_attempt_at"),
     Index(None, "incident_id"),
+    Index(None, "subscriber_id"),
     sqlite_autoincrement=True,
 )
 

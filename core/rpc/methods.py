@@ -46,6 +46,9 @@ class Method:
     allowed_roles: frozenset[int]
     body_limit: int
     success_status: int
+    # Request fields filled from a request header or cookie, as
+    # (field name, "header" or "cookie", header or cookie name).
+    from_request: tuple[tuple[str, str, str], ...] = ()
     handler: Handler | None = None
 
     @property
@@ -98,6 +101,47 @@ def sensitive_paths(descriptor: Any, prefix: str = "", depth: int = 0) -> frozen
     return frozenset(paths)
 
 
+def request_bound_fields(descriptor: Any) -> tuple[tuple[str, str, str], ...]:
+    """The fields of a request message marked ``(observe.v1.field).header``
+    or ``.cookie``: ``(field name, "header" | "cookie", name)``. REST fills
+    them from the request's headers, gRPC from the call's metadata; neither
+    takes them from the query string or the body."""
+    out: list[tuple[str, str, str]] = []
+    for fd in descriptor.fields:
+        opts = fd.GetOptions().Extensions[options_pb2.field]
+        if opts.header:
+            out.append((fd.name, "header", opts.header.lower()))
+        elif opts.cookie:
+            out.append((fd.name, "cookie", opts.cookie))
+    return tuple(out)
+
+
+def fill_from_request(request: Message, bound: tuple[tuple[str, str, str], ...], headers: dict[str, str]) -> None:
+    """Sets each header- or cookie-bound field of ``request`` from ``headers``
+    (lower-case names; "cookie" the raw Cookie header), clearing it when the
+    request has none: a value the caller put in the message or the query does
+    not count."""
+    cookies: dict[str, str] | None = None
+    for name, kind, key in bound:
+        if kind == "header":
+            value = headers.get(key, "")
+        else:
+            if cookies is None:
+                cookies = parse_cookies(headers.get("cookie", ""))
+            value = cookies.get(key, "")
+        setattr(request, name, value)
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """The name=value pairs of a Cookie header (the first of a repeated name)."""
+    out: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in out:
+            out[name] = value.strip().strip('"')
+    return out
+
+
 def build_method(descriptor: MethodDescriptor) -> Method:
     options = descriptor.GetOptions()
     rule = options.Extensions[options_pb2.rule]
@@ -111,6 +155,7 @@ def build_method(descriptor: MethodDescriptor) -> Method:
         allowed_roles=frozenset(rule.roles),
         body_limit=rule.body_limit_bytes or DEFAULT_BODY_LIMIT,
         success_status=rule.success_status or 200,
+        from_request=request_bound_fields(descriptor.input_type),
     )
 
 

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, str] = {
     "HEARTBEAT": "60/minute",
     "SUBSCRIBE_IP": "10/hour",
     "PUBLIC_IP": "300/minute",
+    "UNLOCK_IP": "10/hour",
 }
 CLASS_NAMES: dict[int, str] = {
     options_pb2.RATE_LIMIT_CLASS_UNSPECIFIED: "TOKEN",
@@ -48,6 +49,7 @@ CLASS_NAMES: dict[int, str] = {
     options_pb2.RATE_LIMIT_CLASS_HEARTBEAT: "HEARTBEAT",
     options_pb2.RATE_LIMIT_CLASS_SUBSCRIBE_IP: "SUBSCRIBE_IP",
     options_pb2.RATE_LIMIT_CLASS_PUBLIC_IP: "PUBLIC_IP",
+    options_pb2.RATE_LIMIT_CLASS_UNLOCK_IP: "UNLOCK_IP",
 }
 
 

@@ -11,6 +11,8 @@ the old key.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class Sealer:
         if not keys:
             raise ValueError("no server key")
         self.primary = keys[0][0]
+        self._raw = dict(keys)
         self._ciphers = {kid: AESGCM(key) for kid, key in keys}
 
     @classmethod
@@ -35,6 +38,15 @@ class Sealer:
                 keys.append((kid, base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))))
             return cls(keys)
         return cls([("local1", _key_file(data_dir / "server.key"))])
+
+    def signing_keys(self, purpose: str) -> list[bytes]:
+        """Keys for signing ``purpose``'s tokens, derived from the server keys
+        (HMAC-SHA256 of the purpose): the oldest first, the current (primary)
+        last, so tokens signed before a key rotation still verify while the
+        old key is listed."""
+        keys = [hmac.new(key, purpose.encode(), hashlib.sha256).digest() for key in self._raw.values()]
+        keys.append(keys.pop(list(self._raw).index(self.primary)))
+        return keys
 
     def seal(self, plaintext: str) -> str:
         nonce = os.urandom(12)

@@ -69,6 +69,8 @@ class _RateLimitClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RateLi
     """Status-page subscribe and unlock: per client IP."""
     RATE_LIMIT_CLASS_PUBLIC_IP: _RateLimitClass.ValueType  # 4
     """Unauthenticated public reads: per client IP."""
+    RATE_LIMIT_CLASS_UNLOCK_IP: _RateLimitClass.ValueType  # 5
+    """Status-page unlock: per client IP, counted apart from subscribe."""
 
 class RateLimitClass(_RateLimitClass, metaclass=_RateLimitClassEnumTypeWrapper):
     """Which request-rate budget a method draws from (CONTRACT.md, rate limits)."""
@@ -83,6 +85,8 @@ RATE_LIMIT_CLASS_SUBSCRIBE_IP: RateLimitClass.ValueType  # 3
 """Status-page subscribe and unlock: per client IP."""
 RATE_LIMIT_CLASS_PUBLIC_IP: RateLimitClass.ValueType  # 4
 """Unauthenticated public reads: per client IP."""
+RATE_LIMIT_CLASS_UNLOCK_IP: RateLimitClass.ValueType  # 5
+"""Status-page unlock: per client IP, counted apart from subscribe."""
 Global___RateLimitClass: _TypeAlias = RateLimitClass  # noqa: Y015
 
 @_typing.final
@@ -163,6 +167,8 @@ class FieldRule(_message.Message):
     BULK_FIELD_NUMBER: _builtins.int
     PATTERN_MESSAGE_FIELD_NUMBER: _builtins.int
     MILLISECONDS_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    COOKIE_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -191,6 +197,15 @@ class FieldRule(_message.Message):
     (when a check, ping or log line happened); other times are whole
     seconds.
     """
+    header: _builtins.str
+    """On a request field: REST fills it from this request header (gRPC from
+    the metadata key of that name), e.g. "host" or "x-status-page-token".
+    It is never read from the query string or the body.
+    """
+    cookie: _builtins.str
+    """On a request field: REST fills it from this cookie (gRPC from a
+    "cookie" metadata entry). Never read from the query string or the body.
+    """
     def __init__(
         self,
         *,
@@ -200,10 +215,12 @@ class FieldRule(_message.Message):
         bulk: _builtins.bool = ...,
         pattern_message: _builtins.str = ...,
         milliseconds: _builtins.bool = ...,
+        header: _builtins.str = ...,
+        cookie: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "json_schema", b"json_schema", "milliseconds", b"milliseconds", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "cookie", b"cookie", "header", b"header", "json_schema", b"json_schema", "milliseconds", b"milliseconds", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
