@@ -59,6 +59,7 @@ class Core:
     dispatcher: Dispatcher  # alert delivery; the server starts and stops it
     ping_writer: PingWriter  # heartbeat group commit; the server starts and stops it
     lateness: LatenessWatcher  # heartbeat deadlines; the server starts and stops it
+    page_views: PublicViews  # status pages' public views and their cache; the server starts and stops it
 
     async def close(self) -> None:
         await self.db.close()
@@ -89,7 +90,7 @@ def build_core(
     ping_writer = PingWriter(db, scale=scale)
     lateness = LatenessWatcher(db, scale=scale, retention_days=settings.check_retention_days)
     ping_writer.on_deadline = lateness.wake
-    page_views = PublicViews(db)
+    page_views = PublicViews(db, calendar=calendar, settings=settings)
     page_tokens = PageTokens(sealer)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
@@ -105,7 +106,7 @@ def build_core(
         PublicStatusPageService(
             views=page_views,
             tokens=page_tokens,
-            subscriptions=Subscriptions(db, page_tokens, settings.public_url),
+            subscriptions=Subscriptions(db, page_tokens, settings.public_url, notify=dispatcher.wake),
             badges=Badges(db),
             public_url=settings.public_url,
         ),
@@ -140,4 +141,5 @@ def build_core(
         dispatcher=dispatcher,
         ping_writer=ping_writer,
         lateness=lateness,
+        page_views=page_views,
     )

@@ -98,6 +98,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     core.lateness.hooks.subscribe(engine.on_changes)
     await core.ping_writer.start()
     await core.lateness.start()
+    await core.page_views.start()
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
@@ -115,6 +116,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await core.page_views.stop()
         await core.lateness.stop()
         await core.ping_writer.stop()
         await engine.stop()

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from observe.v1 import status_pages_pb2 as pb
 
+from core.config import Settings
+from core.maintenance.calendar import MaintenanceCalendar
 from core.rpc.jsonmap import JsonCodec
 from core.status_pages import store
 from core.status_pages.store import PageRow
@@ -29,8 +31,16 @@ class PublicView:
 
 
 class PublicViews:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, calendar: MaintenanceCalendar, settings: Settings) -> None:
         self.db = db
+        self.calendar = calendar
+        self.settings = settings
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def page_by_slug(self, slug: str) -> PageRow | None:
         async with self.db.read() as conn:
