@@ -11,6 +11,7 @@ The page's view, JSON and HTML come from :class:`PublicViews`' cache.
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import parse_qs, quote
 
 from google.api import httpbody_pb2
@@ -33,10 +34,27 @@ ATOM = "application/atom+xml; charset=utf-8"
 # Open pages may sit in shared caches briefly; locked ones never.
 PUBLIC_CACHE = "public, max-age=30"
 PRIVATE_CACHE = "private, no-store"
+# The pages load nothing, run nothing and post only to this server.
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def _body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=content_type, data=data)
+
+
+def _html(ctx: CallContext, data: bytes) -> httpbody_pb2.HttpBody:
+    ctx.response_headers.append(("content-security-policy", CSP))
+    return _body(HTML, data)
+
+
+def _with_page(err: ObserveError, data: bytes) -> ObserveError:
+    """``err``, answered to a browser as the page ``data``."""
+    err.page = (HTML, data)
+    err.headers["Content-Security-Policy"] = CSP
+    return err
 
 
 def _form(body: httpbody_pb2.HttpBody) -> dict[str, str]:
@@ -76,7 +94,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         if page is None or not page.published:
             err = not_found("status page")
             if web:
-                err.page = (HTML, html.render_not_found())
+                _with_page(err, html.render_not_found())
             raise err
         return page
 
@@ -89,7 +107,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
             return
         err = ObserveError(ErrorCode.ERROR_CODE_PASSWORD_REQUIRED, "this status page is password-protected")
         if base is not None:
-            err.page = (HTML, html.render_password_form(page, base, error=None))
+            _with_page(err, html.render_password_form(page, base, error=None))
         raise err
 
     def _cache_headers(self, page: PageRow, ctx: CallContext) -> None:
@@ -100,15 +118,15 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         max_age = int(ACCESS_TTL.total_seconds())
         return ("set-cookie", f"{ACCESS_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax{secure}")
 
-    async def _unlock(self, page: PageRow, password: str, cookie: str) -> tuple[str, object]:
-        if page.password_hash is None or not await verify_password(page.password_hash, password):
-            if page.password_hash is None:  # an open page: any password "unlocks" nothing, but is no error
-                token, expires = self.tokens.access_token(self.tokens.unlocked_pages(cookie), clock.now())
-                return token, expires
-            raise ObserveError(ErrorCode.ERROR_CODE_PASSWORD_INVALID, "wrong password for this status page")
+    async def _unlock(self, page: PageRow, password: str, cookie: str) -> tuple[str, datetime]:
+        """A token unlocking ``page`` and the pages the cookie already unlocks.
+        An open page needs no password: any unlocks it (there is nothing to guard)."""
         unlocked = self.tokens.unlocked_pages(cookie)
-        unlocked.pop(page.id, None)
-        unlocked[page.id] = password_fingerprint(page.password_hash)
+        if page.password_hash is not None:
+            if not await verify_password(page.password_hash, password):
+                raise ObserveError(ErrorCode.ERROR_CODE_PASSWORD_INVALID, "wrong password for this status page")
+            unlocked.pop(page.id, None)  # re-added last: the newest are kept
+            unlocked[page.id] = password_fingerprint(page.password_hash)
         return self.tokens.access_token(unlocked, clock.now())
 
     # ---- JSON ----------------------------------------------------------------------
@@ -141,7 +159,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         token, expires = await self._unlock(page, request.credentials.password, request.access_cookie)
         ctx.response_headers.append(self._access_cookie(token))
         reply = pb.UnlockStatusPageResponse(access_token=token)
-        reply.expires_at.CopyFrom(clock.to_timestamp(expires))  # type: ignore[arg-type]
+        reply.expires_at.CopyFrom(clock.to_timestamp(expires))
         return reply
 
     async def SubscribeToStatusPage(
@@ -174,7 +192,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         view = await self.views.view(page)
         data = view.rendered(("html", base), lambda: html.render_page(view.message, page, base))
         self._cache_headers(page, ctx)
-        return _body(HTML, data)
+        return _html(ctx, data)
 
     async def SubmitStatusPageUnlockForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
@@ -184,11 +202,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         try:
             token, _ = await self._unlock(page, _form(request.form).get("password", ""), request.access_cookie)
         except ObserveError as err:
-            err.page = (HTML, html.render_password_form(page, base, error="That password is not right."))
+            _with_page(err, html.render_password_form(page, base, error="That password is not right."))
             raise
         ctx.response_headers.append(self._access_cookie(token))
         ctx.response_headers.append(("location", base or "/"))
-        return _body(HTML, html.render_notice(page, base, "Unlocked", "The page is unlocked."))
+        return _html(ctx, html.render_notice(page, base, "Unlocked", "The page is unlocked."))
 
     async def SubmitStatusPageSubscribeForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
@@ -199,11 +217,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         email = _form(request.form).get("email", "").strip()
         if not self.subscriptions.plausible_email(email):
             err = ObserveError(ErrorCode.ERROR_CODE_VALIDATION_FAILED, "enter a valid e-mail address")
-            err.page = (HTML, html.render_notice(page, base, "Not subscribed", "Enter a valid e-mail address."))
+            _with_page(err, html.render_notice(page, base, "Not subscribed", "Enter a valid e-mail address."))
             raise err
         await self.subscriptions.subscribe(page, email)
-        return _body(
-            HTML,
+        return _html(
+            ctx,
             html.render_notice(
                 page, base, "Check your inbox", "If the address can subscribe, a confirmation link is on its way."
             ),
@@ -217,10 +235,10 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         try:
             await self.subscriptions.confirm(page, request.token)
         except ObserveError as err:
-            err.page = (HTML, html.render_notice(page, base, "Link not valid", "This confirmation link is not valid."))
+            _with_page(err, html.render_notice(page, base, "Link not valid", "This confirmation link is not valid."))
             raise
         text = "You will get an e-mail when an incident starts, changes or ends, and before maintenance."
-        return _body(HTML, html.render_notice(page, base, "Subscription confirmed", text))
+        return _html(ctx, html.render_notice(page, base, "Subscription confirmed", text))
 
     async def GetStatusPageUnsubscribeHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
@@ -228,7 +246,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         page = await self._find(request.slug, web=True)
         base = self._base(page, request.slug)
         action = f"{base or '/status/' + page.slug}/unsubscribe?token={quote(request.token, safe='')}"
-        return _body(HTML, html.render_unsubscribe_form(page, base, action))
+        return _html(ctx, html.render_unsubscribe_form(page, base, action))
 
     async def SubmitStatusPageUnsubscribeForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
@@ -238,7 +256,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         try:
             await self.subscriptions.unsubscribe(page, request.token)
         except ObserveError as err:
-            err.page = (HTML, html.render_notice(page, base, "Link not valid", "This unsubscribe link is not valid."))
+            _with_page(err, html.render_notice(page, base, "Link not valid", "This unsubscribe link is not valid."))
             raise
         return _body(
             HTML, html.render_notice(page, base, "Unsubscribed", "You will get no more e-mail from this page.")
