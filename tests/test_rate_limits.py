@@ -14,7 +14,12 @@ import pytest
 
 from tests.conftest import PASSWORD, REDIS_URL, ROOT, Server, start_server, stop_server
 
-TIGHT = {"OBSERVE_RATE_LIMIT_TOKEN": "5/minute", "OBSERVE_RATE_LIMIT_AUTH_IP": "3/minute"}
+TIGHT = {
+    "OBSERVE_RATE_LIMIT_TOKEN": "5/minute",
+    "OBSERVE_RATE_LIMIT_AUTH_IP": "3/minute",
+    "OBSERVE_RATE_LIMIT_UNLOCK_IP": "3/hour",
+    "OBSERVE_RATE_LIMIT_SUBSCRIBE_IP": "2/hour",
+}
 
 
 @pytest.fixture
@@ -58,6 +63,29 @@ def test_auth_routes_are_limited_per_ip(tight: Server) -> None:
             for _ in range(4)
         ]
     assert codes == [401, 401, 401, 429]
+
+
+def test_status_page_unlock_and_subscribe_are_limited_per_ip_apart(tight: Server) -> None:
+    token = _owner_token(tight.data_dir, tight.env)
+    slug = f"rl-{uuid.uuid4().hex[:8]}"
+    with tight.client(token) as c:
+        r = c.post("/api/v1/status-pages", json={"name": "Locked", "slug": slug, "groups": []})
+        assert r.status_code == 201, r.text
+        assert c.put(f"/api/v1/status-pages/{r.json()['id']}/password", json={"password": "guess me not"}).is_success
+    public = f"/api/v1/status-pages/public/{slug}"
+    with tight.client() as anon:
+        guesses = [
+            anon.post(f"{public}/unlock", json={"password": "guess"}).status_code,
+            anon.post(f"/status/{slug}/unlock", data={"password": "guess"}).status_code,  # the HTML form counts too
+            anon.post(f"{public}/unlock", json={"password": "guess"}).status_code,
+        ]
+        refused = anon.post(f"{public}/unlock", json={"password": "guess me not"})
+        # Subscribing counts apart (a locked page refuses it, but only after the limit).
+        subscribes = [anon.post(f"{public}/subscribe", json={"email": "a@example.com"}).status_code for _ in range(3)]
+    assert guesses == [401, 401, 401]
+    assert (refused.status_code, refused.json()["code"]) == (429, "RATE_LIMITED")
+    assert 1 <= int(refused.headers["retry-after"]) <= 3600
+    assert subscribes == [401, 401, 429]
 
 
 @pytest.mark.skipif(REDIS_URL is None, reason="needs OBSERVE_TEST_REDIS_URL (CI sets it)")
