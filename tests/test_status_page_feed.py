@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import feedparser
+import feedparser  # type: ignore[import-untyped]  # no stubs; pyproject lists no override for it
 import httpx
 from observe.v1 import status_pages_pb2 as pb
 
