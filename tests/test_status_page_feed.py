@@ -159,10 +159,14 @@ def _view(now: datetime, *, title: str = TRICKY, computed: datetime | None = Non
     twin = view.recent_incidents.add(title="Same second", status="resolved")  # starts in the same second
     twin.started_at.CopyFrom(incident.started_at)
     twin.resolved_at.CopyFrom(clock.to_timestamp(now - timedelta(hours=1)))
+    twin.postmortem = "# What happened\n\nA <b>bad</b> deploy."
     for name, days in (("Upgrade", 1), ("Another", 1)):
         window = view.maintenance.upcoming.add(name=name, components=["API"])
         window.starts_at.CopyFrom(clock.to_timestamp(now + timedelta(days=days)))
         window.ends_at.CopyFrom(clock.to_timestamp(now + timedelta(days=days, hours=1)))
+    ongoing = view.maintenance.active.add(name="Network work", description="Expect blips")
+    ongoing.starts_at.CopyFrom(clock.to_timestamp(now - timedelta(minutes=10)))
+    ongoing.ends_at.CopyFrom(clock.to_timestamp(now + timedelta(minutes=50)))
     return view
 
 
@@ -174,13 +178,22 @@ def test_ids_are_stable_distinct_and_the_texts_literal() -> None:
     assert first.feed.title == "Acme <status> & co"
     entry = next(e for e in first.entries if e.title == TRICKY)
     assert "Looking into it" in entry.content[0].value  # the vertical tab, which XML cannot carry, is dropped
-    # The feed was last changed by the latest update; the upcoming maintenance has not happened yet.
-    assert first.feed.updated == "2026-06-01T11:30:00Z"
+    # The feed was last changed when the maintenance began; the upcoming ones have not happened yet.
+    assert first.feed.updated == "2026-06-01T11:50:00Z"
     assert entry.published == "2026-06-01T10:00:00Z"
     assert entry.updated == "2026-06-01T11:30:00Z"
 
+    postmortem = next(e for e in first.entries if e.title == "Same second").content[0].value
+    assert "A &lt;b&gt;bad&lt;/b&gt; deploy." in postmortem  # the Markdown as text, never as markup
+    ongoing = next(e for e in first.entries if e.title == "Maintenance in progress: Network work")
+    assert "Expect blips" in ongoing.content[0].value
+    assert ongoing.updated == "2026-06-01T11:50:00Z"
+    # Entries newest first; the upcoming maintenance (dated by its start) ahead.
+    assert {e.title for e in first.entries[:2]} == {"Scheduled maintenance: Another", "Scheduled maintenance: Upgrade"}
+    assert [e.title for e in first.entries[2:]] == ["Maintenance in progress: Network work", TRICKY, "Same second"]
+
     ids = [e.id for e in first.entries]
-    assert len(set(ids)) == len(ids) == 4
+    assert len(set(ids)) == len(ids) == 5
     # Computed later, with the incident renamed: the same ids (readers see an edit, not a new entry).
     later = feedparser.parse(
         render_feed(_view(now, title="Renamed", computed=now + timedelta(minutes=5)), _page(), url, url)
