@@ -107,7 +107,7 @@ def build_core(
             views=page_views,
             tokens=page_tokens,
             subscriptions=Subscriptions(db, page_tokens, settings.public_url, notify=dispatcher.wake),
-            badges=Badges(db),
+            badges=Badges(db, calendar=calendar),
             public_url=settings.public_url,
         ),
         *extra_services,
