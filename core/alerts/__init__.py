@@ -8,6 +8,7 @@ plus its line in :func:`channels`. Targets, by channel:
 - ``slack``, ``discord``: the incoming-webhook URL (:mod:`core.alerts.slack`, :mod:`core.alerts.discord`)
 - ``telegram``: :class:`~core.alerts.telegram.TelegramTarget` (bot token, chat id)
 - ``webhook``: :class:`~core.alerts.webhook.WebhookTarget` (URL, the org's ``whsec_`` secret)
+- ``subscriber``: :class:`~core.alerts.subscriber.SubscriberTarget` (a status page's e-mail subscriber)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.alerts.base import AlertMessage, Channel, ChannelSettings, DeliveryOut
 from core.alerts.discord import DiscordChannel
 from core.alerts.email import EmailChannel
 from core.alerts.slack import SlackChannel
+from core.alerts.subscriber import SubscriberChannel
 from core.alerts.telegram import TelegramChannel, TelegramTarget
 from core.alerts.webhook import WebhookChannel, WebhookTarget
 
@@ -40,5 +42,6 @@ def channels(settings: ChannelSettings) -> dict[str, Channel[Any]]:
         DiscordChannel(settings),
         TelegramChannel(settings),
         WebhookChannel(settings),
+        SubscriberChannel(settings),
     ]
     return {channel.name: channel for channel in made}

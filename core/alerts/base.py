@@ -17,7 +17,27 @@ from typing import Any, Literal, Protocol, TypeVar
 from core.config import Settings, SmtpSettings
 
 EVENTS = ("incident.opened", "incident.acknowledged", "incident.resolved", "incident.reopened", "test")
-Event = Literal["incident.opened", "incident.acknowledged", "incident.resolved", "incident.reopened", "test"]
+# What only status-page subscribers are told (channel "subscriber"): a public update of an incident,
+# maintenance notices, and the confirmation mail of a new subscription.
+SUBSCRIBER_EVENTS = (
+    "incident.updated",
+    "maintenance.scheduled",
+    "maintenance.updated",
+    "maintenance.cancelled",
+    "subscription.confirm",
+)
+Event = Literal[
+    "incident.opened",
+    "incident.acknowledged",
+    "incident.resolved",
+    "incident.reopened",
+    "test",
+    "incident.updated",
+    "maintenance.scheduled",
+    "maintenance.updated",
+    "maintenance.cancelled",
+    "subscription.confirm",
+]
 DEFAULT_TIMEOUT_SEC = 10.0  # CONTRACT.md: test alerts wait 10 s per channel; deliveries the same
 TELEGRAM_API_URL = "https://api.telegram.org"
 
@@ -29,7 +49,9 @@ class AlertMessage:
     ``incident`` and ``monitor`` are the API's JSON projections (field names as REST shows them); ``incident``
     is None for a ``test`` event and ``monitor`` for a manual incident. ``id`` names the message across its
     attempts (the webhook's ``webhook-id``, so receivers can drop a repeat); ``timestamp`` is when the event
-    happened.
+    happened. ``notice`` is what a status-page subscriber is told instead (``{"incident": …}`` or
+    ``{"maintenance": …}``, public fields only; see :mod:`core.alerts.subscriber`); the other channels
+    leave it None.
     """
 
     event: Event
@@ -37,6 +59,7 @@ class AlertMessage:
     monitor: Mapping[str, Any] | None
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+    notice: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

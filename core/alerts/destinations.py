@@ -3,7 +3,8 @@
 The monitor keeps its alert URLs, bot token and chat id sealed (``monitors.secrets``); the webhook channel
 also needs the org's ``whsec_`` secret (``orgs.webhook_secret``, sealed), which is made on first use just
 as ``GET /me/webhook-secret`` makes it, so a receiver can verify with the secret that route shows.
-The dispatcher and the test-alert route both resolve targets here.
+The dispatcher and the test-alert route both resolve targets here; a status-page subscriber's (the
+address, the page, the signed links) is made from the subscriber's row instead.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from typing import Any
 from sqlalchemy import select, update
 
 from core import clock
+from core.alerts.subscriber import SubscriberTarget
 from core.alerts.telegram import TelegramTarget
 from core.alerts.webhook import WebhookTarget
 from core.members.service import new_webhook_secret
+from core.status_pages.access import PageTokens
 from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.sealing import Sealer
 
 NOT_CONFIGURED = "channel no longer configured"
+CONFIRM_EVENT = "subscription.confirm"
 
 
 def target(channel: str, settings: Mapping[str, Any], webhook_secret: str | None) -> Any | None:
@@ -41,6 +45,28 @@ def target(channel: str, settings: Mapping[str, Any], webhook_secret: str | None
         url = settings.get("alertWebhookUrl")
         return WebhookTarget(url=str(url), secret=webhook_secret) if url and webhook_secret else None
     return None
+
+
+def subscriber_target(row: Any, tokens: PageTokens, public_base: str) -> SubscriberTarget | str:
+    """A status-page subscriber's target from an outbox row joined with its subscriber and page
+    (``subscriber_email``, ``subscriber_confirmed``, ``page_name``, ``page_slug``, ``page_published``), with
+    the subscription's signed links; or why nothing may be sent (a str)."""
+    if row.subscriber_email is None or row.page_slug is None:
+        return "the subscriber is gone"
+    if not row.page_published:
+        return "the status page is not published"
+    confirming = row.event == CONFIRM_EVENT
+    if not confirming and not row.subscriber_confirmed:
+        return "the subscription is not confirmed"
+    page_url = f"{public_base.rstrip('/')}/status/{row.page_slug}"
+    sid = int(row.subscriber_id)
+    return SubscriberTarget(
+        email=row.subscriber_email,
+        page_name=row.page_name,
+        page_url=page_url,
+        unsubscribe_url=f"{page_url}/unsubscribe?token={tokens.unsubscribe_token(sid)}",
+        confirm_url=f"{page_url}/subscribe/confirm?token={tokens.confirm_token(sid)}" if confirming else None,
+    )
 
 
 async def org_webhook_secret(db: Database, sealer: Sealer, org_id: int, sealed: str | None = None) -> str:

@@ -15,7 +15,9 @@ receiver's ``Retry-After`` when that is longer (at most an hour); any other answ
 refuses, fail at once.
 
 The target is read from the monitor when the row is claimed, right before the attempt: a channel removed
-meanwhile fails the row ("channel no longer configured").
+meanwhile fails the row ("channel no longer configured"). A status-page subscriber's mail (channel
+``subscriber``) names its subscriber instead; the address, the page and the signed links are read the same
+way, and an unsubscribe deletes the subscriber's rows that wait here.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ from core.alerts import destinations as dest
 from core.config import Settings
 from core.incidents.tables import alert_deliveries, alert_outbox, incidents
 from core.monitors.store import MonitorStore
+from core.status_pages.access import PageTokens
+from core.status_pages.tables import status_page_subscribers as sps
+from core.status_pages.tables import status_pages as sp
 from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.sealing import Sealer
@@ -65,6 +70,14 @@ _o = alert_outbox.c
 # What MonitorStore.settings() reads of a monitor row; no alert_outbox column has these names.
 _MONITOR_COLUMNS = [
     t.monitors.c[name] for name in ("settings", "secrets", "name", "type", "interval_sec", "timeout_ms", "paused")
+]
+# What core.alerts.destinations.subscriber_target reads of a subscriber and its page.
+_SUBSCRIBER_COLUMNS = [
+    sps.c.email.label("subscriber_email"),
+    sps.c.confirmed.label("subscriber_confirmed"),
+    sp.c.name.label("page_name"),
+    sp.c.slug.label("page_slug"),
+    sp.c.published.label("page_published"),
 ]
 
 
@@ -98,6 +111,7 @@ class Dispatcher:
         self.channel_settings = ChannelSettings.from_settings(settings)
         self.channels = channels(self.channel_settings)
         self.store = MonitorStore(sealer, settings.public_base)
+        self.page_tokens = PageTokens(sealer)
         self.node_id = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
@@ -204,11 +218,19 @@ class Dispatcher:
                 update(alert_outbox).where(_o.id.in_(ids)).values(claimed_by=self.node_id, claimed_until=until)
             )
             query = (
-                select(alert_outbox, *_MONITOR_COLUMNS, t.orgs.c.webhook_secret.label("org_webhook_secret"))
+                select(
+                    alert_outbox,
+                    *_MONITOR_COLUMNS,
+                    *_SUBSCRIBER_COLUMNS,
+                    t.orgs.c.webhook_secret.label("org_webhook_secret"),
+                )
                 .select_from(
                     alert_outbox.outerjoin(
                         t.monitors, (t.monitors.c.id == _o.monitor_id) & (t.monitors.c.org_id == _o.org_id)
-                    ).join(t.orgs, t.orgs.c.id == _o.org_id)
+                    )
+                    .outerjoin(sps, sps.c.id == _o.subscriber_id)
+                    .outerjoin(sp, sp.c.id == sps.c.page_id)
+                    .join(t.orgs, t.orgs.c.id == _o.org_id)
                 )
                 .where(_o.id.in_(ids))
                 .order_by(_o.next_attempt_at, _o.id)
@@ -250,12 +272,15 @@ class Dispatcher:
             self._sending.pop(row.id, None)
             self._wake.set()  # a slot is free
 
-    async def _send(self, attempt: Attempt) -> DeliveryOutcome:
+    async def _target(self, attempt: Attempt) -> Any | DeliveryOutcome:
+        """Where the row goes, or the outcome that ends the attempt before it is made."""
         row = attempt.row
         if attempt.problem is not None:
             return DeliveryOutcome("failed", error=attempt.problem)
-        channel = self.channels.get(row.channel)
-        if channel is None or attempt.settings is None:
+        if row.channel == "subscriber":
+            found = dest.subscriber_target(row, self.page_tokens, self.channel_settings.public_base)
+            return DeliveryOutcome("failed", error=found) if isinstance(found, str) else found
+        if attempt.settings is None:
             return DeliveryOutcome("failed", error=dest.NOT_CONFIGURED)
         secret = None
         if row.channel == "webhook" and attempt.settings.get("alertWebhookUrl"):
@@ -265,8 +290,16 @@ class Dispatcher:
                 log.warning("alert %s: the org's webhook secret: %s", row.id, type(exc).__name__)
                 return DeliveryOutcome("retry", error="could not read the org's webhook signing secret")
         target = dest.target(row.channel, attempt.settings, secret)
-        if target is None:
+        return DeliveryOutcome("failed", error=dest.NOT_CONFIGURED) if target is None else target
+
+    async def _send(self, attempt: Attempt) -> DeliveryOutcome:
+        row = attempt.row
+        channel = self.channels.get(row.channel)
+        if channel is None:
             return DeliveryOutcome("failed", error=dest.NOT_CONFIGURED)
+        target = await self._target(attempt)
+        if isinstance(target, DeliveryOutcome):
+            return target
         payload = json.loads(row.payload)
         message = AlertMessage(
             event=row.event,
@@ -274,6 +307,7 @@ class Dispatcher:
             monitor=payload.get("monitor"),
             timestamp=row.created_at,
             id=f"msg_{row.id}",
+            notice=payload.get("notice"),
         )
         try:
             # The channel keeps to its timeout; this only guards against one that does not.

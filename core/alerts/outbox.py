@@ -5,12 +5,14 @@ the incident, so a crash can lose neither the change nor its alerts.
 configured; the dispatcher (:mod:`core.alerts.dispatcher`) sends them. The
 destination (URL, address, bot token) is not copied here: the dispatcher
 reads it from the monitor, sealed as it is stored, when it makes the attempt.
+:func:`enqueue_subscribers` writes one row per status-page subscriber
+(channel ``subscriber``): the row names the subscriber, never its address.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -90,3 +92,41 @@ async def enqueue(
         ],
     )
     return len(channels)
+
+
+async def enqueue_subscribers(
+    conn: AsyncConnection,
+    *,
+    org_id: int,
+    subscriber_ids: Sequence[int],
+    incident_id: int | None,
+    event: str,
+    notice: Mapping[str, Any],
+    now: datetime,
+) -> int:
+    """Queues a mail to each of ``subscriber_ids`` (status-page subscribers of the org), due now; returns
+    the number of rows written. ``notice`` is what they are told, public fields only
+    (:mod:`core.alerts.subscriber`). The caller commits, then wakes the dispatcher."""
+    if not subscriber_ids:
+        return 0
+    body = json.dumps({"notice": notice}, separators=(",", ":"))
+    await conn.execute(
+        insert(alert_outbox),
+        [
+            {
+                "org_id": org_id,
+                "incident_id": incident_id,
+                "monitor_id": None,
+                "subscriber_id": subscriber_id,
+                "event": event,
+                "channel": "subscriber",
+                "payload": body,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for subscriber_id in subscriber_ids
+        ],
+    )
+    return len(subscriber_ids)

@@ -16,7 +16,9 @@ in one transaction with the cursor's advance:
 
 Each tick also sends the repeats that are due (``alertRepeatIntervalMin``,
 while open, unacknowledged and not in maintenance). Alerts are outbox rows in
-the same transaction; the dispatcher sends them after the commit.
+the same transaction; the dispatcher sends them after the commit. Opening,
+reopening and resolving also mail the subscribers of the status pages that
+show the monitor (repeats do not).
 
 With several processes the cursor row is locked for the tick (PostgreSQL
 ``FOR UPDATE``; SQLite has one writer anyway), so each event is handled once.
@@ -44,6 +46,7 @@ from core.incidents.tables import event_cursors, incident_suppressions, incident
 from core.maintenance.calendar import MaintenanceCalendar
 from core.monitors.store import MonitorStore
 from core.scheduler.events import StatusChange
+from core.status_pages.subscriptions import queue_incident_notice
 from core.storage import faults
 from core.storage import tables as t
 from core.storage.db import Database
@@ -201,7 +204,7 @@ class IncidentEngine:
             await store.reopen(
                 conn, recent.id, message=f"{name} is down again: {what}. Reopened.", now=now, repeat_min=repeat
             )
-            return await self._alert(conn, monitor, recent.id, "incident.reopened", now)
+            return await self._alert(conn, monitor, recent.id, "incident.reopened", now, public=True)
         incident_id = await store.open_incident(
             conn,
             org_id=monitor.org_id,
@@ -215,7 +218,7 @@ class IncidentEngine:
             now=now,
             repeat_min=repeat,
         )
-        return await self._alert(conn, monitor, incident_id, "incident.opened", now)
+        return await self._alert(conn, monitor, incident_id, "incident.opened", now, public=True)
 
     async def _up(self, conn: AsyncConnection, event: Any, now: datetime) -> int:
         await conn.execute(delete(incident_suppressions).where(incident_suppressions.c.monitor_id == event.monitor_id))
@@ -230,7 +233,7 @@ class IncidentEngine:
             conn, row.id, message=f"{monitor.name} is up again after {down_for}.", author_user_id=None, now=now,
             automatic=True,
         )  # fmt: skip
-        return await self._alert(conn, monitor, row.id, "incident.resolved", now)
+        return await self._alert(conn, monitor, row.id, "incident.resolved", now, public=True)
 
     async def _windows_ended(self, conn: AsyncConnection, now: datetime) -> int:
         """Monitors that went down in a window no window covers any more: still
@@ -292,9 +295,13 @@ class IncidentEngine:
 
     # ---- helpers -----------------------------------------------------------
 
-    async def _alert(self, conn: AsyncConnection, monitor: Any, incident_id: int, event: str, now: datetime) -> int:
+    async def _alert(
+        self, conn: AsyncConnection, monitor: Any, incident_id: int, event: str, now: datetime, *, public: bool = False
+    ) -> int:
+        """Queues ``event`` for the monitor's channels and, when ``public``, the status pages' subscribers."""
         payload = await store.alert_payload(conn, incident_id, self.monitor_store)
-        return await outbox.enqueue(
+        told = await queue_incident_notice(conn, incident_id, event, now) if public else 0
+        return told + await outbox.enqueue(
             conn,
             org_id=monitor.org_id,
             monitor_id=monitor.id,

@@ -3,8 +3,10 @@ acknowledge, resolve and postmortems.
 
 Every change goes through :mod:`core.incidents.store` (as the incident
 engine's do) and queues its alerts in the same transaction
-(:func:`core.alerts.outbox.enqueue`); the dispatcher is woken after the
-commit. Decisions the contract leaves open are written down in
+(:func:`core.alerts.outbox.enqueue`), and the mail of status-page
+subscribers for what the public sees (opened, a timeline update, resolved,
+reopened; :func:`core.status_pages.subscriptions.queue_incident_notice});
+the dispatcher is woken after the commit. Decisions the contract leaves open are written down in
 docs/incidents.md.
 """
 
@@ -26,6 +28,7 @@ from core.incidents.tables import incident_updates, incidents
 from core.monitors.store import MonitorStore
 from core.rpc import paging
 from core.rpc.context import CallContext
+from core.status_pages.subscriptions import queue_incident_notice
 from core.storage import tables as t
 from core.storage.db import Database
 
@@ -160,6 +163,7 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
             )
             row = await self._row(conn, principal.org_id, incident_id)
             queued = await self._alert(conn, row, "incident.opened", now)
+            queued += await queue_incident_notice(conn, incident_id, "incident.opened", now)
             incident = await store.projection(conn, row, deliveries=True)
         ctx.audit.resource = f"incident:{incident_id}"
         ctx.audit.after = _audit_view(incident)
@@ -184,6 +188,7 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
             elif status != "resolved" and row.resolved_at is not None:
                 event = "incident.reopened"
             queued = await self._alert(conn, row, event, now) if event else 0
+            queued += await queue_incident_notice(conn, row.id, event or "incident.updated", now)
             update_row = (await conn.execute(select(incident_updates).where(incident_updates.c.id == update_id))).one()
         posted = store.update_message(update_row)
         ctx.audit.resource = f"incident:{row.id}"
@@ -225,6 +230,7 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
             )
             if resolved:
                 queued = await self._alert(conn, row, "incident.resolved", now)
+                queued += await queue_incident_notice(conn, row.id, "incident.resolved", now)
             incident = await store.projection(conn, row.id, deliveries=True)
         ctx.audit.resource = f"incident:{row.id}"
         ctx.audit.before, ctx.audit.after = _audit_view(before), _audit_view(incident)

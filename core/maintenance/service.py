@@ -5,11 +5,15 @@ a patch is re-checked here as the merged window. What needs a library or
 the database stays here: the schedule (RRULE, time zone) and that the
 monitors named are the organisation's. After each change the process's
 calendar reloads on the call's own connection, so its monitors show (or
-stop showing) ``maintenance`` at once.
+stop showing) ``maintenance`` at once; and the subscribers of the status
+pages it covers are told in the same transaction (scheduled, changed,
+cancelled: :func:`core.status_pages.subscriptions.queue_maintenance_notices`),
+the alert dispatcher woken after the commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +30,7 @@ from core.maintenance.tables import maintenance_windows as mw
 from core.rpc import paging
 from core.rpc.context import CallContext
 from core.rpc.validator import ASCII_SPACES, VALIDATOR
+from core.status_pages.subscriptions import WindowNotice, queue_maintenance_notices
 from core.storage import tables as t
 from core.storage.db import Database
 
@@ -39,9 +44,13 @@ _SCHEDULE_FIELDS = ("startsAt", "endsAt", "rrule", "timezone")
 
 
 class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
-    def __init__(self, *, db: Database, calendar: MaintenanceCalendar) -> None:
+    def __init__(
+        self, *, db: Database, calendar: MaintenanceCalendar, notify: Callable[[], None] = lambda: None
+    ) -> None:
         self.db = db
         self.calendar = calendar
+        # After a commit that queued subscriber mail: wakes the alert dispatcher (else its next poll sends it).
+        self.notify = notify
 
     # ---- helpers -------------------------------------------------------------
 
@@ -94,6 +103,13 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
         row = await self._row(conn, org_id, window_id)
         return store.projection(row, self.calendar.state(row, clock.precise_now()))
 
+    def _notice(self, row: Any) -> WindowNotice | None:
+        """The window ``row`` as status-page subscribers hear of it; None once it has no occurrence left."""
+        upcoming = self.calendar.state(row, clock.precise_now()).next
+        if upcoming is None:
+            return None
+        return WindowNotice.of(store.settings(row), upcoming.starts_at, upcoming.ends_at)
+
     # ---- RPCs ------------------------------------------------------------------
 
     async def ListMaintenanceWindows(
@@ -130,6 +146,10 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
             window_id = await store.insert_window(conn, principal.org_id, m, clock.now())
             window = await self._projection(conn, principal.org_id, window_id)
             await self.calendar.refresh(conn)
+            after = self._notice(await self._row(conn, principal.org_id, window_id))
+            told = await queue_maintenance_notices(conn, principal.org_id, before=None, after=after, now=clock.now())
+        if told:
+            self.notify()
         ctx.audit.resource = f"maintenance-window:{window_id}"
         ctx.audit.after = store.as_input(m)
         return maintenance_pb2.CreateMaintenanceWindowResponse(window=window)
@@ -163,6 +183,12 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
             await store.update_window(conn, row.id, m, clock.now())
             window = await self._projection(conn, principal.org_id, row.id)
             await self.calendar.refresh(conn)
+            after = self._notice(await self._row(conn, principal.org_id, row.id))
+            told = await queue_maintenance_notices(
+                conn, principal.org_id, before=self._notice(row), after=after, now=clock.now()
+            )
+        if told:
+            self.notify()
         ctx.audit.resource = f"maintenance-window:{request.id}"
         ctx.audit.before, ctx.audit.after = store.as_input(before), store.as_input(m)
         return maintenance_pb2.UpdateMaintenanceWindowResponse(window=window)
@@ -173,8 +199,12 @@ class MaintenanceService(maintenance_pb2_grpc.MaintenanceServiceServicer):
         principal = ctx.require_principal()
         async with self.db.write() as conn:
             row = await self._row(conn, principal.org_id, request.id, lock=True)
+            before = self._notice(row)
             await conn.execute(delete(mw).where(mw.c.id == row.id))
             await self.calendar.refresh(conn)
+            told = await queue_maintenance_notices(conn, principal.org_id, before=before, after=None, now=clock.now())
+        if told:
+            self.notify()
         ctx.audit.resource = f"maintenance-window:{request.id}"
         ctx.audit.before = store.as_input(store.settings(row))
         return maintenance_pb2.DeleteMaintenanceWindowResponse()
