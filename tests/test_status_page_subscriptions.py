@@ -10,6 +10,7 @@ per IP (10 an hour), and the session server is shared with every other test.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import uuid
@@ -18,10 +19,15 @@ from email.message import Message
 from typing import Any
 
 import httpx
+import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from core.alerts import AlertMessage, ChannelSettings
+from core.alerts.subscriber import SubscriberChannel, SubscriberTarget
+from core.config import SmtpSettings
 from core.incidents.tables import alert_outbox
-from tests.conftest import Persona, Server, SmtpSink
+from tests.conftest import Persona, Server, SmtpSink, free_port
 from tests.polling import wait_for
 from tests.targets import http_target
 
@@ -379,3 +385,36 @@ def test_forged_and_garbled_links_are_refused(server: Server, owner: Persona, sm
         r = public.get(f"{PUBLIC}/{slug}/subscribe/confirm", params={"token": confirm_token})
         assert r.status_code == 200, r.text
         assert subscribers(owner, p["id"]) == {jo: True}
+
+
+class Rejecting:
+    """An SMTP server that refuses every message at DATA, quoting the recipient."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return f"{self.code} 5.7.1 <{envelope.rcpt_tos[0].upper()}> is not taking mail"
+
+
+@pytest.mark.parametrize(("code", "outcome"), [(554, "failed"), (451, "retry")])
+def test_an_smtp_refusal_is_classified_and_never_names_the_address(code: int, outcome: str) -> None:
+    controller = Controller(Rejecting(code), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        channel = SubscriberChannel(
+            ChannelSettings(smtp=SmtpSettings(host="127.0.0.1", port=controller.port), timeout_sec=5)
+        )
+        target = SubscriberTarget(
+            "kim@example.com", "Acme status", "http://x/status/a", "http://x/status/a/unsubscribe"
+        )
+        notice = {"incident": {"title": "Down", "status": "investigating", "startedAt": "2026-11-30T05:00:00Z"}}
+        message = AlertMessage(event="incident.opened", incident=None, monitor=None, notice=notice)
+        result = asyncio.run(channel.send(message, target))
+    finally:
+        controller.stop()
+    assert result.outcome == outcome
+    assert result.error == f"SMTP {code}: 5.7.1 <the subscriber's address> is not taking mail"
+    # A message that is not one for subscribers is refused before anything is sent.
+    odd = asyncio.run(channel.send(AlertMessage(event="test", incident=None, monitor=None), target))
+    assert (odd.outcome, odd.error) == ("failed", "no subscriber mail for 'test'")
