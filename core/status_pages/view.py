@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+from google.api import httpbody_pb2
 from observe.v1 import status_pages_pb2 as pb
 
 from core.config import Settings
@@ -59,12 +60,34 @@ class PublicView:
     message: pb.GetPublicStatusPageResponse
     json: bytes
     _rendered: dict[object, bytes] = field(default_factory=dict)
+    _prepared: pb.GetPublicStatusPageResponse | None = None
+    _bodies: dict[object, httpbody_pb2.HttpBody] = field(default_factory=dict)
+
+    @property
+    def prepared(self) -> pb.GetPublicStatusPageResponse:
+        """The REST reply (``json`` as the prepared body), built once: callers only read it.
+        (Built field by field: ``Response(prepared=HttpBody(...))`` costs some 200 us for a
+        400 KB body under upb, against 10 us this way.)"""
+        if self._prepared is None:
+            reply = pb.GetPublicStatusPageResponse()
+            reply.prepared.content_type = "application/json"
+            reply.prepared.data = self.json
+            self._prepared = reply
+        return self._prepared
 
     def rendered(self, key: object, render: Callable[[], bytes]) -> bytes:
         """``render()``'s result, made once per ``key`` for this view."""
         out = self._rendered.get(key)
         if out is None:
             out = self._rendered[key] = render()
+        return out
+
+    def body(self, key: object, content_type: str, render: Callable[[], bytes]) -> httpbody_pb2.HttpBody:
+        """``rendered(key, render)`` as an HttpBody reply, built once: callers only read it.
+        (Building an HttpBody copies the bytes, some 100 us for a 400 KB page under load.)"""
+        out = self._bodies.get(key)
+        if out is None:
+            out = self._bodies[key] = httpbody_pb2.HttpBody(content_type=content_type, data=self.rendered(key, render))
         return out
 
 
