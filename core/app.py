@@ -100,7 +100,7 @@ def build_core(
         MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
         monitors,
         IncidentService(db=db, monitor_store=monitor_store, notify=dispatcher.wake),
-        MaintenanceService(db=db, calendar=calendar),
+        MaintenanceService(db=db, calendar=calendar, notify=dispatcher.wake),
         HeartbeatService(db=db, writer=ping_writer),
         StatusPageService(db=db, views=page_views, public_url=settings.public_url),
         PublicStatusPageService(

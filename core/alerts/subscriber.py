@@ -14,8 +14,6 @@ POSTs to it. Errors never name the address: the delivery records are shown to th
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +26,6 @@ from typing import Any
 from core.alerts.base import AlertMessage, ChannelSettings, DeliveryOutcome
 from core.alerts.email import smtp_attempt
 from core.mail.sender import Mailer
-
-log = logging.getLogger("observe.mail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +182,4 @@ class SubscriberChannel:
         return outcome
 
     async def _deliver(self, msg: EmailMessage) -> None:
-        if not self.settings.smtp.host:  # as core.mail does for every mail: the log has it instead
-            log.warning(
-                "SMTP not configured (OBSERVE_SMTP_HOST); mail not sent, here it is:\n%s", msg.as_string().rstrip()
-            )
-            return
-        # Mailer.send takes no headers of our own; its delivery does the rest as for every mail.
-        await asyncio.to_thread(self._mailer._deliver, msg)
+        await self._mailer.send_message(msg)

@@ -40,6 +40,19 @@ class Mailer:
         msg.set_content(body)
         await asyncio.to_thread(self._deliver, msg)
 
+    async def send_message(self, msg: EmailMessage) -> None:
+        """Sends a message built by the caller (headers of its own, such as
+        List-Unsubscribe); From is set when it has none. Logged instead of
+        sent without SMTP, as every mail."""
+        if msg["From"] is None:
+            msg["From"] = self.settings.sender
+        if not self.settings.host:
+            log.warning(
+                "SMTP not configured (OBSERVE_SMTP_HOST); mail not sent, here it is:\n%s", msg.as_string().rstrip()
+            )
+            return
+        await asyncio.to_thread(self._deliver, msg)
+
     def send_later(self, to: str, subject: str, body: str) -> None:
         """Sends in the background so a reply's timing says nothing about it."""
         task = asyncio.get_running_loop().create_task(self._send_logged(to, subject, body))

@@ -85,13 +85,16 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
 
     # ---- finding the page ------------------------------------------------------
 
-    async def _find(self, slug: str, domain: str = "", *, web: bool = False) -> PageRow:
+    async def _find(self, slug: str, domain: str = "", *, web: bool = False, unpublished: bool = False) -> PageRow:
+        """The page by slug or custom domain; NOT_FOUND unless published
+        (``unpublished``: also an unpublished one, for subscription links,
+        which must keep working)."""
         page: PageRow | None = None
         if slug:
             page = await self.views.page_by_slug(slug)
         elif domain:
             page = await self.views.page_by_domain(domain.split(":", 1)[0].lower())
-        if page is None or not page.published:
+        if page is None or not (page.published or unpublished):
             err = not_found("status page")
             if web:
                 _with_page(err, html.render_not_found())
@@ -173,7 +176,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
     async def ConfirmStatusPageSubscription(
         self, request: pb.ConfirmStatusPageSubscriptionRequest, ctx: CallContext
     ) -> pb.ConfirmStatusPageSubscriptionResponse:
-        page = await self._find(request.slug)
+        page = await self._find(request.slug, unpublished=True)
         await self.subscriptions.confirm(page, request.token)
         return pb.ConfirmStatusPageSubscriptionResponse(confirmed=True)
 
@@ -230,20 +233,20 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
     async def GetStatusPageConfirmHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._find(request.slug, web=True)
+        page = await self._find(request.slug, web=True, unpublished=True)
         base = self._base(page, request.slug)
         try:
             await self.subscriptions.confirm(page, request.token)
         except ObserveError as err:
             _with_page(err, html.render_notice(page, base, "Link not valid", "This confirmation link is not valid."))
             raise
-        text = "You will get an e-mail when an incident starts, changes or ends, and before maintenance."
+        text = "You will get an e-mail when an incident starts, changes or ends, and when maintenance is planned."
         return _html(ctx, html.render_notice(page, base, "Subscription confirmed", text))
 
     async def GetStatusPageUnsubscribeHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._find(request.slug, web=True)
+        page = await self._find(request.slug, web=True, unpublished=True)
         base = self._base(page, request.slug)
         action = f"{base or '/status/' + page.slug}/unsubscribe?token={quote(request.token, safe='')}"
         return _html(ctx, html.render_unsubscribe_form(page, base, action))
@@ -251,7 +254,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
     async def SubmitStatusPageUnsubscribeForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._find(request.slug, web=True)
+        page = await self._find(request.slug, web=True, unpublished=True)
         base = self._base(page, request.slug)
         try:
             await self.subscriptions.unsubscribe(page, request.token)
