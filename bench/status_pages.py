@@ -23,6 +23,9 @@ The server runs with OBSERVE_RATE_LIMIT_PUBLIC_IP=1000000000/minute (the
 public routes' per-IP limit would refuse the crowd, which is one address here;
 the limiter still counts every request).
 
+--proposed-glue measures a second server with the change this bench proposes
+to core/status_pages/public_service.py patched in (see serve_with_proposed_glue).
+
 --profile samples the server with py-spy during a second run of each URL and
 prints where its time goes (py-spy: .venv/bin/pip install py-spy).
 
@@ -85,6 +88,39 @@ async def raw_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 _RAW_BODY = Path(os.environ["OBSERVE_BENCH_BODY"]).read_bytes() if "OBSERVE_BENCH_BODY" in os.environ else b""
+
+
+def serve_with_proposed_glue() -> None:
+    """``observe serve`` (arguments from sys.argv) with the change this bench
+    proposes to core/status_pages/public_service.py, patched in: the REST JSON
+    reply and the HTML HttpBody are built once per view (PublicView.prepared,
+    one HttpBody per rendered bytes) instead of per request."""
+    from google.api import httpbody_pb2
+
+    from core.status_pages import public_service as ps
+    from gateway import cli
+
+    async def get_public(self: Any, request: Any, ctx: Any) -> Any:
+        page = await self._find(request.slug, request.domain)
+        self._require_unlocked(page, [request.access_token, request.access_cookie])
+        view = await self.views.view(page)
+        self._cache_headers(page, ctx)
+        return view.prepared if ctx.transport == "rest" else view.message
+
+    built: dict[int, tuple[bytes, httpbody_pb2.HttpBody]] = {}
+    make = ps._body
+
+    def body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
+        hit = built.get(id(data))
+        if hit is not None and hit[0] is data and hit[1].content_type == content_type:
+            return hit[1]
+        out = make(content_type, data)
+        built[id(data)] = (data, out)
+        return out
+
+    ps.PublicStatusPageService.GetPublicStatusPage = get_public  # type: ignore[method-assign]
+    ps._body = body
+    sys.exit(cli.main(sys.argv[1:]))
 
 
 def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
@@ -263,12 +299,28 @@ async def hit_cost(database_url: str, slug: str, rounds: int = 200_000) -> dict[
         for _ in range(rounds):
             await views.page_by_slug(slug)
         lookup_us = (time.perf_counter() - started) / rounds * 1e6
+        # Single flight: 200 concurrent misses of one page build it once.
+        from core.status_pages import projection
+
+        builds = 0
+        build = projection.build
+
+        async def counted(*a: Any, **k: Any) -> Any:
+            nonlocal builds
+            builds += 1
+            return await build(*a, **k)
+
+        projection.build = counted
+        views.invalidate_page(page.id)
+        got = await asyncio.gather(*(views.view(page) for _ in range(200)))
+        projection.build = build
+        assert len({id(v) for v in got}) == 1
         plain: dict[int, object] = {page.id: object()}
         started = time.perf_counter()
         for _ in range(rounds):
             plain.get(page.id)
         dict_us = (time.perf_counter() - started) / rounds * 1e6
-        return {"miss_ms": miss_ms, "hit_us": hit_us, "slug_us": lookup_us, "dict_us": dict_us}
+        return {"miss_ms": miss_ms, "hit_us": hit_us, "slug_us": lookup_us, "dict_us": dict_us, "builds": builds}
     finally:
         await db.close()
 
@@ -308,6 +360,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--components", type=int, default=50)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--proposed-glue", action="store_true", help="also measure the change to public_service proposed here"
+    )
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in a second run of each")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -360,6 +415,22 @@ def main() -> None:
             for label, url in (("public JSON", json_url), ("HTML page", html_url)):
                 run_wrk(url, 2, args.connections)  # warm-up
                 results[label] = run_wrk(url, args.seconds, args.connections)
+            if args.proposed_glue:
+                stop(server)
+                port = free_port()
+                launch = [PY, "-c", "from bench.status_pages import serve_with_proposed_glue as s; s()"]
+                with log.open("ab") as log_file:
+                    server = subprocess.Popen(
+                        pinned(0, [*launch, "serve", "--port", str(port), "--grpc-port", str(free_port())]),
+                        cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                procs.append(server)
+                base = f"http://127.0.0.1:{port}"
+                wait_http(base + "/health/ready", server, log)
+                json_url, html_url = f"{base}/api/v1/status-pages/public/{slug}", f"{base}/status/{slug}"
+                for label, url in (("JSON, proposed glue", json_url), ("HTML, proposed glue", html_url)):
+                    run_wrk(url, 2, args.connections)
+                    results[label] = run_wrk(url, args.seconds, args.connections)
             if args.profile:
                 for label, url in (("public JSON", json_url), ("HTML page", html_url)):
                     hotspots[label] = profile(server.pid, url, args.seconds, args.connections, tmp / "profile.txt")
@@ -404,7 +475,7 @@ def main() -> None:
         print(f"{label:22} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['non2xx']:8.0f} {r['mb_s']:8.1f}"
               f" {r['rps'] / ceiling:10.0%}")  # fmt: skip
     print()
-    for label in ("public JSON", "HTML page"):
+    for label in [x for x in results if "ASGI" not in x]:
         ratio = results[label]["rps"] / ceiling
         print(f"{label} / raw ASGI = {ratio:.2f}x   (target >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
     same = results["raw ASGI, same JSON"]["rps"]
@@ -415,7 +486,8 @@ def main() -> None:
     )
     print(f"\nin process: PublicViews.view() hit {costs['hit_us']:.2f} us,"
           f" page_by_slug() hit {costs['slug_us']:.2f} us, a bare dict.get {costs['dict_us']:.3f} us;"
-          f" one build (miss) {costs['miss_ms']:.1f} ms")  # fmt: skip
+          f" one build (miss) {costs['miss_ms']:.1f} ms;"
+          f" 200 concurrent misses built it {costs['builds']:.0f} time(s)")  # fmt: skip
     for label, spots in hotspots.items():
         print(f"\n{label}: where the server's time goes (py-spy; share of samples passing through a file, then"
               " the innermost frames):")  # fmt: skip
