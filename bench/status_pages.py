@@ -12,7 +12,8 @@ default 64) reads for --seconds each of
 - the public JSON   GET /api/v1/status-pages/public/{slug}
 - the HTML page     GET /status/{slug}
 
-both cache hits after the first request; and in the same run bench/raw_asgi.py
+each with Accept-Encoding: gzip (as browsers send it: the compressed copy,
+made once per view) and without; all cache hits after the first request; and in the same run bench/raw_asgi.py
 (uvicorn, uvloop + httptools, a constant 200 on CPU 0): the HTTP stack's
 ceiling. Target: each at least 50 % of the ceiling.
 
@@ -22,9 +23,6 @@ Then, in this process, on the same database: the cost of a cache hit of
 The server runs with OBSERVE_RATE_LIMIT_PUBLIC_IP=1000000000/minute (the
 public routes' per-IP limit would refuse the crowd, which is one address here;
 the limiter still counts every request).
-
---proposed-glue measures a second server with the change this bench proposes
-to core/status_pages/public_service.py patched in (see serve_with_proposed_glue).
 
 --profile samples the server with py-spy during a second run of each URL and
 prints where its time goes (py-spy: .venv/bin/pip install py-spy).
@@ -90,41 +88,10 @@ async def raw_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 _RAW_BODY = Path(os.environ["OBSERVE_BENCH_BODY"]).read_bytes() if "OBSERVE_BENCH_BODY" in os.environ else b""
 
 
-def serve_with_proposed_glue() -> None:
-    """``observe serve`` (arguments from sys.argv) with the change this bench
-    proposes to core/status_pages/public_service.py, patched in: the REST JSON
-    reply and the HTML HttpBody are built once per view (PublicView.prepared,
-    one HttpBody per rendered bytes) instead of per request."""
-    from google.api import httpbody_pb2
-
-    from core.status_pages import public_service as ps
-    from gateway import cli
-
-    async def get_public(self: Any, request: Any, ctx: Any) -> Any:
-        page = await self._find(request.slug, request.domain)
-        self._require_unlocked(page, [request.access_token, request.access_cookie])
-        view = await self.views.view(page)
-        self._cache_headers(page, ctx)
-        return view.prepared if ctx.transport == "rest" else view.message
-
-    built: dict[int, tuple[bytes, httpbody_pb2.HttpBody]] = {}
-    make = ps._body
-
-    def body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
-        hit = built.get(id(data))
-        if hit is not None and hit[0] is data and hit[1].content_type == content_type:
-            return hit[1]
-        out = make(content_type, data)
-        built[id(data)] = (data, out)
-        return out
-
-    ps.PublicStatusPageService.GetPublicStatusPage = get_public  # type: ignore[method-assign]
-    ps._body = body
-    sys.exit(cli.main(sys.argv[1:]))
-
-
-def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    cmd = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url])
+def run_wrk(url: str, seconds: int, connections: int, *, gzip_ok: bool = False) -> dict[str, float]:
+    """wrk's figures for ``url``; ``gzip_ok``: sends Accept-Encoding: gzip, as browsers do."""
+    headers = ["-H", "Accept-Encoding: gzip"] if gzip_ok else []
+    cmd = pinned(1, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", *headers, url])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = dict(re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out))
@@ -360,9 +327,6 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--components", type=int, default=50)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--proposed-glue", action="store_true", help="also measure the change to public_service proposed here"
-    )
     parser.add_argument("--profile", action="store_true", help="sample the server with py-spy in a second run of each")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -412,25 +376,15 @@ def main() -> None:
                 f" HTTP {html.status_code})"
             )
             print(f"page: {len(comps)} components x {DAYS} days ({rows} history rows), {sizes}, {args.backend}")
-            for label, url in (("public JSON", json_url), ("HTML page", html_url)):
-                run_wrk(url, 2, args.connections)  # warm-up
-                results[label] = run_wrk(url, args.seconds, args.connections)
-            if args.proposed_glue:
-                stop(server)
-                port = free_port()
-                launch = [PY, "-c", "from bench.status_pages import serve_with_proposed_glue as s; s()"]
-                with log.open("ab") as log_file:
-                    server = subprocess.Popen(
-                        pinned(0, [*launch, "serve", "--port", str(port), "--grpc-port", str(free_port())]),
-                        cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                    )  # fmt: skip
-                procs.append(server)
-                base = f"http://127.0.0.1:{port}"
-                wait_http(base + "/health/ready", server, log)
-                json_url, html_url = f"{base}/api/v1/status-pages/public/{slug}", f"{base}/status/{slug}"
-                for label, url in (("JSON, proposed glue", json_url), ("HTML, proposed glue", html_url)):
-                    run_wrk(url, 2, args.connections)
-                    results[label] = run_wrk(url, args.seconds, args.connections)
+            runs = (
+                ("public JSON, gzip", json_url, True),
+                ("HTML page, gzip", html_url, True),
+                ("public JSON", json_url, False),
+                ("HTML page", html_url, False),
+            )
+            for label, url, gzip_ok in runs:
+                run_wrk(url, 2, args.connections, gzip_ok=gzip_ok)  # warm-up
+                results[label] = run_wrk(url, args.seconds, args.connections, gzip_ok=gzip_ok)
             if args.profile:
                 for label, url in (("public JSON", json_url), ("HTML page", html_url)):
                     hotspots[label] = profile(server.pid, url, args.seconds, args.connections, tmp / "profile.txt")

@@ -40,6 +40,7 @@ incidents = Table(
     Index(None, "org_id", "id"),
     Index(None, "monitor_id", "id"),
     Index(None, "next_repeat_at"),
+    Index(None, "updated_at"),  # the status pages' change watcher reads its maximum every second
     sqlite_autoincrement=True,
 )
 

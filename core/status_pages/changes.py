@@ -29,8 +29,6 @@ def _marks() -> Any:
         select(func.max(e.id)).scalar_subquery().label("event"),
         select(func.max(u.id)).scalar_subquery().label("update"),
         select(func.max(i.id)).scalar_subquery().label("incident"),
-        # incidents has no index on updated_at: the scan is of one org-wide
-        # table that grows by incidents, not by checks.
         select(func.max(i.updated_at)).scalar_subquery().label("incident_at"),
         select(func.max(mw.c.updated_at)).scalar_subquery().label("window_at"),
         select(func.count()).select_from(mw).scalar_subquery().label("windows"),

@@ -57,6 +57,22 @@ def _with_page(err: ObserveError, data: bytes) -> ObserveError:
     return err
 
 
+def accepts_gzip(header: str) -> bool:
+    """Accept-Encoding allows gzip (``gzip`` or ``*`` without ``q=0``)."""
+    for item in header.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("", "0"))
+    return False
+
+
+def _encoding_headers(ctx: CallContext, gzipped: bool) -> None:
+    ctx.response_headers.append(("vary", "accept-encoding"))
+    if gzipped:
+        ctx.response_headers.append(("content-encoding", "gzip"))
+
+
 def _form(body: httpbody_pb2.HttpBody) -> dict[str, str]:
     """The fields of an application/x-www-form-urlencoded body (first of each)."""
     try:
@@ -141,9 +157,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         self._require_unlocked(page, [request.access_token, request.access_cookie])
         view = await self.views.view(page)
         self._cache_headers(page, ctx)
-        if ctx.transport == "rest":  # the prepared JSON, as cached
-            return pb.GetPublicStatusPageResponse(prepared=_body("application/json", view.json))
-        return view.message
+        if ctx.transport != "rest":
+            return view.message
+        gzipped = accepts_gzip(request.accept_encoding)
+        _encoding_headers(ctx, gzipped)
+        return view.prepared_gzip if gzipped else view.prepared  # the JSON as cached, shared: never changed
 
     async def GetStatusPageFeed(self, request: pb.GetStatusPageFeedRequest, ctx: CallContext) -> httpbody_pb2.HttpBody:
         page = await self._find(request.slug, request.host)
@@ -151,9 +169,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         view = await self.views.view(page)
         url = page_url(self.public_url, page) if not request.slug else f"{self.public_url}/status/{page.slug}"
         feed_url = f"{url.rstrip('/')}/feed.xml"
-        data = view.rendered(("feed", feed_url), lambda: feed.render_feed(view.message, page, url, feed_url))
+        gzipped = ctx.transport == "rest" and accepts_gzip(request.accept_encoding)
         self._cache_headers(page, ctx)
-        return _body(ATOM, data)
+        _encoding_headers(ctx, gzipped)
+        render = lambda: feed.render_feed(view.message, page, url, feed_url)  # noqa: E731
+        return view.body(("feed", feed_url), ATOM, render, gzipped=gzipped)
 
     async def UnlockStatusPage(
         self, request: pb.UnlockStatusPageRequest, ctx: CallContext
@@ -193,9 +213,12 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         base = self._base(page, request.slug)
         self._require_unlocked(page, [request.access_cookie], base=base)
         view = await self.views.view(page)
-        data = view.rendered(("html", base), lambda: html.render_page(view.message, page, base))
+        gzipped = ctx.transport == "rest" and accepts_gzip(request.accept_encoding)
         self._cache_headers(page, ctx)
-        return _html(ctx, data)
+        _encoding_headers(ctx, gzipped)
+        ctx.response_headers.append(("content-security-policy", CSP))
+        render = lambda: html.render_page(view.message, page, base)  # noqa: E731
+        return view.body(("html", base), HTML, render, gzipped=gzipped)
 
     async def SubmitStatusPageUnlockForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext

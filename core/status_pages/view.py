@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ MAX_AGE = 60.0  # seconds a view is kept at most
 LOOKUP_AGE = 60.0  # seconds a page lookup (also "no such page") is kept at most
 MAX_LOOKUPS = 10_000  # cached lookups (unknown slugs included) before they are dropped
 POLL_SEC = 1.0  # the watcher's period
+GZIP_LEVEL = 6  # once per view: compression time does not matter, size does
 
 _CODEC = JsonCodec()
 
@@ -61,6 +63,7 @@ class PublicView:
     json: bytes
     _rendered: dict[object, bytes] = field(default_factory=dict)
     _prepared: pb.GetPublicStatusPageResponse | None = None
+    _prepared_gzip: pb.GetPublicStatusPageResponse | None = None
     _bodies: dict[object, httpbody_pb2.HttpBody] = field(default_factory=dict)
 
     @property
@@ -82,13 +85,30 @@ class PublicView:
             out = self._rendered[key] = render()
         return out
 
-    def body(self, key: object, content_type: str, render: Callable[[], bytes]) -> httpbody_pb2.HttpBody:
+    def body(
+        self, key: object, content_type: str, render: Callable[[], bytes], *, gzipped: bool = False
+    ) -> httpbody_pb2.HttpBody:
         """``rendered(key, render)`` as an HttpBody reply, built once: callers only read it.
-        (Building an HttpBody copies the bytes, some 100 us for a 400 KB page under load.)"""
-        out = self._bodies.get(key)
+        (Building an HttpBody copies the bytes, some 100 us for a 400 KB page under load.)
+        ``gzipped``: the same, gzip-compressed once (a 50-component page shrinks 40–80 times)."""
+        body_key = ("gzip", key) if gzipped else key
+        out = self._bodies.get(body_key)
         if out is None:
-            out = self._bodies[key] = httpbody_pb2.HttpBody(content_type=content_type, data=self.rendered(key, render))
+            data = self.rendered(key, render)
+            if gzipped:
+                data = self.rendered(body_key, lambda: gzip.compress(data, GZIP_LEVEL, mtime=0))
+            out = self._bodies[body_key] = httpbody_pb2.HttpBody(content_type=content_type, data=data)
         return out
+
+    @property
+    def prepared_gzip(self) -> pb.GetPublicStatusPageResponse:
+        """:attr:`prepared` with its JSON gzip-compressed, built once."""
+        if self._prepared_gzip is None:
+            reply = pb.GetPublicStatusPageResponse()
+            reply.prepared.content_type = "application/json"
+            reply.prepared.data = self.rendered(("gzip", "json"), lambda: gzip.compress(self.json, GZIP_LEVEL, mtime=0))
+            self._prepared_gzip = reply
+        return self._prepared_gzip
 
 
 @dataclass(frozen=True, slots=True)

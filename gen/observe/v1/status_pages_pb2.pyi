@@ -786,6 +786,7 @@ class GetPublicStatusPageRequest(_message.Message):
     DOMAIN_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     ACCESS_COOKIE_FIELD_NUMBER: _builtins.int
+    ACCEPT_ENCODING_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
     """The page's slug."""
     domain: _builtins.str
@@ -794,6 +795,8 @@ class GetPublicStatusPageRequest(_message.Message):
     """Access token of a locked page, from unlock."""
     access_cookie: _builtins.str
     """The access cookie unlock sets."""
+    accept_encoding: _builtins.str
+    """The request's Accept-Encoding: a gzip-compressed reply when it allows."""
     def __init__(
         self,
         *,
@@ -801,10 +804,11 @@ class GetPublicStatusPageRequest(_message.Message):
         domain: _builtins.str = ...,
         access_token: _builtins.str = ...,
         access_cookie: _builtins.str = ...,
+        accept_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_cookie", b"access_cookie", "access_token", b"access_token", "domain", b"domain", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_encoding", b"accept_encoding", "access_cookie", b"access_cookie", "access_token", b"access_token", "domain", b"domain", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1197,6 +1201,7 @@ class GetStatusPageFeedRequest(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     ACCESS_COOKIE_FIELD_NUMBER: _builtins.int
+    ACCEPT_ENCODING_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
     """The page's slug (empty on a custom domain)."""
     host: _builtins.str
@@ -1205,6 +1210,8 @@ class GetStatusPageFeedRequest(_message.Message):
     """Access token of a locked page."""
     access_cookie: _builtins.str
     """The access cookie."""
+    accept_encoding: _builtins.str
+    """The request's Accept-Encoding: a gzip-compressed reply when it allows."""
     def __init__(
         self,
         *,
@@ -1212,10 +1219,11 @@ class GetStatusPageFeedRequest(_message.Message):
         host: _builtins.str = ...,
         access_token: _builtins.str = ...,
         access_cookie: _builtins.str = ...,
+        accept_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_cookie", b"access_cookie", "access_token", b"access_token", "host", b"host", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_encoding", b"accept_encoding", "access_cookie", b"access_cookie", "access_token", b"access_token", "host", b"host", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1492,22 +1500,26 @@ class GetStatusPageHtmlRequest(_message.Message):
     SLUG_FIELD_NUMBER: _builtins.int
     HOST_FIELD_NUMBER: _builtins.int
     ACCESS_COOKIE_FIELD_NUMBER: _builtins.int
+    ACCEPT_ENCODING_FIELD_NUMBER: _builtins.int
     slug: _builtins.str
     """The page's slug (empty on a custom domain)."""
     host: _builtins.str
     """The request's Host (custom domains)."""
     access_cookie: _builtins.str
     """The access cookie."""
+    accept_encoding: _builtins.str
+    """The request's Accept-Encoding: a gzip-compressed reply when it allows."""
     def __init__(
         self,
         *,
         slug: _builtins.str = ...,
         host: _builtins.str = ...,
         access_cookie: _builtins.str = ...,
+        accept_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_cookie", b"access_cookie", "host", b"host", "slug", b"slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_encoding", b"accept_encoding", "access_cookie", b"access_cookie", "host", b"host", "slug", b"slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
