@@ -75,6 +75,11 @@ def _metadata_map(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]
     for key, value in context.invocation_metadata() or ():
         if key not in out:
             out[key] = value if isinstance(value, str) else value.decode("latin-1")
+    # Request headers as the REST gateway forwards them (x-forwarded-host,
+    # x-forwarded-accept-encoding, …): gRPC's own Host (:authority) names
+    # this server, and its transport keeps some headers for itself.
+    for key in [k for k in out if k.startswith("x-forwarded-")]:
+        out.setdefault(key.removeprefix("x-forwarded-"), out[key])
     return out
 
 

@@ -27,6 +27,8 @@ FORWARDED_REPLY_HEADERS = frozenset(
         "cache-control",
         "location",
         "vary",
+        "content-encoding",
+        "content-security-policy",
     }
 )
 
@@ -64,12 +66,12 @@ def outgoing_metadata(
     cookies = [f"{SESSION_COOKIE}={ctx.session_cookie}"] if ctx.session_cookie else []
     # Header- and cookie-bound request fields travel as what they came from:
     # the core fills them from the metadata, never from the message.
-    for name, kind, key in method.from_request if method is not None and request is not None else ():
+    for name, kind, key, _ in method.from_request if method is not None and request is not None else ():
         value = getattr(request, name)
         if value and kind == "cookie":
             cookies.append(f"{key}={value}")
-        elif value and key != "host":  # gRPC has its own :authority
-            md.append((key, value))
+        elif value:  # as x-forwarded-<name>: gRPC keeps Host, Accept-Encoding and the like for itself
+            md.append((f"x-forwarded-{key}", value))
     if cookies:
         md.append(("cookie", "; ".join(cookies)))
     if ctx.idempotency_key is not None:

@@ -467,14 +467,14 @@ def _operation(
         if text:
             param["description"] = text
         params.append(param)
-    for name, kind, key in method.from_request:
+    for name, kind, key, longest in method.from_request:
         bound.add(name)
         if key == "host":
             continue  # the request's own Host: not a parameter anyone sets
         fd = in_desc.fields_by_name[name]
-        schema, notes = schemas.field(fd, "in")
-        param = {"name": key, "in": kind, "required": False, "schema": schema}
-        text = _describe(comments.get(fd.full_name, ""), notes)
+        # Any value is taken; one longer than the field's bound is ignored (as if absent).
+        param = {"name": key, "in": kind, "required": False, "schema": {"type": "string"}}
+        text = _describe(comments.get(fd.full_name, ""), [f"Values longer than {longest} characters are ignored."])
         if text:
             param["description"] = text
         params.append(param)

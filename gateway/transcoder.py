@@ -263,7 +263,7 @@ class Transcoder:
 
     def serves(self, path: str) -> bool:
         """The path is one of this transcoder's (the rest is the shell's)."""
-        return path.startswith("/api/") or path.split("/", 2)[1] in self.web_roots
+        return path.startswith("/api/") or (path.startswith("/") and path[1:].split("/", 1)[0] in self.web_roots)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         verb = scope["method"]
@@ -363,9 +363,10 @@ class Transcoder:
         if query:
             self._decode_query(route, request, variables, query, v)
         if method.from_request:
-            fill_from_request(
-                request, method.from_request, {k.decode("latin-1"): x.decode("latin-1") for k, x in headers.items()}
-            )
+            sent = {k.decode("latin-1"): x.decode("latin-1") for k, x in headers.items()}
+            # Cookies may come in several headers (HTTP/2 front ends split them).
+            sent["cookie"] = "; ".join(x.decode("latin-1") for k, x in scope["headers"] if k == b"cookie")
+            fill_from_request(request, method.from_request, sent)
         if v:
             raise validation_failed(v.items)
         return request
@@ -449,10 +450,12 @@ class Transcoder:
         bound = {table[var.split(".")[0]][0].name for var in variables if var.split(".")[0] in table}
         if route.body_field is not None:
             bound.add(route.body_field.name)
-        bound.update(name for name, _, _ in route.method.from_request)
+        bound.update(name for name, _, _, _ in route.method.from_request)
         for key, values in params.items():
             head = table.get(key.split(".")[0])
             if not route.query_allowed or head is None or head[0].name in bound:
+                if not route.binding.path.startswith("/api/"):
+                    continue  # a web page's link may carry anything (utm_source, fbclid): not an API call
                 v.add(key, "unrecognized_keys", f"Unrecognized query parameter: '{key}'")
                 continue
             self.codec.assign_text(request, key, values, key, v)

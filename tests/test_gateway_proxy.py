@@ -6,6 +6,7 @@ behind it stores in, so these run against the SQLite session server only."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,32 @@ def test_login_cookie_comes_back_through_the_proxy(gateway: Server) -> None:
         assert r.status_code == 200
         assert "observe_session=" in r.headers["set-cookie"]
         assert c.get("/api/v1/me").status_code == 200
+
+
+@SQLITE_ONLY
+def test_status_pages_through_the_proxy(server: Server, gateway: Server) -> None:
+    """Web pages too: the Host of a custom domain, the password form of a
+    locked page (an error that carries a page), the access cookie, headers."""
+    persona = register(server)
+    slug, domain = f"px-{uuid.uuid4().hex[:8]}", f"px-{uuid.uuid4().hex[:8]}.example.com"
+    with server.client(persona.pat) as c:
+        page = c.post("/api/v1/status-pages", json={"name": "Proxied", "slug": slug, "customDomain": domain}).json()
+    with gateway.client() as c:
+        by_host = c.get("/", headers={"host": domain, "accept-encoding": "gzip"})
+        assert by_host.status_code == 200 and "Proxied" in by_host.text
+        assert by_host.headers["content-encoding"] == "gzip"
+        assert "default-src 'none'" in by_host.headers["content-security-policy"]
+        assert c.get("/status/nope-nope").headers["content-type"].startswith("text/html")
+    with server.client(persona.pat) as c:
+        assert c.put(f"/api/v1/status-pages/{page['id']}/password", json={"password": "through it"}).is_success
+    with gateway.client() as c:
+        locked = c.get(f"/status/{slug}?utm_source=mail")
+        assert (locked.status_code, locked.headers["x-error-code"]) == (401, "PASSWORD_REQUIRED")
+        assert 'name="password"' in locked.text
+        unlocked = c.post(f"/status/{slug}/unlock", data={"password": "through it"})
+        assert unlocked.status_code == 303 and "observe_status_page=" in unlocked.headers["set-cookie"]
+        cookie = unlocked.headers["set-cookie"].split(";", 1)[0]
+        assert c.get(f"/status/{slug}", headers={"cookie": cookie}).status_code == 200
 
 
 @SQLITE_ONLY

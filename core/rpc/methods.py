@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from buf.validate import validate_pb2
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, MethodDescriptor
@@ -47,8 +48,8 @@ class Method:
     body_limit: int
     success_status: int
     # Request fields filled from a request header or cookie, as
-    # (field name, "header" or "cookie", header or cookie name).
-    from_request: tuple[tuple[str, str, str], ...] = ()
+    # (field name, "header" or "cookie", header or cookie name, longest value taken).
+    from_request: tuple[tuple[str, str, str, int], ...] = ()
     handler: Handler | None = None
 
     @property
@@ -101,35 +102,38 @@ def sensitive_paths(descriptor: Any, prefix: str = "", depth: int = 0) -> frozen
     return frozenset(paths)
 
 
-def request_bound_fields(descriptor: Any) -> tuple[tuple[str, str, str], ...]:
+def request_bound_fields(descriptor: Any) -> tuple[tuple[str, str, str, int], ...]:
     """The fields of a request message marked ``(observe.v1.field).header``
-    or ``.cookie``: ``(field name, "header" | "cookie", name)``. REST fills
-    them from the request's headers, gRPC from the call's metadata; neither
-    takes them from the query string or the body."""
-    out: list[tuple[str, str, str]] = []
+    or ``.cookie``: ``(field name, "header" | "cookie", name, max length)``.
+    REST fills them from the request's headers, gRPC from the call's
+    metadata; neither takes them from the query string or the body."""
+    out: list[tuple[str, str, str, int]] = []
     for fd in descriptor.fields:
         opts = fd.GetOptions().Extensions[options_pb2.field]
+        longest = fd.GetOptions().Extensions[validate_pb2.field].string.max_len or 8192
         if opts.header:
-            out.append((fd.name, "header", opts.header.lower()))
+            out.append((fd.name, "header", opts.header.lower(), longest))
         elif opts.cookie:
-            out.append((fd.name, "cookie", opts.cookie))
+            out.append((fd.name, "cookie", opts.cookie, longest))
     return tuple(out)
 
 
-def fill_from_request(request: Message, bound: tuple[tuple[str, str, str], ...], headers: dict[str, str]) -> None:
+def fill_from_request(request: Message, bound: tuple[tuple[str, str, str, int], ...], headers: dict[str, str]) -> None:
     """Sets each header- or cookie-bound field of ``request`` from ``headers``
     (lower-case names; "cookie" the raw Cookie header), clearing it when the
     request has none: a value the caller put in the message or the query does
-    not count."""
+    not count. A value longer than the field takes is ignored as if absent:
+    browsers send what they hold, and a stray oversized cookie must not
+    break a page."""
     cookies: dict[str, str] | None = None
-    for name, kind, key in bound:
+    for name, kind, key, longest in bound:
         if kind == "header":
             value = headers.get(key, "")
         else:
             if cookies is None:
                 cookies = parse_cookies(headers.get("cookie", ""))
             value = cookies.get(key, "")
-        setattr(request, name, value)
+        setattr(request, name, value if len(value) <= longest else "")
 
 
 def parse_cookies(header: str) -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+
 import grpc
+from google.api import httpbody_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -21,7 +24,13 @@ def to_status(err: ObserveError) -> grpc.Status:
         error_info.metadata["retryAfterSec"] = str(err.retry_after)
     for key, value in err.headers.items():
         error_info.metadata[f"header:{key}"] = value
+    if err.page is not None:
+        # A page for people travels compressed: status details ride in the
+        # trailers, which a peer may cap at 8 KB.
+        error_info.metadata["pageEncoding"] = "gzip"
     details.details.add().Pack(error_info)
+    if err.page is not None:
+        details.details.add().Pack(httpbody_pb2.HttpBody(content_type=err.page[0], data=gzip.compress(err.page[1])))
     if err.fields:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -52,6 +61,13 @@ def from_rpc_error(exc: grpc.RpcError) -> ObserveError:
             if "retryAfterSec" in info.metadata:
                 err.retry_after = int(info.metadata["retryAfterSec"])
             err.headers = {k[7:]: v for k, v in info.metadata.items() if k.startswith("header:")}
+        elif any_detail.Is(httpbody_pb2.HttpBody.DESCRIPTOR):
+            body = httpbody_pb2.HttpBody()
+            any_detail.Unpack(body)
+            try:
+                err.page = (body.content_type, gzip.decompress(body.data))
+            except (OSError, EOFError):
+                err.page = None  # not ours: the envelope then
         elif any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             any_detail.Unpack(bad)

@@ -169,7 +169,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         view = await self.views.view(page)
         url = page_url(self.public_url, page) if not request.slug else f"{self.public_url}/status/{page.slug}"
         feed_url = f"{url.rstrip('/')}/feed.xml"
-        gzipped = ctx.transport == "rest" and accepts_gzip(request.accept_encoding)
+        gzipped = accepts_gzip(request.accept_encoding)
         self._cache_headers(page, ctx)
         _encoding_headers(ctx, gzipped)
         render = lambda: feed.render_feed(view.message, page, url, feed_url)  # noqa: E731
@@ -213,7 +213,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         base = self._base(page, request.slug)
         self._require_unlocked(page, [request.access_cookie], base=base)
         view = await self.views.view(page)
-        gzipped = ctx.transport == "rest" and accepts_gzip(request.accept_encoding)
+        gzipped = accepts_gzip(request.accept_encoding)
         self._cache_headers(page, ctx)
         _encoding_headers(ctx, gzipped)
         ctx.response_headers.append(("content-security-policy", CSP))
