@@ -67,7 +67,8 @@ def test_status_pages_through_the_proxy(server: Server, gateway: Server) -> None
         page = c.post("/api/v1/status-pages", json={"name": "Proxied", "slug": slug, "customDomain": domain}).json()
     with gateway.client() as c:
         by_host = c.get("/", headers={"host": domain, "accept-encoding": "gzip"})
-        assert by_host.status_code == 200 and "Proxied" in by_host.text
+        assert by_host.status_code == 200
+        assert "Proxied" in by_host.text
         assert by_host.headers["content-encoding"] == "gzip"
         assert "default-src 'none'" in by_host.headers["content-security-policy"]
         assert c.get("/status/nope-nope").headers["content-type"].startswith("text/html")
@@ -78,7 +79,8 @@ def test_status_pages_through_the_proxy(server: Server, gateway: Server) -> None
         assert (locked.status_code, locked.headers["x-error-code"]) == (401, "PASSWORD_REQUIRED")
         assert 'name="password"' in locked.text
         unlocked = c.post(f"/status/{slug}/unlock", data={"password": "through it"})
-        assert unlocked.status_code == 303 and "observe_status_page=" in unlocked.headers["set-cookie"]
+        assert unlocked.status_code == 303
+        assert "observe_status_page=" in unlocked.headers["set-cookie"]
         cookie = unlocked.headers["set-cookie"].split(";", 1)[0]
         assert c.get(f"/status/{slug}", headers={"cookie": cookie}).status_code == 200
 

@@ -174,7 +174,8 @@ def test_password_flow_over_json_feed_and_html(server: Server, owner: Persona) -
 
     _locked_everywhere(server, page)
     html = server.client().get(f"/status/{page['slug']}")
-    assert '<form method="post"' in html.text and 'name="password"' in html.text
+    assert '<form method="post"' in html.text
+    assert 'name="password"' in html.text
     assert html.headers["content-type"].startswith("text/html")
 
     with server.client() as anon:
@@ -185,7 +186,8 @@ def test_password_flow_over_json_feed_and_html(server: Server, owner: Persona) -
         token = ok.json()["accessToken"]
         assert ok.json()["expiresAt"]
         cookie = ok.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "observe_status_page=" in cookie
+        assert "HttpOnly" in cookie
+        assert "observe_status_page=" in cookie
     # The token as a header: JSON and feed. The cookie: all three, HTML included.
     with server.client() as anon:
         hdr = {"x-status-page-token": token}
@@ -201,7 +203,8 @@ def test_password_flow_over_json_feed_and_html(server: Server, owner: Persona) -
         assert "Acme status" in anon.get(f"/status/{page['slug']}", headers=jar).text
         # The HTML form: a wrong password is the form again (401), the right one a redirect with the cookie.
         form = anon.post(f"/status/{page['slug']}/unlock", data={"password": "nope"})
-        assert form.status_code == 401 and 'name="password"' in form.text
+        assert form.status_code == 401
+        assert 'name="password"' in form.text
         form = anon.post(f"/status/{page['slug']}/unlock", data={"password": "open sesame"})
         assert form.status_code == 303, form.text
         assert form.headers["location"] == f"/status/{page['slug']}"
