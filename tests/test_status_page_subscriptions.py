@@ -101,11 +101,17 @@ def link(mail: Message, kind: str) -> str:
 
 
 def confirm(public: httpx.Client, sink: SmtpSink, email: str) -> Message:
-    """Follows the confirmation mail's link, as a person does (the HTML route); returns the mail."""
+    """Follows the confirmation mail's link and presses its button, as a person does (the HTML
+    routes: opening the link, what a mail scanner does too, confirms nothing); returns the mail."""
     mail = wait_mail(sink, email, "Confirm your subscription")
-    r = public.get(link(mail, "subscribe/confirm"))
+    url = link(mail, "subscribe/confirm")
+    shown = public.get(url)
+    assert shown.status_code == 200, shown.text
+    assert "text/html" in shown.headers["content-type"]
+    assert 'method="post"' in shown.text
+    r = public.post(url, data={})
     assert r.status_code == 200, r.text
-    assert "text/html" in r.headers["content-type"]
+    assert "Subscription confirmed" in r.text
     return mail
 
 
@@ -206,7 +212,7 @@ def test_subscribe_confirm_get_incident_mail_and_unsubscribe_with_one_click(
             "[Acme status] Update: Checkout is slow",
         ]
         # Its old links are dead: the confirm link no longer confirms anything.
-        r = public.get(link(mail, "subscribe/confirm"))
+        r = public.post(link(mail, "subscribe/confirm"), data={})
         assert r.status_code == 404, r.text
 
 
@@ -223,7 +229,10 @@ def test_pending_subscribers_and_other_pages_get_no_incident_mail(
         subscribe(public, p2["slug"], dave)
         confirm(public, smtp_sink, erin)
         confirm(public, smtp_sink, dave)
-        wait_mail(smtp_sink, carol, "Confirm your subscription")
+        # Carol's mail scanner opens her link: that confirms nothing (only the button does).
+        scanned = public.get(link(wait_mail(smtp_sink, carol, "Confirm your subscription"), "subscribe/confirm"))
+        assert scanned.status_code == 200, scanned.text
+        assert subscribers(owner, p1["id"])[carol] is False
 
         # The API monitor's incident: only p1's confirmed subscriber hears of it.
         r = c.post("/api/v1/incidents", json={"title": "API errors", "monitorId": m1})
@@ -302,14 +311,22 @@ def test_a_monitor_going_down_and_up_mails_its_pages_subscribers(
     hana = address("hana")
     with http_target() as target, owner.client() as c, visitor(server) as public:
         target.status = 500
-        m = monitor(c, "shop", type="http", url=f"{target.url}/shop", intervalSec=30, failureThreshold=1)
-        p = page(c, [m], name="Shop status")
+        m = monitor(c, "internal-shop-7", type="http", url=f"{target.url}/shop", intervalSec=30, failureThreshold=1)
+        groups = [{"name": "Core", "components": [{"monitorId": m, "displayName": "Shop"}]}]
+        p = page(c, [m], name="Shop status", groups=groups)
         subscribe(public, p["slug"], hana)
         confirm(public, smtp_sink, hana)
-        opened = wait_mail(smtp_sink, hana, "[Shop status] shop is down", timeout=30)
+        # Named as the page names it; the engine's own texts (the monitor's
+        # internal name, the check's error with host and port) stay private.
+        opened = wait_mail(smtp_sink, hana, "[Shop status] Shop is down", timeout=30)
         assert "Status: Investigating" in body(opened)
         target.status = 200
-        wait_mail(smtp_sink, hana, "[Shop status] Resolved: shop is down", timeout=30)
+        resolved = wait_mail(smtp_sink, hana, "[Shop status] Resolved: Shop is down", timeout=30)
+        host_port = target.url.split("://", 1)[1]
+        for mail in (opened, resolved):
+            text = str(mail)
+            for private in ("internal-shop-7", host_port, target.url, "HTTP 500"):
+                assert private not in text.replace(f"/{p['slug']}/", "/"), (private, text)
 
 
 def test_the_html_form_subscribes_and_the_api_link_unsubscribes(
@@ -358,7 +375,7 @@ def test_forged_and_garbled_links_are_refused(server: Server, owner: Persona, sm
             for route in (f"{PUBLIC}/{slug}/subscribe/confirm", f"{PUBLIC}/unsubscribe"):
                 r = public.get(route, params={"token": token})
                 assert (r.status_code, r.json()["code"]) == (404, "NOT_FOUND"), (token, route, r.text)
-            r = public.get(f"/status/{slug}/subscribe/confirm", params={"token": token})
+            r = public.post(f"/status/{slug}/subscribe/confirm", params={"token": token}, data={})
             assert (r.status_code, r.headers["x-error-code"]) == (404, "NOT_FOUND"), (token, r.text)
             assert "text/html" in r.headers["content-type"]
             r = public.post(f"/status/{slug}/unsubscribe", params={"token": token}, content=ONE_CLICK,

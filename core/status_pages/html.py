@@ -236,7 +236,24 @@ def render_notice(page: PageRow | None, base: str, title: str, text: str) -> byt
 
 def render_unsubscribe_form(page: PageRow, base: str, action: str) -> bytes:
     """One button that POSTs to ``action`` (a GET of the mail's link changes nothing)."""
-    return _render("unsubscribe.html", page, base, action=action)
+    question = f"Stop getting e-mail about {page.name}?"
+    return _render(
+        "button.html", page, base, action=action, heading="Unsubscribe", question=question, button="Unsubscribe"
+    )
+
+
+def render_confirm_form(page: PageRow, base: str, action: str) -> bytes:
+    """One button that POSTs to ``action``: mail scanners open links, so only a person's click confirms."""
+    question = f"Get e-mail when {page.name} has an incident or planned maintenance?"
+    return _render(
+        "button.html",
+        page,
+        base,
+        action=action,
+        heading="Confirm your subscription",
+        question=question,
+        button="Confirm subscription",
+    )
 
 
 def render_not_found() -> bytes:

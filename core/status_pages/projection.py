@@ -329,6 +329,16 @@ async def _incidents(
     )
 
 
+def public_title(component: str) -> str:
+    """What the public reads for an incident the engine opened (its own title names the monitor as its owners do)."""
+    return f"{component} is down"
+
+
+def public_update(component: str, status: str) -> str:
+    """What the public reads for an update the engine wrote (its own quotes the failing check's error)."""
+    return f"{component} is up again." if status == "resolved" else f"{component} is not responding."
+
+
 def _incident(row: Any, updates: list[Any], monitors: dict[int, _Monitor], now: datetime) -> pb.PublicIncident:
     mon = monitors.get(row.monitor_id) if row.monitor_id is not None else None
     started = row.started_at.astimezone(UTC)
@@ -336,7 +346,7 @@ def _incident(row: Any, updates: list[Any], monitors: dict[int, _Monitor], now: 
     # The engine's texts name the monitor as its owners do and quote the check's error.
     machine = bool(row.automatic) and mon is not None
     out = pb.PublicIncident(
-        title=f"{mon.name} is down" if machine and mon else row.title,
+        title=public_title(mon.name) if machine and mon else row.title,
         status=row.status,
         components=[mon.name] if mon else [],
         started_at=_ts(started),
@@ -349,6 +359,6 @@ def _incident(row: Any, updates: list[Any], monitors: dict[int, _Monitor], now: 
     for u in updates:
         message = u.message
         if machine and mon and u.author_user_id is None:
-            message = f"{mon.name} is up again." if u.status == "resolved" else f"{mon.name} is not responding."
+            message = public_update(mon.name, u.status)
         out.updates.add(status=u.status, message=message, created_at=_ts(u.created_at.astimezone(UTC)))
     return out

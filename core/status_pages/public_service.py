@@ -258,11 +258,20 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
     ) -> httpbody_pb2.HttpBody:
         page = await self._find(request.slug, web=True, unpublished=True)
         base = self._base(page, request.slug)
+        action = f"/status/{page.slug}/subscribe/confirm?token={quote(request.token, safe='')}"
+        return _html(ctx, html.render_confirm_form(page, base, action))
+
+    async def SubmitStatusPageConfirmForm(
+        self, request: pb.StatusPageFormRequest, ctx: CallContext
+    ) -> httpbody_pb2.HttpBody:
+        page = await self._find(request.slug, web=True, unpublished=True)
+        base = self._base(page, request.slug)
         try:
             await self.subscriptions.confirm(page, request.token)
         except ObserveError as err:
-            _with_page(err, html.render_notice(page, base, "Link not valid", "This confirmation link is not valid."))
-            raise
+            raise _with_page(
+                err, html.render_notice(page, base, "Link not valid", "This confirmation link is not valid.")
+            ) from None
         text = "You will get an e-mail when an incident starts, changes or ends, and when maintenance is planned."
         return _html(ctx, html.render_notice(page, base, "Subscription confirmed", text))
 

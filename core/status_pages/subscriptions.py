@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -37,6 +37,7 @@ from core import clock
 from core.alerts import outbox
 from core.errors import Violations, not_found
 from core.incidents.tables import incident_updates, incidents
+from core.status_pages import projection, store
 from core.status_pages.access import PageTokens
 from core.status_pages.store import PageRow
 from core.status_pages.tables import status_page_monitors as spm
@@ -44,6 +45,11 @@ from core.status_pages.tables import status_page_subscribers as sps
 from core.status_pages.tables import status_pages as sp
 from core.storage import tables as t
 from core.storage.db import Database
+
+# Subscriber mail is due a moment after the incident change, so the owners'
+# own alerts of the same change (and of other organisations then) are
+# claimed before it.
+SUBSCRIBER_DELAY = timedelta(seconds=2)
 
 CONFIRM_EVENT = "subscription.confirm"
 MAX_EMAIL_LEN = 254
@@ -166,29 +172,59 @@ async def queue_incident_notice(conn: AsyncConnection, incident_id: int, event: 
     u = incident_updates.c
     newest = (
         await conn.execute(
-            select(u.status, u.message, u.created_at).where(u.incident_id == incident_id).order_by(u.id.desc()).limit(1)
+            select(u.status, u.message, u.author_user_id, u.created_at)
+            .where(u.incident_id == incident_id)
+            .order_by(u.id.desc())
+            .limit(1)
         )
     ).first()
-    notice: dict[str, Any] = {
-        "incident": {
-            "title": row.title,
-            "status": row.status,
-            "startedAt": _iso(row.started_at),
-            "resolvedAt": _iso(row.resolved_at),
-            "update": {"status": newest.status, "message": newest.message, "at": _iso(newest.created_at)}
-            if newest is not None
-            else None,
+    names = await _component_names(conn, list(audience), row.monitor_id)
+    written = 0
+    for page_id, subscriber_ids in audience.items():
+        # As the page shows it: the engine's texts name the monitor as its owners
+        # do and quote the check's error (hosts, addresses), so the public gets
+        # neutral ones with the page's name for the component.
+        component = names.get(page_id)
+        automatic = bool(row.automatic) and component is not None
+        update = None
+        if newest is not None:
+            message = newest.message
+            if automatic and component is not None and newest.author_user_id is None:
+                message = projection.public_update(component, newest.status)
+            update = {"status": newest.status, "message": message, "at": _iso(newest.created_at)}
+        notice: dict[str, Any] = {
+            "incident": {
+                "title": projection.public_title(component) if automatic and component else row.title,
+                "status": row.status,
+                "startedAt": _iso(row.started_at),
+                "resolvedAt": _iso(row.resolved_at),
+                "update": update,
+            }
         }
-    }
-    return await outbox.enqueue_subscribers(
-        conn,
-        org_id=row.org_id,
-        subscriber_ids=[s for ids in audience.values() for s in ids],
-        incident_id=incident_id,
-        event=event,
-        notice=notice,
-        now=now,
-    )
+        written += await outbox.enqueue_subscribers(
+            conn,
+            org_id=row.org_id,
+            subscriber_ids=subscriber_ids,
+            incident_id=incident_id,
+            event=event,
+            notice=notice,
+            now=now + SUBSCRIBER_DELAY,
+        )
+    return written
+
+
+async def _component_names(conn: AsyncConnection, page_ids: list[int], monitor_id: int | None) -> dict[int, str]:
+    """Page id → the name the page gives the monitor (its displayName there, else the monitor's name)."""
+    if monitor_id is None or not page_ids:
+        return {}
+    monitor_name = (await conn.execute(select(t.monitors.c.name).where(t.monitors.c.id == monitor_id))).scalar()
+    out: dict[int, str] = {}
+    for page_id, groups in await conn.execute(select(sp.c.id, sp.c.groups).where(sp.c.id.in_(page_ids))):
+        shown = [c for g in store.groups_from_json(groups) for c in g.components if c.monitor_id == monitor_id]
+        name = next((c.display_name for c in shown if c.display_name), monitor_name)
+        if name:
+            out[page_id] = name
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +319,6 @@ async def queue_maintenance_notices(
             incident_id=None,
             event=event,
             notice=window.notice(),
-            now=now,
+            now=now + SUBSCRIBER_DELAY,
         )
     return queued

@@ -484,6 +484,11 @@ class PublicStatusPageServiceStub:
                 request_serializer=observe_dot_v1_dot_status__pages__pb2.StatusPageTokenRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.SubmitStatusPageConfirmForm = channel.unary_unary(
+                '/observe.v1.PublicStatusPageService/SubmitStatusPageConfirmForm',
+                request_serializer=observe_dot_v1_dot_status__pages__pb2.StatusPageFormRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.GetStatusPageUnsubscribeHtml = channel.unary_unary(
                 '/observe.v1.PublicStatusPageService/GetStatusPageUnsubscribeHtml',
                 request_serializer=observe_dot_v1_dot_status__pages__pb2.StatusPageTokenRequest.SerializeToString,
@@ -585,8 +590,16 @@ class PublicStatusPageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetStatusPageConfirmHtml(self, request, context):
-        """The link of the confirmation mail: confirms and answers a page saying
-        so.
+        """The link of the confirmation mail: shows a button and changes nothing
+        (mail scanners follow links; only a person's click confirms).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStatusPageConfirmForm(self, request, context):
+        """The confirm button: confirms the subscription and answers a page
+        saying so.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -669,6 +682,11 @@ def add_PublicStatusPageServiceServicer_to_server(servicer, server):
             'GetStatusPageConfirmHtml': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatusPageConfirmHtml,
                     request_deserializer=observe_dot_v1_dot_status__pages__pb2.StatusPageTokenRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'SubmitStatusPageConfirmForm': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitStatusPageConfirmForm,
+                    request_deserializer=observe_dot_v1_dot_status__pages__pb2.StatusPageFormRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'GetStatusPageUnsubscribeHtml': grpc.unary_unary_rpc_method_handler(
@@ -960,6 +978,33 @@ class PublicStatusPageService:
             target,
             '/observe.v1.PublicStatusPageService/GetStatusPageConfirmHtml',
             observe_dot_v1_dot_status__pages__pb2.StatusPageTokenRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStatusPageConfirmForm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/observe.v1.PublicStatusPageService/SubmitStatusPageConfirmForm',
+            observe_dot_v1_dot_status__pages__pb2.StatusPageFormRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
