@@ -435,3 +435,19 @@ def test_an_smtp_refusal_is_classified_and_never_names_the_address(code: int, ou
     # A message that is not one for subscribers is refused before anything is sent.
     odd = asyncio.run(channel.send(AlertMessage(event="test", incident=None, monitor=None), target))
     assert (odd.outcome, odd.error) == ("failed", "no subscriber mail for 'test'")
+
+
+def test_old_mail_links_unsubscribe_after_the_page_is_renamed(
+    server: Server, owner: Persona, smtp_sink: SmtpSink
+) -> None:
+    jo = address("jo")
+    with owner.client() as c, visitor(server) as public:
+        p = page(c, [monitor(c, "api")], name="Renamed later")
+        subscribe(public, p["slug"], jo)
+        mail = confirm(public, smtp_sink, jo)
+        old_link = unsubscribe_header(mail)
+        assert c.patch(f"{API}/{p['id']}", json={"slug": f"{p['slug']}-new"}).status_code == 200
+        assert public.get(old_link).status_code == 200  # the button still shows
+        r = public.post(old_link, content=ONE_CLICK, headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 200, r.text
+        assert subscribers(owner, p["id"]) == {}

@@ -25,7 +25,7 @@ from typing import Any
 
 from core.alerts.base import AlertMessage, ChannelSettings, DeliveryOutcome
 from core.alerts.email import smtp_attempt
-from core.mail.sender import Mailer
+from core.mail.sender import Mailer, one_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,8 @@ class SubscriberChannel:
     def __init__(self, settings: ChannelSettings) -> None:
         self.settings = settings
         self._mailer = Mailer(settings.smtp, timeout=settings.timeout_sec)
+        # Message-IDs name the sender's domain (the From address's), not this host.
+        self._domain = settings.smtp.sender.rpartition("@")[2].strip("> ") or "localhost"
 
     async def send(self, message: AlertMessage, target: SubscriberTarget) -> DeliveryOutcome:
         try:
@@ -167,9 +169,10 @@ class SubscriberChannel:
         msg = EmailMessage(policy=_POLICY)
         msg["From"] = self.settings.smtp.sender
         msg["To"] = target.email
-        msg["Subject"] = mail.subject
+        msg["Subject"] = one_line(mail.subject)
         msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = make_msgid(idstring=message.id)
+        # Not make_msgid's default: it would name this host (and the outbox row) to the public.
+        msg["Message-ID"] = make_msgid(domain=self._domain)
         msg["List-Unsubscribe"] = f"<{target.unsubscribe_url}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg["Auto-Submitted"] = "auto-generated"

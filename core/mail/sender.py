@@ -18,6 +18,12 @@ from core.config import SmtpSettings
 log = logging.getLogger("observe.mail")
 
 
+def one_line(text: str) -> str:
+    """``text`` fit for a header: line breaks and runs of white space become one space (a header
+    cannot carry a line break, and a title or name given to us may hold one)."""
+    return " ".join(text.split())
+
+
 class Mailer:
     def __init__(self, settings: SmtpSettings, *, timeout: float = 30) -> None:
         self.settings = settings
@@ -36,20 +42,19 @@ class Mailer:
         msg = EmailMessage()
         msg["From"] = self.settings.sender
         msg["To"] = to
-        msg["Subject"] = subject
+        msg["Subject"] = one_line(subject)
         msg.set_content(body)
         await asyncio.to_thread(self._deliver, msg)
 
     async def send_message(self, msg: EmailMessage) -> None:
         """Sends a message built by the caller (headers of its own, such as
-        List-Unsubscribe); From is set when it has none. Logged instead of
-        sent without SMTP, as every mail."""
+        List-Unsubscribe); From is set when it has none. Without SMTP only its
+        subject is logged: such mail goes to the public (status-page
+        subscribers), whose addresses and signed links do not belong in the log."""
         if msg["From"] is None:
             msg["From"] = self.settings.sender
         if not self.settings.host:
-            log.warning(
-                "SMTP not configured (OBSERVE_SMTP_HOST); mail not sent, here it is:\n%s", msg.as_string().rstrip()
-            )
+            log.warning("SMTP not configured (OBSERVE_SMTP_HOST); mail %r not sent", msg["Subject"])
             return
         await asyncio.to_thread(self._deliver, msg)
 

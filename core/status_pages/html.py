@@ -234,9 +234,10 @@ def render_notice(page: PageRow | None, base: str, title: str, text: str) -> byt
     return _render("notice.html", page, base, title=title, text=text)
 
 
-def render_unsubscribe_form(page: PageRow, base: str, action: str) -> bytes:
-    """One button that POSTs to ``action`` (a GET of the mail's link changes nothing)."""
-    question = f"Stop getting e-mail about {page.name}?"
+def render_unsubscribe_form(page: PageRow | None, base: str, action: str) -> bytes:
+    """One button that POSTs to ``action`` (a GET of the mail's link changes nothing).
+    ``page`` None: the link's page was renamed or deleted; the link still works."""
+    question = f"Stop getting e-mail about {page.name}?" if page else "Stop getting these e-mails?"
     return _render(
         "button.html", page, base, action=action, heading="Unsubscribe", question=question, button="Unsubscribe"
     )

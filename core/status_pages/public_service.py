@@ -275,27 +275,35 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         text = "You will get an e-mail when an incident starts, changes or ends, and when maintenance is planned."
         return _html(ctx, html.render_notice(page, base, "Subscription confirmed", text))
 
+    async def _page_of_link(self, slug: str) -> PageRow | None:
+        """The page an unsubscribe link names, or None when its slug is gone
+        (renamed, deleted): the link must still work from any old mail."""
+        try:
+            return await self._find(slug, web=True, unpublished=True)
+        except ObserveError:
+            return None
+
     async def GetStatusPageUnsubscribeHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._find(request.slug, web=True, unpublished=True)
-        base = self._base(page, request.slug)
-        action = f"{base or '/status/' + page.slug}/unsubscribe?token={quote(request.token, safe='')}"
+        page = await self._page_of_link(request.slug)
+        base = self._base(page, request.slug) if page else ""
+        action = f"/status/{request.slug}/unsubscribe?token={quote(request.token, safe='')}"
         return _html(ctx, html.render_unsubscribe_form(page, base, action))
 
     async def SubmitStatusPageUnsubscribeForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._find(request.slug, web=True, unpublished=True)
-        base = self._base(page, request.slug)
+        page = await self._page_of_link(request.slug)
+        base = self._base(page, request.slug) if page else ""
         try:
             await self.subscriptions.unsubscribe(page, request.token)
         except ObserveError as err:
-            _with_page(err, html.render_notice(page, base, "Link not valid", "This unsubscribe link is not valid."))
-            raise
-        return _body(
-            HTML, html.render_notice(page, base, "Unsubscribed", "You will get no more e-mail from this page.")
-        )
+            raise _with_page(
+                err, html.render_notice(page, base, "Link not valid", "This unsubscribe link is not valid.")
+            ) from None
+        text = "You will get no more e-mail from this page."
+        return _html(ctx, html.render_notice(page, base, "Unsubscribed", text))
 
     # ---- badge -------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ views, so the public page shows it at once.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from observe.v1 import status_pages_pb2 as pb
 from observe.v1 import status_pages_pb2_grpc
@@ -103,6 +104,13 @@ class StatusPageService(status_pages_pb2_grpc.StatusPageServiceServicer):
             values[column] = value
         return values, groups_given
 
+    def _check_domain(self, values: dict[str, Any], v: Violations) -> None:
+        """A custom domain is not this server's own host: its / and /feed.xml
+        would become one organisation's page for everybody."""
+        own = urlsplit(self.public_url).hostname
+        if values.get("custom_domain") and values["custom_domain"] == own:
+            v.add("customDomain", "invalid_string", "This is the server's own host name: use one of your own")
+
     async def _check_unique(self, conn: AsyncConnection, values: dict[str, Any], page_id: int | None) -> None:
         for column, what in (("slug", "slug"), ("custom_domain", "custom domain")):
             value = values.get(column)
@@ -158,7 +166,11 @@ class StatusPageService(status_pages_pb2_grpc.StatusPageServiceServicer):
             if values.get(_COLUMNS[key]) is None:
                 values[_COLUMNS[key]] = default
         v = Violations()
-        now = clock.now()
+        self._check_domain(values, v)
+        v.raise_if_any()
+        # To the microsecond: every change moves the maximum the public views'
+        # change watchers read (core.status_pages.changes), even two in one second.
+        now = clock.precise_now()
         try:
             async with self.db.write() as conn:
                 await self._check_unique(conn, values, None)
@@ -217,6 +229,7 @@ class StatusPageService(status_pages_pb2_grpc.StatusPageServiceServicer):
                     del merged.groups[:]
                     merged.groups.extend(request.page.groups)
                 v.items.extend(VALIDATOR.violations(merged, patch=False))
+                self._check_domain(values, v)
                 v.raise_if_any()
                 await self._check_unique(conn, values, before.id)
                 changes: dict[str, Any] = dict(values)
@@ -225,7 +238,9 @@ class StatusPageService(status_pages_pb2_grpc.StatusPageServiceServicer):
                     v.raise_if_any()
                     changes["groups"] = store.groups_to_json(request.page.groups)
                     await self._write_monitors(conn, before.id, ids)
-                await conn.execute(update(sp).where(sp.c.id == before.id).values(updated_at=clock.now(), **changes))
+                await conn.execute(
+                    update(sp).where(sp.c.id == before.id).values(updated_at=clock.precise_now(), **changes)
+                )
                 page = await self._page(conn, principal.org_id, before.id)
                 projection = await self._projection(conn, page)
         except IntegrityError as exc:
@@ -256,7 +271,7 @@ class StatusPageService(status_pages_pb2_grpc.StatusPageServiceServicer):
         async with self.db.write() as conn:
             page = await self._page(conn, principal.org_id, request.id, lock=True)
             await conn.execute(
-                update(sp).where(sp.c.id == page.id).values(password_hash=hashed, updated_at=clock.now())
+                update(sp).where(sp.c.id == page.id).values(password_hash=hashed, updated_at=clock.precise_now())
             )
             page = await self._page(conn, principal.org_id, page.id)
             projection = await self._projection(conn, page)
