@@ -298,7 +298,7 @@ def profile(pid: int, url: str, seconds: int, connections: int, out: Path) -> li
                      "--output", str(out), "--duration", str(seconds)])  # fmt: skip
     sampler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
-    run_wrk(url, seconds, connections)
+    run_wrk(url, seconds, connections, gzip_ok=True)
     sampler.communicate(timeout=60)
     files: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
@@ -386,7 +386,7 @@ def main() -> None:
                 run_wrk(url, 2, args.connections, gzip_ok=gzip_ok)  # warm-up
                 results[label] = run_wrk(url, args.seconds, args.connections, gzip_ok=gzip_ok)
             if args.profile:
-                for label, url in (("public JSON", json_url), ("HTML page", html_url)):
+                for label, url in (("public JSON, gzip", json_url), ("HTML page, gzip", html_url)):
                     hotspots[label] = profile(server.pid, url, args.seconds, args.connections, tmp / "profile.txt")
             stop(server)
 
