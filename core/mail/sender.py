@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import smtplib
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 from core.config import SmtpSettings
 
 log = logging.getLogger("observe.mail")
+# SMTP conversations block: they get threads of their own, so a burst of
+# mail (a page's subscribers) never queues password hashing or the other
+# work of the default pool behind it.
+_SMTP_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="observe-smtp")
 
 
 def one_line(text: str) -> str:
@@ -44,7 +49,7 @@ class Mailer:
         msg["To"] = to
         msg["Subject"] = one_line(subject)
         msg.set_content(body)
-        await asyncio.to_thread(self._deliver, msg)
+        await asyncio.get_running_loop().run_in_executor(_SMTP_THREADS, self._deliver, msg)
 
     async def send_message(self, msg: EmailMessage) -> None:
         """Sends a message built by the caller (headers of its own, such as
@@ -56,7 +61,7 @@ class Mailer:
         if not self.settings.host:
             log.warning("SMTP not configured (OBSERVE_SMTP_HOST); mail %r not sent", msg["Subject"])
             return
-        await asyncio.to_thread(self._deliver, msg)
+        await asyncio.get_running_loop().run_in_executor(_SMTP_THREADS, self._deliver, msg)
 
     def send_later(self, to: str, subject: str, body: str) -> None:
         """Sends in the background so a reply's timing says nothing about it."""
