@@ -355,7 +355,7 @@ def test_forged_and_garbled_links_are_refused(server: Server, owner: Persona, sm
     jo = address("jo")
     with owner.client() as c, visitor(server) as public:
         m = monitor(c)
-        p, other = page(c, [m]), page(c, [m])
+        p, other = page(c, [m]), page(c, [m], name="Other page")
         slug = p["slug"]
         subscribe(public, slug, jo)
         mail = wait_mail(smtp_sink, jo, "Confirm your subscription")
@@ -388,9 +388,11 @@ def test_forged_and_garbled_links_are_refused(server: Server, owner: Persona, sm
         assert r.status_code == 404, r.text
         r = public.get(f"{PUBLIC}/{other['slug']}/subscribe/confirm", params={"token": confirm_token})
         assert r.status_code == 404, r.text
-        r = public.post(f"/status/{other['slug']}/unsubscribe", params={"token": unsubscribe_token}, content=ONE_CLICK,
-                        headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
-        assert r.status_code == 404, r.text
+        # An unsubscribe link's token alone names the subscription (old mails outlive slugs), so
+        # under another page's path it still works, but never shows that page's name.
+        r = public.get(f"/status/{other['slug']}/unsubscribe", params={"token": unsubscribe_token})
+        assert r.status_code == 200, r.text
+        assert other["name"] not in r.text
         assert subscribers(owner, p["id"]) == {jo: False}
         # Too long for any token of ours; not an address.
         r = public.get(f"{PUBLIC}/unsubscribe", params={"token": "x" * 2000})

@@ -19,8 +19,10 @@ from core.config import SmtpSettings
 log = logging.getLogger("observe.mail")
 # SMTP conversations block: they get threads of their own, so a burst of
 # mail (a page's subscribers) never queues password hashing or the other
-# work of the default pool behind it.
-_SMTP_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="observe-smtp")
+# work of the default pool behind it. Threads start only as needed.
+# As many as the alert dispatcher has attempts in flight (64): an attempt's
+# timeout must not run out while it waits for a thread.
+_SMTP_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="observe-smtp")
 
 
 def one_line(text: str) -> str:

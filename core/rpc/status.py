@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import grpc
 from google.api import httpbody_pb2
@@ -24,12 +25,10 @@ def to_status(err: ObserveError) -> grpc.Status:
         error_info.metadata["retryAfterSec"] = str(err.retry_after)
     for key, value in err.headers.items():
         error_info.metadata[f"header:{key}"] = value
-    if err.page is not None:
-        # A page for people travels compressed: status details ride in the
-        # trailers, which a peer may cap at 8 KB.
-        error_info.metadata["pageEncoding"] = "gzip"
     details.details.add().Pack(error_info)
     if err.page is not None:
+        # A page for people travels gzip-compressed: status details ride in
+        # the trailers, which a peer may cap at 8 KB.
         details.details.add().Pack(httpbody_pb2.HttpBody(content_type=err.page[0], data=gzip.compress(err.page[1])))
     if err.fields:
         bad = error_details_pb2.BadRequest(
@@ -66,7 +65,7 @@ def from_rpc_error(exc: grpc.RpcError) -> ObserveError:
             any_detail.Unpack(body)
             try:
                 err.page = (body.content_type, gzip.decompress(body.data))
-            except (OSError, EOFError):
+            except (OSError, EOFError, zlib.error):
                 err.page = None  # not ours: the envelope then
         elif any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()

@@ -58,13 +58,21 @@ def _with_page(err: ObserveError, data: bytes) -> ObserveError:
 
 
 def accepts_gzip(header: str) -> bool:
-    """Accept-Encoding allows gzip (``gzip`` or ``*`` without ``q=0``)."""
+    """Accept-Encoding allows gzip (RFC 9110): its own entry decides, else ``*``'s; q=0 refuses."""
+    weights: dict[str, float] = {}
     for item in header.lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            q = params.strip()
-            return not (q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("", "0"))
-    return False
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = (x.strip() for x in param.partition("="))
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding:
+            weights.setdefault("gzip" if coding == "x-gzip" else coding, q)
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
 
 
 def _encoding_headers(ctx: CallContext, gzipped: bool) -> None:
@@ -170,10 +178,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         url = page_url(self.public_url, page) if not request.slug else f"{self.public_url}/status/{page.slug}"
         feed_url = f"{url.rstrip('/')}/feed.xml"
         gzipped = accepts_gzip(request.accept_encoding)
-        self._cache_headers(page, ctx)
-        _encoding_headers(ctx, gzipped)
         render = lambda: feed.render_feed(view.message, page, url, feed_url)  # noqa: E731
-        return view.body(("feed", feed_url), ATOM, render, gzipped=gzipped)
+        body = view.body(("feed", feed_url), ATOM, render, gzipped=gzipped)
+        self._cache_headers(page, ctx)  # only once the body is made: a failure is no cacheable "gzip" reply
+        _encoding_headers(ctx, gzipped)
+        return body
 
     async def UnlockStatusPage(
         self, request: pb.UnlockStatusPageRequest, ctx: CallContext
@@ -214,11 +223,12 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         self._require_unlocked(page, [request.access_cookie], base=base)
         view = await self.views.view(page)
         gzipped = accepts_gzip(request.accept_encoding)
-        self._cache_headers(page, ctx)
+        render = lambda: html.render_page(view.message, page, base)  # noqa: E731
+        body = view.body(("html", base), HTML, render, gzipped=gzipped)
+        self._cache_headers(page, ctx)  # only once the body is made: a failure is no cacheable "gzip" reply
         _encoding_headers(ctx, gzipped)
         ctx.response_headers.append(("content-security-policy", CSP))
-        render = lambda: html.render_page(view.message, page, base)  # noqa: E731
-        return view.body(("html", base), HTML, render, gzipped=gzipped)
+        return body
 
     async def SubmitStatusPageUnlockForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
@@ -256,9 +266,11 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
     async def GetStatusPageConfirmHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
+        if self.tokens.confirmed_subscriber(request.token) is None:  # no page's name for a made-up link
+            raise _with_page(not_found("subscription"), html.render_not_found())
         page = await self._find(request.slug, web=True, unpublished=True)
         base = self._base(page, request.slug)
-        action = f"/status/{page.slug}/subscribe/confirm?token={quote(request.token, safe='')}"
+        action = f"/status/{quote(page.slug)}/subscribe/confirm?token={quote(request.token, safe='')}"
         return _html(ctx, html.render_confirm_form(page, base, action))
 
     async def SubmitStatusPageConfirmForm(
@@ -275,33 +287,37 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
         text = "You will get an e-mail when an incident starts, changes or ends, and when maintenance is planned."
         return _html(ctx, html.render_notice(page, base, "Subscription confirmed", text))
 
-    async def _page_of_link(self, slug: str) -> PageRow | None:
-        """The page an unsubscribe link names, or None when its slug is gone
-        (renamed, deleted): the link must still work from any old mail."""
-        try:
-            return await self._find(slug, web=True, unpublished=True)
-        except ObserveError:
-            return None
+    async def _page_of_link(self, slug: str, token: str) -> PageRow | None:
+        """The page an unsubscribe link is for, to show its name: the page at
+        ``slug`` when the subscription is its own, else None (the slug was
+        renamed, or taken since by another page; the link works all the same,
+        the token alone names the subscription). NOT_FOUND for a forged link."""
+        page_id = await self.subscriptions.page_of_link(token)
+        page = await self.views.page_by_slug(slug)
+        return page if page is not None and page.id == page_id else None
 
     async def GetStatusPageUnsubscribeHtml(
         self, request: pb.StatusPageTokenRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._page_of_link(request.slug)
+        try:
+            page = await self._page_of_link(request.slug, request.token)
+        except ObserveError as err:
+            raise _with_page(err, html.render_not_found()) from None
         base = self._base(page, request.slug) if page else ""
-        action = f"/status/{request.slug}/unsubscribe?token={quote(request.token, safe='')}"
+        action = f"/status/{quote(request.slug)}/unsubscribe?token={quote(request.token, safe='')}"
         return _html(ctx, html.render_unsubscribe_form(page, base, action))
 
     async def SubmitStatusPageUnsubscribeForm(
         self, request: pb.StatusPageFormRequest, ctx: CallContext
     ) -> httpbody_pb2.HttpBody:
-        page = await self._page_of_link(request.slug)
-        base = self._base(page, request.slug) if page else ""
         try:
-            await self.subscriptions.unsubscribe(page, request.token)
+            page = await self._page_of_link(request.slug, request.token)
+            await self.subscriptions.unsubscribe(None, request.token)
         except ObserveError as err:
             raise _with_page(
-                err, html.render_notice(page, base, "Link not valid", "This unsubscribe link is not valid.")
+                err, html.render_notice(None, "", "Link not valid", "This unsubscribe link is not valid.")
             ) from None
+        base = self._base(page, request.slug) if page else ""
         text = "You will get no more e-mail from this page."
         return _html(ctx, html.render_notice(page, base, "Unsubscribed", text))
 

@@ -122,6 +122,15 @@ class Subscriptions:
             if (await conn.execute(select(sps.c.id).where(mine))).first() is None:
                 raise not_found("subscription")
 
+    async def page_of_link(self, token: str) -> int | None:
+        """The page of the subscription an unsubscribe link names; None when it is gone. NOT_FOUND for
+        a forged link."""
+        subscriber_id = self.tokens.unsubscribed_subscriber(token)
+        if subscriber_id is None:
+            raise not_found("subscription")
+        async with self.db.read() as conn:
+            return (await conn.execute(select(sps.c.page_id).where(sps.c.id == subscriber_id))).scalar()
+
     async def unsubscribe(self, page: PageRow | None, token: str) -> None:
         """Ends the subscription the link names (``page``: the page whose route took the link, None for
         the API's). A subscription already gone is no error: a mail client may post twice. NOT_FOUND for
