@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -103,10 +103,12 @@ async def enqueue_subscribers(
     event: str,
     notice: Mapping[str, Any],
     now: datetime,
+    delay: timedelta = timedelta(0),
 ) -> int:
-    """Queues a mail to each of ``subscriber_ids`` (status-page subscribers of the org), due now; returns
-    the number of rows written. ``notice`` is what they are told, public fields only
-    (:mod:`core.alerts.subscriber`). The caller commits, then wakes the dispatcher."""
+    """Queues a mail to each of ``subscriber_ids`` (status-page subscribers of the org), created
+    ``now`` and due ``delay`` later; returns the number of rows written. ``notice`` is what they are
+    told, public fields only (:mod:`core.alerts.subscriber`). The caller commits, then wakes the
+    dispatcher."""
     if not subscriber_ids:
         return 0
     body = json.dumps({"notice": notice}, separators=(",", ":"))
@@ -123,7 +125,7 @@ async def enqueue_subscribers(
                 "payload": body,
                 "state": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                "next_attempt_at": now + delay,
                 "created_at": now,
             }
             for subscriber_id in subscriber_ids

@@ -217,7 +217,8 @@ async def queue_incident_notice(conn: AsyncConnection, incident_id: int, event: 
             incident_id=incident_id,
             event=event,
             notice=notice,
-            now=now + SUBSCRIBER_DELAY,
+            now=now,
+            delay=SUBSCRIBER_DELAY,
         )
     return written
 
@@ -328,6 +329,7 @@ async def queue_maintenance_notices(
             incident_id=None,
             event=event,
             notice=window.notice(),
-            now=now + SUBSCRIBER_DELAY,
+            now=now,
+            delay=SUBSCRIBER_DELAY,
         )
     return queued
