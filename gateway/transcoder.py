@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +26,7 @@ from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not
 from core.rpc.auth import session_from_cookie
 from core.rpc.context import CallContext
 from core.rpc.idempotency import received_key
+from core.rpc.jsonkeys import may_repeat_keys, parse_with_repeats, repeated_key_paths
 from core.rpc.jsonmap import AnyDesc, AnyField, JsonCodec
 from core.rpc.methods import HttpBinding, Method, fill_from_request
 from gateway.dispatch import Dispatcher
@@ -135,57 +134,17 @@ def _is_path_id(text: str) -> bool:
 
 def parse_json(raw: bytes) -> Any:
     """A JSON body; malformed JSON and duplicate keys (at any depth) are
-    VALIDATION_FAILED (CONTRACT.md, input hygiene: ``custom``, path = the key).
-
-    orjson keeps the last of repeated keys silently. Rather than parse every
-    body twice, the colons of the body are counted against those of orjson's
-    compact JSON of what it kept (both in C): outside strings a colon ends a
-    key, inside one it is written the same in both, so a dropped key is the
-    only way the body has more. Where it has, or where a colon was written as
-    ``\\u003a`` (which the count cannot see), the body is parsed again with
-    ``object_pairs_hook`` to name the repeated keys."""
+    VALIDATION_FAILED (CONTRACT.md, input hygiene: ``custom``, path = the key;
+    how they are found: core.rpc.jsonkeys)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise validation_failed([FieldViolation("", "invalid_type", f"Malformed JSON: {exc}")]) from None
-    if isinstance(data, (dict, list)) and (
-        raw.count(b":") != orjson.dumps(data).count(b":") or b"\\u003a" in raw or b"\\u003A" in raw
-    ):
-        repeated = _repeated_keys(raw)
+    if isinstance(data, (dict, list)) and may_repeat_keys(raw, [data]):
+        repeated = repeated_key_paths(parse_with_repeats(raw))
         if repeated:
             raise validation_failed([FieldViolation(path, "custom", "Duplicate key") for path in repeated])
     return data
-
-
-class _Pairs(dict[str, Any]):
-    """A JSON object that remembers which of its keys came more than once."""
-
-    repeated: list[str]
-
-
-def _pairs(items: list[tuple[str, Any]]) -> _Pairs:
-    obj = _Pairs(items)
-    obj.repeated = list(dict.fromkeys(k for k, n in Counter(k for k, _ in items).items() if n > 1))
-    return obj
-
-
-def _repeated_keys(raw: bytes) -> list[str]:
-    """JSON paths (``monitors[2].name``) of keys an object repeats."""
-    try:
-        tree = json.loads(raw, object_pairs_hook=_pairs)
-    except ValueError:  # orjson accepted it; nothing more to learn here
-        return []
-    out: list[str] = []
-    stack: list[tuple[str, Any]] = [("", tree)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, _Pairs):
-            prefix = f"{path}." if path else ""
-            out += [prefix + key for key in node.repeated]
-            stack.extend((prefix + key, value) for key, value in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(node))))
-    return out
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -288,6 +247,8 @@ class Transcoder:
             ctx.authorization = auth.decode("latin-1")
         cookie = headers.get(b"cookie")
         if cookie is not None:
+            # Cookies may come in several headers (HTTP/2 front ends split them): all of them count.
+            cookie = headers[b"cookie"] = b"; ".join(v for k, v in scope["headers"] if k == b"cookie")
             ctx.session_cookie = session_from_cookie(cookie.decode("latin-1"))
         ua = headers.get(b"user-agent")
         if ua is not None:
@@ -364,8 +325,6 @@ class Transcoder:
             self._decode_query(route, request, variables, query, v)
         if method.from_request:
             sent = {k.decode("latin-1"): x.decode("latin-1") for k, x in headers.items()}
-            # Cookies may come in several headers (HTTP/2 front ends split them).
-            sent["cookie"] = "; ".join(x.decode("latin-1") for k, x in scope["headers"] if k == b"cookie")
             fill_from_request(request, method.from_request, sent)
         if v:
             raise validation_failed(v.items)

@@ -72,25 +72,8 @@ async def enqueue(
     channels = configured_channels(row.settings, row.secret_fields)
     if not channels:
         return 0
-    body = json.dumps(payload, separators=(",", ":"))
-    await conn.execute(
-        insert(alert_outbox),
-        [
-            {
-                "org_id": org_id,
-                "incident_id": incident_id,
-                "monitor_id": monitor_id,
-                "event": event,
-                "channel": channel,
-                "payload": body,
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for channel in channels
-        ],
-    )
+    base = _row(org_id, incident_id, event, payload, now, now)
+    await conn.execute(insert(alert_outbox), [{**base, "monitor_id": monitor_id, "channel": c} for c in channels])
     return len(channels)
 
 
@@ -111,24 +94,24 @@ async def enqueue_subscribers(
     dispatcher."""
     if not subscriber_ids:
         return 0
-    body = json.dumps({"notice": notice}, separators=(",", ":"))
+    base = _row(org_id, incident_id, event, {"notice": notice}, now, now + delay)
     await conn.execute(
-        insert(alert_outbox),
-        [
-            {
-                "org_id": org_id,
-                "incident_id": incident_id,
-                "monitor_id": None,
-                "subscriber_id": subscriber_id,
-                "event": event,
-                "channel": "subscriber",
-                "payload": body,
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": now + delay,
-                "created_at": now,
-            }
-            for subscriber_id in subscriber_ids
-        ],
+        insert(alert_outbox), [{**base, "channel": "subscriber", "subscriber_id": s} for s in subscriber_ids]
     )
     return len(subscriber_ids)
+
+
+def _row(
+    org_id: int, incident_id: int | None, event: str, payload: Mapping[str, Any], now: datetime, due: datetime
+) -> dict[str, Any]:
+    """An outbox row's columns but the channel and its destination (monitor or subscriber)."""
+    return {
+        "org_id": org_id,
+        "incident_id": incident_id,
+        "event": event,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "state": "pending",
+        "attempts": 0,
+        "next_attempt_at": due,
+        "created_at": now,
+    }

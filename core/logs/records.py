@@ -14,9 +14,7 @@ all (or NDJSON whose every line is broken beyond a record) raises
 
 from __future__ import annotations
 
-import json
 import re
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +23,7 @@ import orjson
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, validation_failed
 from core.logs.query import LEVELS
+from core.rpc.jsonkeys import may_repeat_keys, parse_with_repeats, repeated_key_paths
 
 # ---------------------------------------------------------------- the record
 
@@ -197,53 +196,19 @@ def _ndjson(raw: bytes) -> list[tuple[int, Any]]:
 
 
 def _checked(items: list[tuple[int, Any]], raw: bytes) -> list[tuple[int, Any]]:
-    """Replace records that repeat a key with their rejection (orjson keeps the last of repeated keys silently).
-
-    The colons of the body are counted against those of orjson's compact JSON
-    of what it kept: outside strings a colon ends a key, inside one it is
-    written alike in both, so only a dropped key makes the body's count higher
-    (or a colon spelled ``\\u003a``); only then is the body read again, slowly.
-    """
-    kept = sum(orjson.dumps(item).count(b":") for _, item in items)
-    if raw.count(b":") == kept and b"\\u003a" not in raw.lower():
+    """Replace records that repeat a key with their rejection (orjson keeps the
+    last of repeated keys silently; how they are found: core.rpc.jsonkeys)."""
+    if not may_repeat_keys(raw, (item for _, item in items)):
         return items
-    try:
-        again = json.loads(raw, object_pairs_hook=_pairs)
-    except ValueError:
+    again = parse_with_repeats(raw)
+    if again is None:
         return items
     trees = [again] if isinstance(again, dict) else again
     out: list[tuple[int, Any]] = []
     for (index, item), tree in zip(items, trees, strict=True):
-        repeated = _repeated(tree, "")
-        out.append((index, Rejection(index, repeated, "custom", "Duplicate key") if repeated is not None else item))
+        repeated = repeated_key_paths(tree)
+        out.append((index, Rejection(index, repeated[0], "custom", "Duplicate key") if repeated else item))
     return out
-
-
-class _Pairs(dict[str, Any]):
-    repeated: str | None
-
-
-def _pairs(items: list[tuple[str, Any]]) -> _Pairs:
-    obj = _Pairs(items)
-    obj.repeated = next((k for k, n in Counter(k for k, _ in items).items() if n > 1), None)
-    return obj
-
-
-def _repeated(node: Any, path: str) -> str | None:
-    if isinstance(node, _Pairs):
-        prefix = f"{path}." if path else ""
-        if node.repeated is not None:
-            return prefix + node.repeated
-        for key, value in node.items():
-            found = _repeated(value, prefix + key)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found = _repeated(value, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
 
 
 def _api_record(item: Any, now: datetime) -> LogRecord:

@@ -58,6 +58,19 @@ def tagged(org_id: int, tags: list[str]) -> Select[tuple[int]]:
     )
 
 
+def shown_status(
+    paused: bool, status: str | None, org_id: int | None, monitor_id: int, calendar: MaintenanceCalendar | None
+) -> str:
+    """The status a monitor shows: paused, maintenance while a window covers it
+    (with a calendar and the org known), else its checked status, or pending
+    before the first result."""
+    if paused:
+        return "paused"
+    if calendar is not None and org_id is not None and calendar.covered_now(org_id, monitor_id):
+        return "maintenance"
+    return status or "pending"
+
+
 class MonitorStore:
     """Turns the settings dict (API field names) into rows and rows into messages."""
 
@@ -147,10 +160,9 @@ class MonitorStore:
         """The public projection: no secret values, has* flags instead."""
         m: dict[str, Any] = json.loads(row.settings)
         set_secrets = set(json.loads(row.secret_fields))
-        status = "paused" if row.paused else (getattr(row, "status", None) or "pending")
-        org_id = getattr(row, "org_id", None)
-        if status != "paused" and self.calendar is not None and org_id is not None:
-            status = "maintenance" if self.calendar.covered_now(org_id, row.id) else status
+        status = shown_status(
+            row.paused, getattr(row, "status", None), getattr(row, "org_id", None), row.id, self.calendar
+        )
         out = monitors_pb2.Monitor(
             id=row.id,
             name=row.name,

@@ -46,13 +46,19 @@ _LOOKUP = Query(
 )
 
 
+def parse_cookies(header: str) -> dict[str, str]:
+    """The name=value pairs of a Cookie header (the first of a repeated name)."""
+    out: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in out:
+            out[name] = value.strip().strip('"')
+    return out
+
+
 def session_from_cookie(header: str) -> str | None:
     """The session token in a Cookie header, if any."""
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == SESSION_COOKIE:
-            return value or None
-    return None
+    return parse_cookies(header).get(SESSION_COOKIE) or None
 
 
 def bearer_from(ctx: CallContext) -> str:

@@ -20,6 +20,8 @@ from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, MethodDe
 from google.protobuf.message import Message
 from observe.v1 import options_pb2
 
+from core.rpc.auth import parse_cookies
+
 DEFAULT_BODY_LIMIT = 1 << 20
 
 Handler = Callable[[Any, Any], Awaitable[Message]]
@@ -134,16 +136,6 @@ def fill_from_request(request: Message, bound: tuple[tuple[str, str, str, int], 
                 cookies = parse_cookies(headers.get("cookie", ""))
             value = cookies.get(key, "")
         setattr(request, name, value if len(value) <= longest else "")
-
-
-def parse_cookies(header: str) -> dict[str, str]:
-    """The name=value pairs of a Cookie header (the first of a repeated name)."""
-    out: dict[str, str] = {}
-    for part in header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name and name not in out:
-            out[name] = value.strip().strip('"')
-    return out
 
 
 def build_method(descriptor: MethodDescriptor) -> Method:

@@ -27,14 +27,16 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core import clock
+from core.monitors.history import WINDOWS
 from core.monitors.rollups import bucket_start
+from core.monitors.store import shown_status
 from core.status_pages.badge_svg import STYLES, render_badge
 from core.status_pages.tables import status_page_monitors as spm
 from core.status_pages.tables import status_pages as sp
@@ -46,13 +48,8 @@ if TYPE_CHECKING:
 
 CACHE_SEC = 60.0
 CACHE_ENTRIES = 4096  # labels come from the query string: the cache is bounded
-# Uptime periods: how far back, and the rollup level read (as core.monitors.history).
-PERIODS = {
-    "24h": (timedelta(hours=24), 0),
-    "7d": (timedelta(days=7), 1),
-    "30d": (timedelta(days=30), 2),
-    "90d": (timedelta(days=90), 2),
-}
+# Uptime periods: how far back, and the rollup level read: the monitor stats' windows.
+PERIODS = {name.removeprefix("last_"): (length, level) for name, length, level in WINDOWS}
 # Shields' named colours: brightgreen, red, blue, lightgrey.
 STATUS_COLORS = {
     "up": "#4c1",
@@ -155,11 +152,7 @@ class Badges:
         return svg
 
     def _status(self, row: Any) -> str:
-        if row.paused:
-            return "paused"
-        if self.calendar is not None and self.calendar.covered_now(row.org_id, row.id):
-            return "maintenance"
-        status = row.status or "pending"
+        status = shown_status(row.paused, row.status, row.org_id, row.id, self.calendar)
         return status if status in STATUS_COLORS else "pending"
 
     def _remember(self, key: CacheKey, svg: bytes, now: float) -> None:

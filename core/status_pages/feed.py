@@ -42,12 +42,6 @@ _NAMESPACE = uuid.UUID("5d0c1a2e-8f43-4c55-9e7b-0b5e3f1f7a61")  # of observe's f
 # surrogates; U+FFFE and U+FFFF): ElementTree would write them and make the
 # document ill-formed, so they are dropped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_STATUS_WORDS = {
-    "investigating": "Investigating",
-    "identified": "Identified",
-    "monitoring": "Monitoring",
-    "resolved": "Resolved",
-}
 
 
 def _clean(text: str) -> str:
@@ -104,7 +98,7 @@ def _incident(incident: pb.PublicIncident) -> _Entry:
     times = [started, *(_when(u.created_at) for u in incident.updates)]
     if incident.HasField("resolved_at"):
         times.append(_when(incident.resolved_at))
-    status = _STATUS_WORDS.get(incident.status, incident.status)
+    status = incident.status.capitalize()
     div = ET.Element("div")
     _sub(div, "p", f"Status: {status}. Started {_human(started)}.")
     _components_line(div, incident.components)
@@ -112,7 +106,7 @@ def _incident(incident: pb.PublicIncident) -> _Entry:
     for update in reversed(incident.updates):  # newest first, as on the page
         at = _when(update.created_at)
         item = _sub(timeline, "li")
-        _sub(item, "strong", _STATUS_WORDS.get(update.status, update.status)).tail = " — "
+        _sub(item, "strong", update.status.capitalize()).tail = " — "
         _sub(item, "time", _human(at), datetime=_rfc3339(at)).tail = " — "
         _sub(item, "span", update.message)
     if incident.HasField("postmortem"):

@@ -59,12 +59,6 @@ COMPONENT_STATUS = {
     pb.PUBLIC_COMPONENT_STATUS_UNKNOWN: Label("unknown", "No data"),
 }
 UNKNOWN = Label("unknown", "No data")
-INCIDENT_STATUS = {
-    "investigating": "Investigating",
-    "identified": "Identified",
-    "monitoring": "Monitoring",
-    "resolved": "Resolved",
-}
 
 
 # ---- formatting ---------------------------------------------------------------------
@@ -190,7 +184,7 @@ def _environment() -> Environment:
         iso=timestamp_iso,
         day_text=day_text,
         day_class=day_class,
-        incident_status=lambda s: INCIDENT_STATUS.get(s, s.capitalize()),
+        incident_status=str.capitalize,
         component_status=lambda s: COMPONENT_STATUS.get(s, UNKNOWN),
         markdown=lambda text: Markup(render_markdown(text)),
     )

@@ -27,6 +27,7 @@ from core.incidents.tables import incident_updates, incidents
 from core.maintenance.calendar import MaintenanceCalendar
 from core.maintenance.store import schedule_of
 from core.maintenance.tables import maintenance_windows as mw
+from core.monitors.store import shown_status
 from core.status_pages import uptime
 from core.status_pages.store import PageRow
 from core.storage import tables as t
@@ -40,6 +41,7 @@ UPCOMING_PER_WINDOW = 50
 _COMPONENT_STATUS = {
     "up": pb.PUBLIC_COMPONENT_STATUS_OPERATIONAL,
     "down": pb.PUBLIC_COMPONENT_STATUS_DOWN,
+    "maintenance": pb.PUBLIC_COMPONENT_STATUS_MAINTENANCE,
 }
 
 
@@ -141,11 +143,9 @@ async def _monitors(conn: AsyncConnection, page: PageRow, ids: list[int]) -> dic
 
 
 def _status(mon: _Monitor, org_id: int, calendar: MaintenanceCalendar) -> int:
-    if mon.paused:
-        return pb.PUBLIC_COMPONENT_STATUS_UNKNOWN
-    if calendar.covered_now(org_id, mon.id):
-        return pb.PUBLIC_COMPONENT_STATUS_MAINTENANCE
-    return _COMPONENT_STATUS.get(mon.status, pb.PUBLIC_COMPONENT_STATUS_UNKNOWN)
+    """A component's status from the monitor's shown one (paused and pending: unknown)."""
+    shown = shown_status(mon.paused, mon.status, org_id, mon.id, calendar)
+    return _COMPONENT_STATUS.get(shown, pb.PUBLIC_COMPONENT_STATUS_UNKNOWN)
 
 
 def _overall(statuses: Sequence[int], incident_open: bool) -> int:

@@ -169,7 +169,7 @@ class PublicStatusPageService(status_pages_pb2_grpc.PublicStatusPageServiceServi
             return view.message
         gzipped = accepts_gzip(request.accept_encoding)
         _encoding_headers(ctx, gzipped)
-        return view.prepared_gzip if gzipped else view.prepared  # the JSON as cached, shared: never changed
+        return view.prepared(gzipped=gzipped)  # the JSON as cached, shared: never changed
 
     async def GetStatusPageFeed(self, request: pb.GetStatusPageFeedRequest, ctx: CallContext) -> httpbody_pb2.HttpBody:
         page = await self._find(request.slug, request.host)
