@@ -18,6 +18,12 @@ from core.heartbeats.ingest import PingWriter
 from core.heartbeats.service import HeartbeatService
 from core.heartbeats.watcher import LatenessWatcher
 from core.incidents.service import IncidentService
+from core.logs.engines import log_store_for
+from core.logs.retention import LogRetention
+from core.logs.service import LogService
+from core.logs.store import IdSource
+from core.logs.tail import TailBroker
+from core.logs.writer import LogWriter
 from core.mail.sender import Mailer
 from core.maintenance.calendar import MaintenanceCalendar
 from core.maintenance.service import MaintenanceService
@@ -60,6 +66,9 @@ class Core:
     ping_writer: PingWriter  # heartbeat group commit; the server starts and stops it
     lateness: LatenessWatcher  # heartbeat deadlines; the server starts and stops it
     page_views: PublicViews  # status pages' public views and their cache; the server starts and stops it
+    log_writer: LogWriter  # the logs' batch writer (opens the log store); the server starts and stops it
+    log_tails: TailBroker  # live tail fan-out; the server closes it
+    log_retention: LogRetention  # drops whole days of logs; the server starts and stops it
 
     async def close(self) -> None:
         await self.db.close()
@@ -92,6 +101,12 @@ def build_core(
     ping_writer.on_deadline = lateness.wake
     page_views = PublicViews(db, calendar=calendar, settings=settings)
     page_tokens = PageTokens(sealer)
+    log_store = log_store_for(db)
+    log_writer = LogWriter(
+        log_store, IdSource(settings.log_retention_days), capacity=settings.log_queue_records
+    )
+    log_tails = TailBroker(settings.redis_url, settings.rate_limit_prefix)
+    log_writer.listeners.append(log_tails.publish)
     services: list[object] = [
         AuthService(db=db, settings=settings, mailer=mailer, plans=plan_book),
         MeService(db=db, plans=plan_book),
@@ -110,6 +125,7 @@ def build_core(
             badges=Badges(db, calendar=calendar),
             public_url=settings.public_url,
         ),
+        LogService(db=db, store=log_store, writer=log_writer, tails=log_tails, plans=plan_book),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]
@@ -142,4 +158,7 @@ def build_core(
         ping_writer=ping_writer,
         lateness=lateness,
         page_views=page_views,
+        log_writer=log_writer,
+        log_tails=log_tails,
+        log_retention=LogRetention(log_store, settings.log_retention_days),
     )

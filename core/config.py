@@ -103,6 +103,12 @@ class Settings:
     # longer). The default spreads five attempts over about 30 minutes; tests
     # shrink it.
     alert_retry_delays: tuple[float, ...] = (30.0, 120.0, 420.0, 1230.0)
+    # Logs (core.logs): whole UTC days of records kept; the records the batch
+    # writer may hold unwritten before ingest answers 503 with Retry-After.
+    log_retention_days: int = 14
+    log_queue_records: int = 200_000
+    # Log alerts (core.log_alerts): seconds between evaluations.
+    log_alert_interval_sec: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -146,6 +152,9 @@ class Settings:
             db_statement_timeout_ms=_env_int("OBSERVE_DB_STATEMENT_TIMEOUT_MS", 10000),
             incident_reopen_sec=_env_int("OBSERVE_INCIDENT_REOPEN_SEC", 300),
             alert_retry_delays=_env_delays("OBSERVE_ALERT_RETRY_DELAYS", (30.0, 120.0, 420.0, 1230.0)),
+            log_retention_days=max(1, _env_int("OBSERVE_LOG_RETENTION_DAYS", 14)),
+            log_queue_records=max(1000, _env_int("OBSERVE_LOG_QUEUE_RECORDS", 200_000)),
+            log_alert_interval_sec=float(env("OBSERVE_LOG_ALERT_INTERVAL_SEC") or 10.0),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -80,6 +80,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     metrics.registry.register(core.dispatcher)
     metrics.registry.register(core.ping_writer)
     metrics.registry.register(core.lateness)
+    metrics.registry.register(core.log_writer)
     # Every core process keeps the maintenance calendar, turns status changes
     # into incidents and delivers alerts; across processes the event cursor
     # and the outbox claims (SKIP LOCKED) keep each to one of them.
@@ -99,6 +100,8 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     await core.ping_writer.start()
     await core.lateness.start()
     await core.page_views.start()
+    await core.log_writer.start()
+    await core.log_retention.start()
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
@@ -116,6 +119,9 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await core.log_retention.stop()
+        await core.log_writer.stop()
+        await core.log_tails.close()
         await core.page_views.stop()
         await core.lateness.stop()
         await core.ping_writer.stop()

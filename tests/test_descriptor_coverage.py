@@ -31,6 +31,14 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path)
 
 
+def test_foreign_methods_are_served_with_their_rule(methods: dict[str, Method]) -> None:
+    export = methods["/opentelemetry.proto.collector.logs.v1.LogsService/Export"]
+    assert export.foreign
+    assert export.rule.scope == "logs:write"
+    assert export.handler is not None
+    assert export.input_class.DESCRIPTOR.full_name == "opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest"
+
+
 def test_the_pool_is_not_empty(methods: dict[str, Method]) -> None:
     assert len(methods) >= 10
     assert {m.service for m in methods.values()} >= {
@@ -45,7 +53,9 @@ def test_every_rpc_is_complete(methods: dict[str, Method]) -> None:
     spec = build_openapi(methods.values(), {})
     for method in methods.values():
         assert method.has_rule, f"{method.grpc_path} has no (observe.v1.rule)"
-        assert method.bindings, f"{method.grpc_path} has no google.api.http rule"
+        # A foreign method (OTLP's LogsService.Export) is gRPC only: its REST
+        # route is one of ours (ExportOtlpLogs).
+        assert method.bindings or method.foreign, f"{method.grpc_path} has no google.api.http rule"
         assert method.handler is not None, f"{method.grpc_path} has no implementation"
         if method.rule.mutation:
             assert method.rule.audit_action, f"{method.grpc_path} mutates but names no audit action"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func
+
 from core.errors import ErrorCode, ObserveError
 from core.rpc.context import Principal
 from core.storage import tables as t
@@ -67,3 +69,18 @@ async def consume_log_bytes(db: Database, principal: Principal, size: int) -> No
     if not await _spend(db, principal.token_id, "log_bytes", size, limit):
         assert limit is not None
         raise _exceeded("dailyLogBytesLimit", limit)
+
+
+async def refund_log_bytes(db: Database, principal: Principal, size: int) -> None:
+    """Gives back bytes counted by :func:`consume_log_bytes` for records that
+    were then not stored (the write failed)."""
+    if principal.pat_id is None or size <= 0:
+        return
+    used = t.token_usage.c.log_bytes
+    stmt = (
+        t.token_usage.update()
+        .where(t.token_usage.c.token_id == principal.token_id, t.token_usage.c.day == datetime.now(UTC).date())
+        .values(log_bytes=func.max(used - size, 0) if db.is_sqlite else func.greatest(used - size, 0))
+    )
+    async with db.write() as conn:
+        await conn.execute(stmt)

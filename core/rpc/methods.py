@@ -15,7 +15,7 @@ from typing import Any
 
 from buf.validate import validate_pb2
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from observe.v1 import options_pb2
@@ -53,6 +53,9 @@ class Method:
     # (field name, "header" or "cookie", header or cookie name, longest value taken).
     from_request: tuple[tuple[str, str, str, int], ...] = ()
     handler: Handler | None = None
+    # Declared by another project's protos and served for one of ours
+    # ((observe.v1.foreign) on our service): gRPC only, its rule from there.
+    foreign: bool = False
 
     @property
     def service(self) -> str:
@@ -77,7 +80,7 @@ class Method:
 
     @property
     def has_rule(self) -> bool:
-        return self.descriptor.GetOptions().HasExtension(options_pb2.rule)
+        return self.foreign or self.descriptor.GetOptions().HasExtension(options_pb2.rule)
 
 
 def _bindings(rule: http_pb2.HttpRule) -> list[HttpBinding]:
@@ -138,11 +141,12 @@ def fill_from_request(request: Message, bound: tuple[tuple[str, str, str, int], 
         setattr(request, name, value if len(value) <= longest else "")
 
 
-def build_method(descriptor: MethodDescriptor) -> Method:
+def build_method(descriptor: MethodDescriptor, foreign_rule: options_pb2.Rule | None = None) -> Method:
     options = descriptor.GetOptions()
-    rule = options.Extensions[options_pb2.rule]
+    rule = foreign_rule if foreign_rule is not None else options.Extensions[options_pb2.rule]
     http = options.Extensions[annotations_pb2.http]
     return Method(
+        foreign=foreign_rule is not None,
         descriptor=descriptor,
         rule=rule,
         input_class=message_factory.GetMessageClass(descriptor.input_type),
@@ -184,4 +188,22 @@ def build_methods(files: Iterable[FileDescriptor], implementations: Iterable[obj
                 if impl is not None:
                     method.handler = getattr(impl, md.name)
                 methods[method.grpc_path] = method
+            for declared in service.GetOptions().Extensions[options_pb2.foreign]:
+                if impl is None:
+                    continue  # gRPC-only and unimplemented here (the REST proxy's table)
+                method = build_method(_foreign_descriptor(declared.method, service.full_name), declared.rule)
+                # Bound to the implementation of our service, which has a
+                # method of the foreign method's name.
+                method.handler = getattr(impl, method.name)
+                methods[method.grpc_path] = method
     return methods
+
+
+def _foreign_descriptor(full_name: str, declared_by: str) -> MethodDescriptor:
+    """The descriptor of a foreign method, from the default pool: the module
+    that generated it (e.g. opentelemetry-proto's ``logs_service_pb2``) must
+    be imported by the implementation before the table is built."""
+    try:
+        return descriptor_pool.Default().FindMethodByName(full_name)
+    except KeyError:
+        raise LookupError(f"{declared_by} serves {full_name}, which no imported module defines") from None

@@ -26,6 +26,11 @@ def to_status(err: ObserveError) -> grpc.Status:
     for key, value in err.headers.items():
         error_info.metadata[f"header:{key}"] = value
     details.details.add().Pack(error_info)
+    if err.retry_after is not None:
+        # What gRPC clients read (OTLP exporters wait this long before retrying).
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.seconds = err.retry_after
+        details.details.add().Pack(retry)
     if err.page is not None:
         # A page for people travels gzip-compressed: status details ride in
         # the trailers, which a peer may cap at 8 KB.

@@ -280,6 +280,7 @@ class Incident(_message.Message):
     POSTMORTEM_FIELD_NUMBER: _builtins.int
     POSTMORTEM_UPDATED_AT_FIELD_NUMBER: _builtins.int
     DELIVERIES_FIELD_NUMBER: _builtins.int
+    LOG_ALERT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Incident id."""
     monitor_id: _builtins.int
@@ -294,6 +295,8 @@ class Incident(_message.Message):
     """Seconds from start to resolution; counts up while open."""
     postmortem: _builtins.str
     """The postmortem in Markdown, as written; null when there is none."""
+    log_alert_id: _builtins.int
+    """The log alert that opened it; null for monitors' and manual incidents."""
     @_builtins.property
     def acknowledged_at(self) -> _timestamp_pb2.Timestamp:
         """When it was first acknowledged; null until then."""
@@ -346,15 +349,20 @@ class Incident(_message.Message):
         postmortem: _builtins.str | None = ...,
         postmortem_updated_at: _timestamp_pb2.Timestamp | None = ...,
         deliveries: _abc.Iterable[Global___AlertDelivery] | None = ...,
+        log_alert_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_monitor_id", b"_monitor_id", "_postmortem", b"_postmortem", "acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "cause", b"cause", "monitor_id", b"monitor_id", "postmortem", b"postmortem", "postmortem_updated_at", b"postmortem_updated_at", "resolved_at", b"resolved_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_alert_id", b"_log_alert_id", "_monitor_id", b"_monitor_id", "_postmortem", b"_postmortem", "acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "cause", b"cause", "log_alert_id", b"log_alert_id", "monitor_id", b"monitor_id", "postmortem", b"postmortem", "postmortem_updated_at", b"postmortem_updated_at", "resolved_at", b"resolved_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_monitor_id", b"_monitor_id", "_postmortem", b"_postmortem", "acknowledged", b"acknowledged", "acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "cause", b"cause", "deliveries", b"deliveries", "duration_sec", b"duration_sec", "id", b"id", "monitor_id", b"monitor_id", "postmortem", b"postmortem", "postmortem_updated_at", b"postmortem_updated_at", "resolved_at", b"resolved_at", "started_at", b"started_at", "status", b"status", "title", b"title", "updates", b"updates"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_alert_id", b"_log_alert_id", "_monitor_id", b"_monitor_id", "_postmortem", b"_postmortem", "acknowledged", b"acknowledged", "acknowledged_at", b"acknowledged_at", "acknowledged_by", b"acknowledged_by", "cause", b"cause", "deliveries", b"deliveries", "duration_sec", b"duration_sec", "id", b"id", "log_alert_id", b"log_alert_id", "monitor_id", b"monitor_id", "postmortem", b"postmortem", "postmortem_updated_at", b"postmortem_updated_at", "resolved_at", b"resolved_at", "started_at", b"started_at", "status", b"status", "title", b"title", "updates", b"updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__log_alert_id: _TypeAlias = _typing.Literal["log_alert_id"]  # noqa: Y015
+    _WhichOneofArgType__log_alert_id: _TypeAlias = _typing.Literal["_log_alert_id", b"_log_alert_id"]  # noqa: Y015
     _WhichOneofReturnType__monitor_id: _TypeAlias = _typing.Literal["monitor_id"]  # noqa: Y015
     _WhichOneofArgType__monitor_id: _TypeAlias = _typing.Literal["_monitor_id", b"_monitor_id"]  # noqa: Y015
     _WhichOneofReturnType__postmortem: _TypeAlias = _typing.Literal["postmortem"]  # noqa: Y015
     _WhichOneofArgType__postmortem: _TypeAlias = _typing.Literal["_postmortem", b"_postmortem"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_alert_id) -> _WhichOneofReturnType__log_alert_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__monitor_id) -> _WhichOneofReturnType__monitor_id | None: ...
     @_typing.overload

@@ -226,8 +226,47 @@ class FieldRule(_message.Message):
 
 Global___FieldRule: _TypeAlias = FieldRule  # noqa: Y015
 
+@_typing.final
+class ForeignMethod(_message.Message):
+    """A method of a service that another project's protos define (OTLP's
+    opentelemetry.proto.collector.logs.v1.LogsService.Export), served over gRPC
+    at its standard path through the same pipeline, with this rule. Its
+    messages come from that project's generated package, never from a copy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """The method's full name, e.g.
+    "opentelemetry.proto.collector.logs.v1.LogsService.Export".
+    """
+    @_builtins.property
+    def rule(self) -> Global___Rule:
+        """Its pipeline rule, as (rule) on our own methods."""
+
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        rule: Global___Rule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForeignMethod: _TypeAlias = ForeignMethod  # noqa: Y015
+
+FOREIGN_FIELD_NUMBER: _builtins.int
 RULE_FIELD_NUMBER: _builtins.int
 FIELD_FIELD_NUMBER: _builtins.int
+foreign: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.ServiceOptions, _containers.RepeatedCompositeFieldContainer[Global___ForeignMethod]]
+"""Foreign methods this service's implementation answers (see
+ForeignMethod).
+"""
 rule: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, Global___Rule]
 """The pipeline rule of this RPC. Every RPC of observe.v1 carries one."""
 field: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, Global___FieldRule]

@@ -1,0 +1,218 @@
+"""Live tail: committed records to every listening client, on every instance.
+
+The writer hands each committed batch to :meth:`TailBroker.publish`, which
+never blocks. Without Redis the batch goes straight to this process's tails.
+With Redis it is published on one channel (only while some instance has a
+tail: instances with tails subscribe, and ``PUBSUB NUMSUB`` is asked at most
+once a second), and every instance's one subscriber task hands what arrives
+to its own tails, this one's included. Redis down: tails of this instance
+still see this instance's records.
+
+Each tail has a bounded queue of batches; a tail whose queue is full is
+dropped (its stream ends with UNAVAILABLE, "too slow"), so a slow client
+costs ingest nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from core.errors import ErrorCode, ObserveError
+from core.logs.match import Matcher
+from core.logs.records import LogRecord, level_of
+from core.logs.store import Row, StoredRecord
+
+log = logging.getLogger("observe.logs.tail")
+
+QUEUE_BATCHES = 256  # batches a tail may have waiting before it is dropped
+KEEPALIVE_SEC = 15.0
+NUMSUB_EVERY_SEC = 1.0
+
+
+@dataclass(eq=False)
+class Tail:
+    org_id: int
+    matcher: Matcher
+    queue: asyncio.Queue[list[StoredRecord] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_BATCHES))
+    dropped: bool = False
+
+    def offer(self, rows: list[StoredRecord]) -> None:
+        mine = [r for r in rows if r.org_id == self.org_id and self.matcher(r.record)]
+        if not mine or self.dropped:
+            return
+        try:
+            self.queue.put_nowait(mine)
+        except asyncio.QueueFull:
+            self.dropped = True
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()  # room for the end marker
+            self.queue.put_nowait(None)
+
+
+def _encode(rows: list[Row]) -> bytes:
+    return orjson.dumps([_row_json(r) for r in rows])
+
+
+def _row_json(row: Row) -> list[Any]:
+    r = row.record
+    return [
+        row.id,
+        row.org_id,
+        r.timestamp.timestamp(),
+        r.observed_at.timestamp(),
+        r.severity_number,
+        r.severity_text,
+        r.message,
+        r.service,
+        r.trace_id,
+        r.span_id,
+        r.attributes,
+        r.resource,
+        r.scope_name,
+        r.scope_version,
+    ]
+
+
+def _decode(data: bytes) -> list[StoredRecord]:
+    from datetime import UTC, datetime
+
+    out: list[StoredRecord] = []
+    for item in orjson.loads(data):
+        (rid, org_id, ts, observed, sev, sev_text, message, service, trace, span, attrs, res, sname, sver) = item
+        record = LogRecord(
+            timestamp=datetime.fromtimestamp(ts, UTC),
+            observed_at=datetime.fromtimestamp(observed, UTC),
+            severity_number=sev,
+            severity_text=sev_text,
+            level=level_of(sev),
+            message=message,
+            service=service,
+            trace_id=trace,
+            span_id=span,
+            attributes=attrs,
+            resource=res,
+            scope_name=sname,
+            scope_version=sver,
+        )
+        out.append(StoredRecord(rid, org_id, record))
+    return out
+
+
+class TailBroker:
+    """Fans committed records out to live tails (see the module docstring)."""
+
+    def __init__(self, redis_url: str | None, prefix: str = "observe") -> None:
+        self.channel = f"{prefix}:logs:tail"
+        self.redis: aioredis.Redis | None = (
+            aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2) if redis_url else None
+        )
+        self.tails: set[Tail] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._remote_listeners = 0
+        self._numsub_at = 0.0
+        self._publishes: set[asyncio.Task[None]] = set()
+        self._subscribed = asyncio.Event()
+        self.dropped_tails = 0
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+        for task in list(self._publishes):
+            task.cancel()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    # -- the writer's side
+
+    def publish(self, rows: list[Row]) -> None:
+        """Called by the writer after a commit; never blocks."""
+        if self.redis is None:
+            if self.tails:
+                self._deliver([StoredRecord(r.id, r.org_id, r.record) for r in rows])
+            return
+        task = asyncio.ensure_future(self._publish(rows))
+        self._publishes.add(task)
+        task.add_done_callback(self._publishes.discard)
+
+    async def _publish(self, rows: list[Row]) -> None:
+        assert self.redis is not None
+        try:
+            now = time.monotonic()
+            # A known listener is trusted for a second; "nobody" only for a
+            # moment, so a tail just opened elsewhere misses little.
+            if now - self._numsub_at > (NUMSUB_EVERY_SEC if self._remote_listeners else NUMSUB_EVERY_SEC / 5):
+                self._numsub_at = now
+                counts = await self.redis.pubsub_numsub(self.channel)
+                self._remote_listeners = int(counts[0][1]) if counts else 0
+            if self._remote_listeners or self.tails:
+                await self.redis.publish(self.channel, _encode(rows))
+        except Exception as exc:  # Redis down: this instance's tails still hear this instance
+            log.warning("log tail publish failed: %s", exc)
+            if self.tails:
+                self._deliver([StoredRecord(r.id, r.org_id, r.record) for r in rows])
+
+    # -- the tails' side
+
+    def _deliver(self, rows: list[StoredRecord]) -> None:
+        for tail in list(self.tails):
+            tail.offer(rows)
+            if tail.dropped:
+                self.tails.discard(tail)
+                self.dropped_tails += 1
+
+    async def _listen(self) -> None:
+        assert self.redis is not None
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.channel)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._deliver(_decode(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._subscribed.set()  # Redis down: local records still reach local tails
+                log.warning("log tail subscription lost: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def subscribe(self, org_id: int, matcher: Matcher) -> AsyncIterator[list[StoredRecord]]:
+        """Batches of the org's matching records as they are committed; an
+        empty batch first (listening) and every ``KEEPALIVE_SEC``. Raises
+        ObserveError UNAVAILABLE when the tail was too slow and was dropped."""
+        tail = Tail(org_id, matcher)
+        self.tails.add(tail)
+        if self.redis is not None and self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="log-tail-listener")
+        if self.redis is not None:
+            # "Listening" means it: records another instance commits from now on arrive.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), 3.0)
+        try:
+            yield []
+            while True:
+                try:
+                    batch = await asyncio.wait_for(tail.queue.get(), KEEPALIVE_SEC)
+                except TimeoutError:
+                    yield []
+                    continue
+                if batch is None:
+                    raise ObserveError(
+                        ErrorCode.ERROR_CODE_UNAVAILABLE, "the tail fell behind and was dropped; reconnect"
+                    )
+                yield batch
+        finally:
+            self.tails.discard(tail)
