@@ -493,7 +493,7 @@ def _operation(
         fd = in_desc.fields_by_name[body]
         bound.add(body)
         if fd.message_type is not None and fd.message_type.full_name == _HTTP_BODY:
-            content: dict[str, Any] = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+            content: dict[str, Any] = _raw_body_content(fd)
         else:
             schema, notes = schemas.field(fd, "patch" if _patched(fd) else "in")
             content = {"application/json": {"schema": schema}}
@@ -535,10 +535,13 @@ def _operation(
     else:
         ok = {"description": "Success.", "content": {"application/json": {"schema": schemas.ref(out_desc, "out")}}}
         for fd in out_desc.fields:
-            media = fd.GetOptions().Extensions[options_pb2.field].alternate_media_type
+            field_options = fd.GetOptions().Extensions[options_pb2.field]
+            media = field_options.alternate_media_type
             if media and media != "application/json":  # "application/json": this reply, prepared
                 ok["content"][media] = {"schema": {"type": "string"}}
                 ok["description"] += f" {fd.json_name}: {comments.get(fd.full_name, '')}"
+                if field_options.json_schema:  # the body's JSON form replaces the message's
+                    ok["content"]["application/json"] = {"schema": json.loads(field_options.json_schema)}
     errors: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     if out_desc.full_name == _HTTP_BODY:  # a web page's route may answer an error as a page (X-Error-Code)
         errors["text/html"] = {"schema": {"type": "string"}}
@@ -548,6 +551,18 @@ def _operation(
     }
     op["security"] = [] if rule.public else [{"bearerAuth": []}, {"sessionCookie": []}]
     return op
+
+
+def _raw_body_content(fd: Any) -> dict[str, Any]:
+    """The request media types of a google.api.HttpBody body field: its
+    declared JSON schema and other media types, else any."""
+    rules = fd.GetOptions().Extensions[options_pb2.field]
+    content: dict[str, Any] = {}
+    if rules.json_schema:
+        content["application/json"] = {"schema": json.loads(rules.json_schema)}
+    for media in rules.media_types:
+        content[media] = {"schema": {"type": "string", "format": "binary"}}
+    return content or {"*/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _link_created_resources(paths: dict[str, dict[str, Any]], schemas: _Schemas) -> None:

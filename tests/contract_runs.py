@@ -67,6 +67,12 @@ include-path-regex = "^/api/v1/maintenance-windows"
 include-method-regex = "^(POST|PATCH)$"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# The live tail is a stream that never ends (Server-Sent Events): a client
+# that waits for the whole body waits forever. tests/test_log_tail.py drives it.
+[[operations]]
+include-path = "/api/v1/logs/tail"
+enabled = false
 """
 
 FUZZ_CONFIG = """
@@ -83,6 +89,12 @@ enabled = false
 [[operations]]
 include-path = "/api/v1/monitors/{id}/test-alert"
 request-timeout = 25
+
+# The live tail is a stream that never ends (Server-Sent Events): a client
+# that waits for the whole body waits forever. tests/test_log_tail.py drives it.
+[[operations]]
+include-path = "/api/v1/logs/tail"
+enabled = false
 """
 
 

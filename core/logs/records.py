@@ -276,8 +276,11 @@ def _api_time(value: Any, now: datetime) -> datetime:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
         if parsed.tzinfo is None:
             raise ValueError
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00, 9999-12-31T23:59-01:00: the ends of time
+            return datetime.min.replace(tzinfo=UTC) if parsed.year == 1 else datetime.max.replace(tzinfo=UTC)
+    except ValueError:
         raise _Rejected("timestamp", "invalid_string", "Expected an RFC 3339 time with an offset") from None
 
 

@@ -92,21 +92,28 @@ class IdSource:
         self.retention_days = retention_days
         self._seq = random.getrandbits(SEQ_BITS)
 
-    def filing_ms(self, record: LogRecord, now: datetime) -> int:
-        """The millisecond a record is filed at: its time, clamped to the
-        retention window's first UTC day and to ``now + FUTURE_SLACK``, so a
-        clock decades off still lands in a partition the sweeper knows."""
+    def bounds_ms(self, now: datetime) -> tuple[int, int]:
+        """The filing window in milliseconds: the retention window's first
+        UTC day, and ``now + FUTURE_SLACK``."""
         first_day = (now - timedelta(days=self.retention_days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        stamp = min(max(record.timestamp, first_day), now + FUTURE_SLACK)
-        return ms_of(stamp)
+        return ms_of(first_day), ms_of(now + FUTURE_SLACK)
+
+    def filing_ms(self, record: LogRecord, now: datetime) -> int:
+        """The millisecond a record is filed at: its time, clamped into
+        :meth:`bounds_ms`, so a clock decades off still lands in a partition
+        the sweeper knows."""
+        low, high = self.bounds_ms(now)
+        return min(max(ms_of(record.timestamp), low), high)
 
     def assign(self, records: Sequence[tuple[int, LogRecord]], now: datetime) -> list[Row]:
         """Ids for ``(org_id, record)`` pairs, in order."""
+        low, high = self.bounds_ms(now)
         rows: list[Row] = []
         seq = self._seq
         for org_id, record in records:
             seq = (seq + 1) & SEQ_MASK
-            rows.append(Row((self.filing_ms(record, now) << SEQ_BITS) | seq, org_id, record))
+            ms = min(max(int(record.timestamp.timestamp() * 1000), low), high)
+            rows.append(Row((ms << SEQ_BITS) | seq, org_id, record))
         self._seq = seq
         return rows
 

@@ -169,6 +169,7 @@ class FieldRule(_message.Message):
     MILLISECONDS_FIELD_NUMBER: _builtins.int
     HEADER_FIELD_NUMBER: _builtins.int
     COOKIE_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPES_FIELD_NUMBER: _builtins.int
     sensitive: _builtins.bool
     """The value is a secret: redacted in audit diffs, never logged, never in
     public projections.
@@ -180,7 +181,10 @@ class FieldRule(_message.Message):
     """
     json_schema: _builtins.str
     """For a google.protobuf.Value field: the JSON Schema of the values it
-    takes, as JSON, used by the OpenAPI document instead of "any value".
+    takes, as JSON, used by the OpenAPI document instead of "any value". On
+    a google.api.HttpBody request field: the schema of the body sent as
+    application/json; on an alternate body field of a reply, the schema of
+    that body when it is JSON.
     """
     bulk: _builtins.bool
     """On a repeated field of a bulk call: more items than its
@@ -206,6 +210,14 @@ class FieldRule(_message.Message):
     """On a request field: REST fills it from this cookie (gRPC from a
     "cookie" metadata entry). Never read from the query string or the body.
     """
+    @_builtins.property
+    def media_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """On a google.api.HttpBody request field: the media types the body may
+        have besides application/json (e.g. "application/x-ndjson",
+        "application/x-protobuf"), for the OpenAPI document. With neither these
+        nor json_schema the body is any media type.
+        """
+
     def __init__(
         self,
         *,
@@ -217,10 +229,11 @@ class FieldRule(_message.Message):
         milliseconds: _builtins.bool = ...,
         header: _builtins.str = ...,
         cookie: _builtins.str = ...,
+        media_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "cookie", b"cookie", "header", b"header", "json_schema", b"json_schema", "milliseconds", b"milliseconds", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternate_media_type", b"alternate_media_type", "bulk", b"bulk", "cookie", b"cookie", "header", b"header", "json_schema", b"json_schema", "media_types", b"media_types", "milliseconds", b"milliseconds", "pattern_message", b"pattern_message", "sensitive", b"sensitive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
