@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import core.heartbeats.tables
 import core.incidents.tables
+import core.log_alerts.tables
 import core.maintenance.tables
 import core.status_pages.tables
 from core.storage.tables import metadata
@@ -14,6 +15,7 @@ __all__ = ["metadata"]
 _DOMAIN_TABLES = (
     core.heartbeats.tables,
     core.incidents.tables,
+    core.log_alerts.tables,
     core.maintenance.tables,
     core.status_pages.tables,
 )

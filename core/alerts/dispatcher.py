@@ -14,10 +14,10 @@ attempts in all, waiting ``settings.alert_retry_delays`` (±20 % jitter) before 
 receiver's ``Retry-After`` when that is longer (at most an hour); any other answer, and a target the policy
 refuses, fail at once.
 
-The target is read from the monitor when the row is claimed, right before the attempt: a channel removed
-meanwhile fails the row ("channel no longer configured"). A status-page subscriber's mail (channel
-``subscriber``) names its subscriber instead; the address, the page and the signed links are read the same
-way, and an unsubscribe deletes the subscriber's rows that wait here.
+The target is read from the monitor (or the log alert, for a row naming one) when the row is claimed, right
+before the attempt: a channel removed meanwhile fails the row ("channel no longer configured"). A
+status-page subscriber's mail (channel ``subscriber``) names its subscriber instead; the address, the page
+and the signed links are read the same way, and an unsubscribe deletes the subscriber's rows that wait here.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from core.alerts import AlertMessage, ChannelSettings, DeliveryOutcome, channels
 from core.alerts import destinations as dest
 from core.config import Settings
 from core.incidents.tables import alert_deliveries, alert_outbox, incidents
+from core.log_alerts.store import channel_settings
+from core.log_alerts.tables import log_alerts
 from core.monitors.store import MonitorStore
 from core.status_pages.access import PageTokens
 from core.status_pages.tables import status_page_subscribers as sps
@@ -79,6 +81,11 @@ _SUBSCRIBER_COLUMNS = [
     sp.c.slug.label("page_slug"),
     sp.c.published.label("page_published"),
 ]
+# A log alert's channels, for rows that name one (labelled apart from the monitor's columns).
+_LOG_ALERT_COLUMNS = [
+    log_alerts.c.settings.label("log_alert_settings"),
+    log_alerts.c.secrets.label("log_alert_secrets"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ class Attempt:
     """One claimed row with what sending it needs."""
 
     row: Any  # the alert_outbox row
-    settings: dict[str, Any] | None  # the monitor's, secrets opened; None: the monitor is gone
+    settings: dict[str, Any] | None  # the monitor's (or log alert's), secrets opened; None: it is gone
     webhook_secret: str | None  # sealed, as orgs has it
     problem: str | None = None  # why it cannot be sent at all
 
@@ -222,12 +229,14 @@ class Dispatcher:
                     alert_outbox,
                     *_MONITOR_COLUMNS,
                     *_SUBSCRIBER_COLUMNS,
+                    *_LOG_ALERT_COLUMNS,
                     t.orgs.c.webhook_secret.label("org_webhook_secret"),
                 )
                 .select_from(
                     alert_outbox.outerjoin(
                         t.monitors, (t.monitors.c.id == _o.monitor_id) & (t.monitors.c.org_id == _o.org_id)
                     )
+                    .outerjoin(log_alerts, (log_alerts.c.id == _o.log_alert_id) & (log_alerts.c.org_id == _o.org_id))
                     .outerjoin(sps, sps.c.id == _o.subscriber_id)
                     .outerjoin(sp, sp.c.id == sps.c.page_id)
                     .join(t.orgs, t.orgs.c.id == _o.org_id)
@@ -237,12 +246,19 @@ class Dispatcher:
             )
             rows = (await conn.execute(query)).all()
         for row in rows:
-            # The row carries the monitor's columns too (NULL when the monitor is gone).
+            # The row carries the monitor's (or log alert's) columns too (NULL when it is gone).
             settings, problem = None, None
             try:
-                settings = self.store.settings(row) if row.settings is not None else None
+                if row.log_alert_id is not None:
+                    settings = (
+                        channel_settings(row.log_alert_settings, row.log_alert_secrets, self.sealer)
+                        if row.log_alert_settings is not None
+                        else None
+                    )
+                else:
+                    settings = self.store.settings(row) if row.settings is not None else None
             except Exception:  # sealed with a key this server no longer has
-                problem = "the monitor's alert settings could not be opened (server key)"
+                problem = "the alert settings could not be opened (server key)"
             attempt = Attempt(row, settings, row.org_webhook_secret, problem)
             self._sending[row.id] = asyncio.create_task(self._attempt(attempt), name=f"alert-{row.id}")
         return len(rows)

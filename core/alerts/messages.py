@@ -1,7 +1,9 @@
 """The words of an alert: one plain-text rendering per event, which every channel sends or builds on.
 
 Slack's blocks and Discord's embeds are made from the same :class:`Rendered` text, so a message reads the
-same wherever it arrives.
+same wherever it arrives. An incident a log alert opened (``logAlertId`` set) is told in its own words: its
+title names the alert and the count (``checkout errors: 7 matching log records in 1 min``), and nothing
+is "down".
 """
 
 from __future__ import annotations
@@ -34,21 +36,41 @@ _LEAD = {
     "incident.reopened": "It failed again soon after recovering, so the same incident is open again.",
     "test": "This is a test from observe: alerts for this monitor reach this channel.",
 }
+_LOG_ALERT_OPENING = {
+    "incident.opened": "{title}",
+    "incident.acknowledged": "{title}: incident acknowledged",
+    "incident.resolved": "Resolved: {title}",
+    "incident.reopened": "Reopened: {title}",
+}
+_LOG_ALERT_LEAD = {
+    "incident.opened": "A log alert fired: its query matched at least its threshold of records within its window.",
+    "incident.acknowledged": "Someone is on it; the incident stays open until the count falls below the threshold.",
+    "incident.resolved": "The count fell below the threshold: the incident is resolved.",
+    "incident.reopened": "The incident is open again.",
+}
 
 
 def render(message: AlertMessage, *, public_base: str) -> Rendered:
     """The subject, text and link for ``message``; ``public_base`` is OBSERVE_PUBLIC_URL (or where we listen)."""
     incident, monitor = message.incident, message.monitor
-    name = _name(incident, monitor)
-    subject = _OPENING[message.event].format(name=name)
-    lines = [subject, "", _LEAD[message.event]]
+    from_logs = incident is not None and incident.get("logAlertId") is not None and message.event in _LOG_ALERT_LEAD
+    if from_logs:
+        assert incident is not None
+        subject = _LOG_ALERT_OPENING[message.event].format(title=incident.get("title") or "Log alert")
+        lead = _LOG_ALERT_LEAD[message.event]
+    else:
+        subject = _OPENING[message.event].format(name=_name(incident, monitor))
+        lead = _LEAD[message.event]
+    lines = [subject, "", lead]
     if incident is not None:
         cause = describe_cause(incident.get("cause"))
         if cause:
             lines.append(f"Cause: {cause}")
         duration = incident.get("durationSec")
         if isinstance(duration, int | float):
-            label = "Down for" if message.event == "incident.resolved" else "Duration so far"
+            label = "Duration so far"
+            if message.event == "incident.resolved":
+                label = "Lasted" if from_logs else "Down for"
             lines.append(f"{label}: {format_duration(int(duration))}")
     link = _link(public_base, incident, monitor)
     lines += ["", link]

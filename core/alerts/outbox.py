@@ -1,10 +1,11 @@
 """The alert outbox: alerts to send, written in the transaction that changes
 the incident, so a crash can lose neither the change nor its alerts.
 
-:func:`enqueue` writes one ``alert_outbox`` row per channel the monitor has
-configured; the dispatcher (:mod:`core.alerts.dispatcher`) sends them. The
-destination (URL, address, bot token) is not copied here: the dispatcher
-reads it from the monitor, sealed as it is stored, when it makes the attempt.
+:func:`enqueue` writes one ``alert_outbox`` row per channel the monitor (or
+the log alert, :mod:`core.log_alerts`) has configured; the dispatcher
+(:mod:`core.alerts.dispatcher`) sends them. The destination (URL, address,
+bot token) is not copied here: the dispatcher reads it from the monitor or
+log alert, sealed as it is stored, when it makes the attempt.
 :func:`enqueue_subscribers` writes one row per status-page subscriber
 (channel ``subscriber``): the row names the subscriber, never its address.
 """
@@ -20,6 +21,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.incidents.tables import alert_outbox
+from core.log_alerts.tables import log_alerts
 from core.storage import tables as t
 
 # Channel → the monitor setting that turns it on (secret ones are listed in
@@ -53,18 +55,20 @@ async def enqueue(
     event: str,
     payload: Mapping[str, Any],
     now: datetime,
+    log_alert_id: int | None = None,
 ) -> int:
-    """Queues ``event`` for every channel of the monitor, due now; returns the
-    number of rows written (0 without a monitor or channels). ``payload`` is
-    ``{"incident": …, "monitor": …}`` in REST JSON, as of the event. The caller
-    commits, then wakes the dispatcher."""
-    if monitor_id is None:
+    """Queues ``event`` for every channel of the monitor (or, without one, of
+    the log alert), due now; returns the number of rows written (0 without
+    either, or without channels). ``payload`` is ``{"incident": …, "monitor":
+    …}`` in REST JSON, as of the event. The caller commits, then wakes the
+    dispatcher."""
+    owner = t.monitors if monitor_id is not None else log_alerts
+    owner_id = monitor_id if monitor_id is not None else log_alert_id
+    if owner_id is None:
         return 0
     row = (
         await conn.execute(
-            select(t.monitors.c.settings, t.monitors.c.secret_fields).where(
-                t.monitors.c.id == monitor_id, t.monitors.c.org_id == org_id
-            )
+            select(owner.c.settings, owner.c.secret_fields).where(owner.c.id == owner_id, owner.c.org_id == org_id)
         )
     ).one_or_none()
     if row is None:
@@ -73,7 +77,8 @@ async def enqueue(
     if not channels:
         return 0
     base = _row(org_id, incident_id, event, payload, now, now)
-    await conn.execute(insert(alert_outbox), [{**base, "monitor_id": monitor_id, "channel": c} for c in channels])
+    names = {"monitor_id": monitor_id, "log_alert_id": log_alert_id if monitor_id is None else None}
+    await conn.execute(insert(alert_outbox), [{**base, **names, "channel": c} for c in channels])
     return len(channels)
 
 

@@ -64,13 +64,15 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
 
     async def _alert(self, conn: AsyncConnection, row: Any, event: str, now: datetime) -> int:
         """Queues ``event`` about the incident (``row``: as before the change;
-        the payload is read as of now, after it). Returns the rows written."""
-        if row.monitor_id is None:
+        the payload is read as of now, after it) to the channels of its monitor
+        or log alert. Returns the rows written."""
+        if row.monitor_id is None and row.log_alert_id is None:
             return 0
         return await outbox.enqueue(
             conn,
             org_id=row.org_id,
             monitor_id=row.monitor_id,
+            log_alert_id=row.log_alert_id,
             incident_id=row.id,
             event=event,
             payload=await store.alert_payload(conn, row.id, self.monitor_store),
@@ -188,7 +190,8 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
             elif status != "resolved" and row.resolved_at is not None:
                 event = "incident.reopened"
             queued = await self._alert(conn, row, event, now) if event else 0
-            queued += await queue_incident_notice(conn, row.id, event or "incident.updated", now)
+            if row.log_alert_id is None:  # a log alert's incidents are the org's own: no page shows them
+                queued += await queue_incident_notice(conn, row.id, event or "incident.updated", now)
             update_row = (await conn.execute(select(incident_updates).where(incident_updates.c.id == update_id))).one()
         posted = store.update_message(update_row)
         ctx.audit.resource = f"incident:{row.id}"
@@ -230,7 +233,8 @@ class IncidentService(incidents_pb2_grpc.IncidentServiceServicer):
             )
             if resolved:
                 queued = await self._alert(conn, row, "incident.resolved", now)
-                queued += await queue_incident_notice(conn, row.id, "incident.resolved", now)
+                if row.log_alert_id is None:
+                    queued += await queue_incident_notice(conn, row.id, "incident.resolved", now)
             incident = await store.projection(conn, row.id, deliveries=True)
         ctx.audit.resource = f"incident:{row.id}"
         ctx.audit.before, ctx.audit.after = _audit_view(before), _audit_view(incident)

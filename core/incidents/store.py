@@ -302,6 +302,8 @@ def incident_message(
     )
     if row.monitor_id is not None:
         out.monitor_id = row.monitor_id
+    if row.log_alert_id is not None:
+        out.log_alert_id = row.log_alert_id
     if row.acknowledged_at is not None:
         out.acknowledged_at.CopyFrom(clock.to_timestamp(row.acknowledged_at))
         actor = incidents_pb2.IncidentActor()

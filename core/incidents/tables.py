@@ -17,6 +17,9 @@ incidents = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=True),
+    # The log alert that opened it (core.log_alerts). No foreign key: the
+    # incident outlives its alert and keeps naming it (ids are never reused).
+    Column("log_alert_id", Id, nullable=True),
     Column("title", String(200), nullable=False),
     Column("status", String(16), nullable=False),
     # Opened by a monitor going down (not by hand): recovery resolves it.
@@ -39,6 +42,7 @@ incidents = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index(None, "org_id", "id"),
     Index(None, "monitor_id", "id"),
+    Index(None, "log_alert_id", "id"),
     Index(None, "next_repeat_at"),
     Index(None, "updated_at"),  # the status pages' change watcher reads its maximum every second
     sqlite_autoincrement=True,
@@ -60,7 +64,7 @@ incident_updates = Table(
 
 # Alerts to send: written in the transaction that changes the incident, one
 # row per (event, channel), drained by the dispatcher. The destination is
-# read from the monitor when the attempt is made; ``payload`` is the message
+# read from the monitor (or log alert) when the attempt is made; ``payload`` is the message
 # as of the event (JSON {incident, monitor}, public projections).
 alert_outbox = Table(
     "alert_outbox",
@@ -69,6 +73,10 @@ alert_outbox = Table(
     Column("org_id", Id, ForeignKey("orgs.id", ondelete="CASCADE"), nullable=False),
     Column("incident_id", Id, ForeignKey("incidents.id", ondelete="CASCADE"), nullable=True),
     Column("monitor_id", Id, ForeignKey("monitors.id", ondelete="CASCADE"), nullable=True),
+    # A log alert's channels (read from log_alerts at send time, as a
+    # monitor's are); no foreign key: rows of a deleted alert fail as "no
+    # longer configured" and keep their delivery records.
+    Column("log_alert_id", Id, nullable=True),
     # A status-page subscriber's mail (channel "subscriber"); null otherwise.
     Column("subscriber_id", Id, ForeignKey("status_page_subscribers.id", ondelete="CASCADE"), nullable=True),
     Column("event", String(32), nullable=False),
