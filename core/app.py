@@ -18,6 +18,7 @@ from core.heartbeats.ingest import PingWriter
 from core.heartbeats.service import HeartbeatService
 from core.heartbeats.watcher import LatenessWatcher
 from core.incidents.service import IncidentService
+from core.log_alerts.service import LogAlertService
 from core.logs.engines import log_store_for
 from core.logs.retention import LogRetention
 from core.logs.service import LogService
@@ -102,9 +103,7 @@ def build_core(
     page_views = PublicViews(db, calendar=calendar, settings=settings)
     page_tokens = PageTokens(sealer)
     log_store = log_store_for(db)
-    log_writer = LogWriter(
-        log_store, IdSource(settings.log_retention_days), capacity=settings.log_queue_records
-    )
+    log_writer = LogWriter(log_store, IdSource(settings.log_retention_days), capacity=settings.log_queue_records)
     log_tails = TailBroker(settings.redis_url, settings.rate_limit_prefix)
     log_writer.listeners.append(log_tails.publish)
     services: list[object] = [
@@ -126,6 +125,7 @@ def build_core(
             public_url=settings.public_url,
         ),
         LogService(db=db, store=log_store, writer=log_writer, tails=log_tails, plans=plan_book),
+        LogAlertService(db=db, sealer=sealer, allow_private=settings.allow_private_targets),
         *extra_services,
     ]
     files = [*observe_files(), *extra_files]

@@ -15,6 +15,7 @@ from core.app import Core, build_core
 from core.config import Settings
 from core.grpc_server import start_grpc
 from core.incidents.engine import IncidentEngine
+from core.log_alerts.evaluator import LogAlertEvaluator
 from core.metrics import ApiMetrics
 from core.rpc.methods import build_methods, observe_files
 from core.rpc.proxies import TrustedProxies
@@ -102,6 +103,11 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     await core.page_views.start()
     await core.log_writer.start()
     await core.log_retention.start()
+    # Log alerts count the log store; a round of an alert is claimed by one process.
+    log_alerts = LogAlertEvaluator(
+        db=core.db, settings=settings, store=core.log_writer.store, notify=core.dispatcher.wake
+    )
+    await log_alerts.start()
     scheduler: Scheduler | None = None
     if role in ("all", "checker"):
         scheduler = Scheduler(
@@ -119,6 +125,7 @@ async def _serve_core(settings: Settings, role: str, sock: socket.socket) -> Non
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        await log_alerts.stop()
         await core.log_retention.stop()
         await core.log_writer.stop()
         await core.log_tails.close()
