@@ -260,6 +260,11 @@ def test_error_records_open_an_incident_and_a_signed_webhook_arrives(alert_serve
         detail = c.get(f"/api/v1/incidents/{incident['id']}").json()
         assert detail["logAlertId"] == aid
         assert "at or above the threshold of 5" in detail["updates"][0]["message"]
+        # Internal: no status page shows a log alert's incident (manual ones show on every page).
+        slug = f"logs-{uuid.uuid4().hex[:8]}"
+        page = c.post("/api/v1/status-pages", json={"name": "Status", "slug": slug, "published": True})
+        assert page.status_code == 201, page.text
+        assert c.get(f"/api/v1/status-pages/public/{slug}").json()["activeIncidents"] == []
 
         # Resolved by hand while the count stays high: the cooldown (300 s) opens no other, and the
         # alert's own channel hears of the resolve.

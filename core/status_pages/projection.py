@@ -296,7 +296,8 @@ async def _incidents(
     newest first (at most 50). Those of the page's monitors, and the org's
     incidents without a monitor."""
     i = incidents.c
-    shown: ColumnElement[bool] = i.monitor_id.is_(None)
+    # Manual incidents show on every page; a log alert's are internal (logs are nobody's component).
+    shown: ColumnElement[bool] = and_(i.monitor_id.is_(None), i.log_alert_id.is_(None))
     if monitors:
         shown = or_(shown, i.monitor_id.in_(list(monitors)))
     recent_since = now - timedelta(days=page.history_days)

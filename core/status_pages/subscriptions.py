@@ -170,7 +170,7 @@ async def queue_incident_notice(conn: AsyncConnection, incident_id: int, event: 
     """Queues ``event`` (incident.opened/updated/resolved/reopened) about the incident as it is now, with
     its newest public update, for the subscribers of the pages that show it; returns the rows written."""
     row = (await conn.execute(select(incidents).where(incidents.c.id == incident_id))).one_or_none()
-    if row is None:
+    if row is None or row.log_alert_id is not None:  # a log alert's incident is on no page
         return 0
     pages = select(sp.c.id).where(sp.c.org_id == row.org_id, sp.c.published.is_(True))
     if row.monitor_id is not None:
