@@ -9,6 +9,7 @@ fails gives the bytes back to the daily cap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
 from typing import Any
@@ -51,9 +52,19 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
     # ------------------------------------------------------------ ingest
 
     async def _ingest(self, principal: Principal, records: Sequence[LogRecord]) -> None:
-        """Caps, then the writer; returns once the records are committed."""
+        """Caps, then the writer; returns once the records are committed.
+
+        Shielded from cancellation: the gateway cancels a call whose client
+        has left, but the writer still stores what it was given, so the caps
+        must still count it (a cancelled wait used to refund the bytes of
+        records then written: leaving made ingest free)."""
         if not records:
             return
+        task = asyncio.ensure_future(self._cap_and_write(principal, records))
+        task.add_done_callback(_consume_outcome)
+        await asyncio.shield(task)
+
+    async def _cap_and_write(self, principal: Principal, records: Sequence[LogRecord]) -> None:
         size = sum(approx_size(r) for r in records)
         await self.plans.require(self.db, principal.org_id, log_bytes=size)
         await caps.consume_log_bytes(self.db, principal, size)
@@ -166,6 +177,12 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
         v.raise_if_any()
         async for batch in self.tails.subscribe(principal.org_id, matcher):
             yield logs_pb2.TailLogsResponse(records=[record_message(r) for r in batch])
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    """Marks a shielded ingest's failure as seen: its caller may have left (the client's error went nowhere)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _query(q: str, v: Violations) -> Any:
