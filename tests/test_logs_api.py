@@ -11,12 +11,15 @@ One server per backend for the module: its queue is the smallest allowed
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import httpx
@@ -32,6 +35,7 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from core.logs.otlp import map_otlp_request
 from core.logs.records import approx_size, parse_api_body
 from tests.conftest import BACKENDS, Persona, Server, SmtpSink, make_team, register, set_plan, start_server, stop_server
+from tests.polling import wait_for
 
 PLAN_BYTES = 2000
 ENV = {
@@ -325,6 +329,41 @@ def test_a_request_over_the_daily_log_byte_cap_is_refused_whole(persona: Persona
     with persona.client() as c:
         listed = next(t for t in c.get("/api/v1/me/tokens").json()["tokens"] if t["name"] == "shipper")
     assert (listed["dailyLogBytesLimit"], listed["dailyLogBytesUsedToday"]) == (limit, limit)
+
+
+def test_a_client_that_leaves_before_the_reply_has_its_stored_records_counted(persona: Persona) -> None:
+    """Clients that send a batch and close the connection at once: whatever
+    is stored of them is counted against the PAT's daily cap and the plan's
+    usage, byte for byte (leaving must not make ingest free)."""
+    token = persona.mint(name="leaver", scopes=["logs:write"], dailyLogBytesLimit=2**40)["token"]
+    url = urlsplit(str(persona.server.client().base_url))
+    bodies = {
+        tag: [{"message": f"leaver {k} " + "q" * 200, "attributes": {"batch": tag}} for k in range(3000)]
+        for tag in "abcd"
+    }
+    for body in bodies.values():
+        raw = orjson.dumps(body)
+        with socket.create_connection((url.hostname or "", url.port or 80)) as sock:
+            head = (
+                f"POST /api/v1/logs HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + raw)
+
+    def numbers() -> tuple[int, int, int]:
+        """(bytes stored, bytes counted today, bytes counted this month)."""
+        stored = {tag: len(found(persona, f"attr.batch:{tag}")) for tag in bodies}
+        assert set(stored.values()) <= {0, 3000}, stored  # all or nothing per request
+        with persona.client() as c:
+            used = next(t for t in c.get("/api/v1/me/tokens").json()["tokens"] if t["name"] == "leaver")
+            usage = c.get("/api/v1/me").json()["usage"]["monthlyLogBytes"]
+        return sum(size_of(bodies[tag]) for tag, n in stored.items() if n), used["dailyLogBytesUsedToday"], usage
+
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: (n := numbers())[0] and len(set(n)) == 1, "the stored records counted", timeout=5, every=0.2)
+    stored, daily, monthly = numbers()
+    assert stored > 0
+    assert (daily, monthly) == (stored, stored)
 
 
 def test_the_plans_monthly_log_bytes_refuse_a_request_whole(persona: Persona, logs_server: Server) -> None:
