@@ -190,9 +190,10 @@ def grpc_pressure_batch(tag: str) -> logs_service_pb2.ExportLogsServiceRequest:
 
 def test_under_pressure_ingest_refuses_whole_requests_with_a_retry_hint(persona: Persona, logs_server: Server) -> None:
     """32 clients post 900-record batches at once into a queue of 1000: some
-    are refused (503 + Retry-After over REST, UNAVAILABLE + RetryInfo over
-    gRPC); every accepted batch is stored whole and no refused one at all,
-    and only accepted ones count against the PAT's and the plan's caps."""
+    are refused (503 + Retry-After over our API and OTLP/HTTP, there with a
+    google.rpc.Status body; UNAVAILABLE + RetryInfo over gRPC); every
+    accepted batch is stored whole and no refused one at all, and only
+    accepted ones count against the PAT's and the plan's caps."""
     token = persona.mint(name="pressure", scopes=["logs:write"], dailyLogBytesLimit=2**40)["token"]
     outcomes: dict[str, int] = {}
     refusals: list[httpx.Response] = []
@@ -202,6 +203,17 @@ def test_under_pressure_ingest_refuses_whole_requests_with_a_retry_hint(persona:
         outcomes[tag] = r.status_code
         if r.status_code == 503:
             refusals.append(r)
+
+    otlp_outcomes: dict[str, int] = {}
+    otlp_refusals: list[httpx.Response] = []
+
+    def post_otlp(tag: str) -> None:
+        with persona.client(token) as c:
+            body = grpc_pressure_batch(tag).SerializeToString()
+            r = c.post("/api/v1/otlp/v1/logs", content=body, headers={"content-type": PROTOBUF})
+        otlp_outcomes[tag] = r.status_code
+        if r.status_code == 503:
+            otlp_refusals.append(r)
 
     grpc_outcomes: dict[str, grpc.StatusCode] = {}
     retry_infos: list[error_details_pb2.RetryInfo] = []
@@ -222,18 +234,31 @@ def test_under_pressure_ingest_refuses_whole_requests_with_a_retry_hint(persona:
     with grpc.insecure_channel(logs_server.grpc_target) as channel, ThreadPoolExecutor(32) as pool:
         stub = logs_service_pb2_grpc.LogsServiceStub(channel)
         for round_ in range(6):  # until each transport has seen both outcomes
-            futures = [pool.submit(post, f"rest-{round_}-{n}") for n in range(16)]
-            futures += [pool.submit(export, stub, f"grpc-{round_}-{n}") for n in range(16)]
+            futures = [pool.submit(post, f"rest-{round_}-{n}") for n in range(12)]
+            futures += [pool.submit(post_otlp, f"otlp-{round_}-{n}") for n in range(10)]
+            futures += [pool.submit(export, stub, f"grpc-{round_}-{n}") for n in range(10)]
             for future in futures:
                 future.result()
-            rest_seen, grpc_seen = set(outcomes.values()), set(grpc_outcomes.values())
-            if rest_seen >= {202, 503} and grpc_seen >= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}:
+            rest_seen, otlp_seen, grpc_seen = (
+                set(outcomes.values()),
+                set(otlp_outcomes.values()),
+                set(grpc_outcomes.values()),
+            )
+            if (
+                rest_seen >= {202, 503}
+                and otlp_seen >= {200, 503}
+                and grpc_seen >= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+            ):
                 break
 
     assert set(outcomes.values()) <= {202, 503}, outcomes
     assert set(grpc_outcomes.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, grpc_outcomes
     assert refusals, "no REST request was pushed back"
     assert {(r.json()["code"], int(r.headers["retry-after"]) >= 1) for r in refusals} == {("UNAVAILABLE", True)}
+    assert set(otlp_outcomes.values()) == {200, 503}, otlp_outcomes
+    for r in otlp_refusals:
+        assert (r.headers["content-type"], int(r.headers["retry-after"]) >= 1) == (PROTOBUF, True)
+        assert status_pb2.Status.FromString(r.content).code == code_pb2.UNAVAILABLE
     assert grpc.StatusCode.UNAVAILABLE in grpc_outcomes.values(), "no gRPC call was pushed back"
     assert len(retry_infos) == list(grpc_outcomes.values()).count(grpc.StatusCode.UNAVAILABLE)
     assert all(info.retry_delay.seconds >= 1 for info in retry_infos)
@@ -242,6 +267,7 @@ def test_under_pressure_ingest_refuses_whole_requests_with_a_retry_hint(persona:
 
     every = {
         **{t: s == 202 for t, s in outcomes.items()},
+        **{t: s == 200 for t, s in otlp_outcomes.items()},
         **{t: s == grpc.StatusCode.OK for t, s in grpc_outcomes.items()},
     }
 
