@@ -21,7 +21,7 @@ from observe.v1 import logs_pb2, logs_pb2_grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from core import clock
-from core.accounts.plans import PlanBook
+from core.accounts.plans import PlanBook, current_month
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
 from core.logs import otlp
 from core.logs.match import compile_matcher
@@ -32,6 +32,7 @@ from core.logs.tail import TailBroker
 from core.logs.writer import LogWriter
 from core.rpc import caps, paging
 from core.rpc.context import CallContext, Principal
+from core.storage import tables as t
 from core.storage.db import Database
 
 CURSOR_KIND = "l"
@@ -67,14 +68,8 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
     async def _cap_and_write(self, principal: Principal, records: Sequence[LogRecord]) -> None:
         size = sum(approx_size(r) for r in records)
         org_id = principal.org_id
-        await self.plans.require(self.db, org_id, log_bytes=size)  # plainly over: refused before reserving
-        # The plan's bytes are reserved, then checked: a check before an add
-        # let concurrent requests all pass it (16 at once took 11 where 4 fit).
-        # Whoever sees the month's sum over the limit after its own add gives
-        # it back, so the sum of what is kept never passes the limit.
-        await self.plans.add_usage(self.db, org_id, log_bytes=size)
+        await self._reserve_plan_bytes(org_id, size)
         try:
-            await self._within_plan(org_id)
             await caps.consume_log_bytes(self.db, principal, size)
         except BaseException:
             await self.plans.add_usage(self.db, org_id, log_bytes=-size)
@@ -86,14 +81,36 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
             await self.plans.add_usage(self.db, org_id, log_bytes=-size)
             raise
 
-    async def _within_plan(self, org_id: int) -> None:
-        """Raises PLAN_LIMIT_LOG_BYTES if the month's log bytes (reservations included) pass the plan."""
+    async def _reserve_plan_bytes(self, org_id: int, size: int) -> None:
+        """Adds ``size`` to the month's log bytes unless that would pass the
+        plan (then PLAN_LIMIT_LOG_BYTES), in one conditional statement: a
+        check before the write and an add after it let concurrent requests
+        all pass (16 at once took 8 to 11 where 4 fit). Belongs in PlanBook
+        (a ``reserve`` beside ``require``) once that module is touched."""
         plan, used = await self.plans.usage(self.db, org_id)
         limit = self.plans.limits(plan).monthly_log_bytes
-        if limit is not None and used.monthly_log_bytes > limit:
-            raise ObserveError(
-                ErrorCode.ERROR_CODE_PLAN_LIMIT_LOG_BYTES, f"the {plan} plan allows {limit} monthly log bytes"
+        if limit is None:
+            await self.plans.add_usage(self.db, org_id, log_bytes=size)
+            return
+        added = t.org_usage.c.log_bytes + size
+        stmt = (
+            self.db.upsert(t.org_usage)
+            .values(org_id=org_id, month=current_month(), checks=0, log_bytes=size)
+            .on_conflict_do_update(
+                index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
+                set_={"log_bytes": added},
+                where=added <= limit,
             )
+            .returning(t.org_usage.c.log_bytes)
+        )
+        if size <= limit:
+            async with self.db.write() as conn:
+                if (await conn.execute(stmt)).first() is not None:
+                    return
+        raise ObserveError(
+            ErrorCode.ERROR_CODE_PLAN_LIMIT_LOG_BYTES,
+            f"the {plan} plan allows {limit} monthly log bytes; {used.monthly_log_bytes} were used",
+        )
 
     async def IngestLogs(self, request: logs_pb2.IngestLogsRequest, ctx: CallContext) -> logs_pb2.IngestLogsResponse:
         principal = ctx.require_principal()
