@@ -4,7 +4,8 @@ Every ingest path parses into :class:`core.logs.records.LogRecord` and ends
 in :meth:`LogService._ingest`: the request's size is counted against the
 PAT's daily cap and the plan's monthly cap (all or nothing), the records go
 to the one batch writer, and the reply waits for their commit. A write that
-fails gives the bytes back to the daily cap.
+fails gives the bytes back to both caps; a client that leaves changes
+nothing (what the writer stores is counted).
 """
 
 from __future__ import annotations
