@@ -169,7 +169,7 @@ class SqliteEngine:
 
     def raw_insert(self, tmp: Path, org_id: int, records: list[LogRecord], batch: int) -> dict[str, float]:
         rows = _rows(org_id, records)
-        values = [sqlite_store._row_values(r) for r in rows]
+        values = [sqlite_store._row_values(r, sqlite_store._json(r.record.resource)) for r in rows]
         texts = [(r.id, r.record.message) for r in rows]
         out: dict[str, float] = {}
         for variant, fts in (("raw SQLite: day table + FTS5, executemany", True),

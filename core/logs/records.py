@@ -15,6 +15,7 @@ all (or NDJSON whose every line is broken beyond a record) raises
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,7 +62,21 @@ class LogRecord:
 FIXED_RECORD_BYTES = 64
 
 
-def approx_size(record: LogRecord) -> int:
+def batch_size(records: Iterable[LogRecord]) -> int:
+    """``sum(approx_size(r) for r in records)``, with each resource measured
+    once: the records of one OTLP ResourceLogs share its attributes dict."""
+    sizes: dict[int, int] = {}
+    total = 0
+    for record in records:
+        resource = record.resource
+        known = sizes.get(id(resource))
+        if known is None:
+            known = sizes[id(resource)] = len(orjson.dumps(resource)) if resource else 0
+        total += approx_size(record, resource_size=known)
+    return total
+
+
+def approx_size(record: LogRecord, *, resource_size: int | None = None) -> int:
     """A record's size in bytes, as daily and monthly log-byte caps count it.
 
     The UTF-8 bytes of the message, the compact JSON of the attributes and of
@@ -73,7 +88,9 @@ def approx_size(record: LogRecord) -> int:
     size = FIXED_RECORD_BYTES + len(record.message.encode())
     if record.attributes:
         size += len(orjson.dumps(record.attributes))
-    if record.resource:
+    if resource_size is not None:
+        size += resource_size
+    elif record.resource:
         size += len(orjson.dumps(record.resource))
     text = record.severity_text + record.scope_name + record.scope_version + (record.service or "")
     return size + len(text.encode())

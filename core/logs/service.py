@@ -27,7 +27,7 @@ from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, val
 from core.logs import otlp
 from core.logs.match import compile_matcher
 from core.logs.query import QueryError, parse
-from core.logs.records import LogBodyError, LogRecord, approx_size, parse_api_body
+from core.logs.records import LogBodyError, LogRecord, batch_size, parse_api_body
 from core.logs.store import LogStore, StoredRecord, id_ceiling, id_floor
 from core.logs.tail import TailBroker
 from core.logs.writer import LogWriter
@@ -67,7 +67,7 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
         await asyncio.shield(task)
 
     async def _cap_and_write(self, principal: Principal, records: Sequence[LogRecord]) -> None:
-        size = sum(approx_size(r) for r in records)
+        size = batch_size(records)
         org_id = principal.org_id
         await self._reserve_plan_bytes(org_id, size)
         try:

@@ -64,7 +64,9 @@ def _json(values: dict[str, Any]) -> bytes | None:
     return orjson.dumps(values) if values else None
 
 
-def _row_values(row: Row) -> tuple[Any, ...]:
+def _row_values(row: Row, resource: bytes | None) -> tuple[Any, ...]:
+    """The row of a record; ``resource`` its resource's JSON, encoded once per
+    resource (the records of one OTLP ResourceLogs share it)."""
     r = row.record
     return (
         row.id,
@@ -78,7 +80,7 @@ def _row_values(row: Row) -> tuple[Any, ...]:
         r.trace_id,
         r.span_id,
         _json(r.attributes),
-        _json(r.resource),
+        resource,
         r.scope_name,
         r.scope_version,
         r.dropped_attributes_count,
@@ -306,6 +308,9 @@ class SqliteLogStore:
             " dropped INTEGER NOT NULL)"
         )
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_org ON {table} (org_id, id)")
+        # service:x newest first stops at the page even for a rare service
+        # (without it a rare value walks the whole day: 415 ms at 1M records).
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_service ON {table} (org_id, service, id)")
         conn.execute(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {table}_fts USING fts5(message, content='{table}',"
             " content_rowid='id', tokenize='unicode61 remove_diacritics 0', columnsize=0)"
@@ -316,6 +321,14 @@ class SqliteLogStore:
             by_day: dict[date, list[Row]] = {}
             for row in rows:
                 by_day.setdefault(day_of_id(row.id), []).append(row)
+            resources: dict[int, bytes | None] = {}
+
+            def encoded(resource: dict[str, Any]) -> bytes | None:
+                key = id(resource)  # alive while the batch is: ids are not reused meanwhile
+                if key not in resources:
+                    resources[key] = _json(resource)
+                return resources[key]
+
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -325,7 +338,7 @@ class SqliteLogStore:
                     table = _table(day)
                     conn.executemany(
                         f"INSERT INTO {table} ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        [_row_values(r) for r in day_rows],
+                        [_row_values(r, encoded(r.record.resource)) for r in day_rows],
                     )
                     conn.executemany(
                         f"INSERT INTO {table}_fts (rowid, message) VALUES (?, ?)",
