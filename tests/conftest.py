@@ -63,6 +63,33 @@ def reset_postgres(url: str) -> None:
     asyncio.run(run())
 
 
+def database_beside(url: str, suffix: str) -> str:
+    """A PostgreSQL database beside ``url``'s (its name + ``suffix``), created if absent, its schema
+    emptied: for a test whose server must not share the session server's database (whose background
+    loops would claim its work)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = f"{parsed.database}{suffix}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
+            database=parsed.database,
+        )  # fmt: skip
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    own = parsed.set(database=name).render_as_string(hide_password=False)
+    reset_postgres(own)
+    return own
+
+
 class SmtpSink:
     """A real SMTP server (aiosmtpd) that keeps what it receives."""
 

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook
 
 from core import clock
@@ -35,7 +33,7 @@ from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.migrate import migrate
 from core.storage.sealing import Sealer
-from tests.conftest import PG_URL, Persona, reset_postgres
+from tests.conftest import PG_URL, Persona, database_beside
 from tests.receivers import Answer, Receiver, recording_receiver, standard_answer
 
 PAYLOAD = {
@@ -69,28 +67,6 @@ def receiver() -> Iterator[Receiver]:
 # ---- a database of the dispatcher's own ------------------------------------------
 
 
-def _dispatch_database(url: str) -> str:
-    """A database beside ``url``'s (name + "_dispatch"), created if absent, its schema emptied."""
-    parsed = make_url(url)
-    name = f"{parsed.database}_dispatch"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
-            database=parsed.database,
-        )  # fmt: skip
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    own = parsed.set(database=name).render_as_string(hide_password=False)
-    reset_postgres(own)
-    return own
-
-
 @dataclass
 class Env:
     url: str
@@ -102,7 +78,11 @@ class Env:
 @pytest.fixture(scope="module", params=["sqlite"] + (["postgresql"] if PG_URL else []))
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Env:
     tmp: Path = tmp_path_factory.mktemp("dispatch")
-    url = _dispatch_database(PG_URL) if request.param == "postgresql" and PG_URL else f"sqlite+aiosqlite:///{tmp}/a.db"
+    url = (
+        database_beside(PG_URL, "_dispatch")
+        if request.param == "postgresql" and PG_URL
+        else f"sqlite+aiosqlite:///{tmp}/a.db"
+    )
     settings = Settings(
         data_dir=tmp,
         database_url=url,

@@ -19,11 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.engine import make_url
 from standardwebhooks import Webhook
 
 from core import clock
@@ -37,7 +35,7 @@ from core.storage import tables as t
 from core.storage.db import Database
 from core.storage.migrate import migrate
 from core.storage.sealing import Sealer
-from tests.conftest import PG_URL, Persona, Server, Team, register, reset_postgres, start_server, stop_server
+from tests.conftest import PG_URL, Persona, Server, Team, database_beside, register, start_server, stop_server
 from tests.logs_cases import record
 from tests.polling import wait_for
 from tests.receivers import Receiver, recording_receiver
@@ -156,30 +154,6 @@ def test_roles_and_scopes(team: Team) -> None:
 # ---- end to end on a server of its own ---------------------------------------------------------------
 
 
-def own_database(suffix: str) -> str:
-    """A PostgreSQL database beside OBSERVE_TEST_DATABASE_URL's (its name + suffix), created if absent,
-    its schema emptied."""
-    assert PG_URL
-    parsed = make_url(PG_URL)
-    name = f"{parsed.database}{suffix}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            host=parsed.host, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
-            database=parsed.database,
-        )  # fmt: skip
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    url = parsed.set(database=name).render_as_string(hide_password=False)
-    reset_postgres(url)
-    return url
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     with recording_receiver() as r:
@@ -192,7 +166,7 @@ def alert_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     srv = start_server(
         tmp_path_factory.mktemp(f"log-alerts-{backend}"),
         backend=backend,
-        database_url=own_database("_logalerts") if backend == "postgresql" else None,
+        database_url=database_beside(PG_URL, "_logalerts") if backend == "postgresql" and PG_URL else None,
         extra_env={
             "OBSERVE_LOG_ALERT_INTERVAL_SEC": "0.5",
             "OBSERVE_ALLOW_PRIVATE_TARGETS": "true",
@@ -307,7 +281,8 @@ async def evaluation_env(backend: str, tmp: Path) -> AsyncIterator[tuple[Databas
     if backend == "postgresql":
         from core.logs.postgres_store import PostgresLogStore
 
-        db = Database(await asyncio.to_thread(own_database, "_logalerts_eval"))
+        assert PG_URL is not None
+        db = Database(await asyncio.to_thread(database_beside, PG_URL, "_logalerts_eval"))
         store: LogStore = PostgresLogStore(db)
     else:
         from core.logs.sqlite_store import SqliteLogStore
