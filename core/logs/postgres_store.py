@@ -54,7 +54,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.logs.query import And, Attr, Field, Level, Node, Not, Text, message_tokens
-from core.logs.records import LogRecord, level_of
+from core.logs.records import record_of
 from core.logs.store import IdCollisionError, Row, StoredRecord, day_bounds, day_of_id
 from core.storage.db import Database
 
@@ -306,26 +306,10 @@ def _row_values(row: Row) -> tuple[Any, ...]:
 
 
 def _stored(r: asyncpg.Record) -> StoredRecord:
-    return StoredRecord(
-        r[0],
-        r[1],
-        LogRecord(
-            timestamp=r[2],
-            observed_at=r[3],
-            severity_number=r[4],
-            severity_text=r[5],
-            level=level_of(r[4]),
-            message=r[6],
-            service=r[7],
-            trace_id=r[8],
-            span_id=r[9],
-            attributes=orjson.loads(r[10]),
-            resource=orjson.loads(r[11]),
-            scope_name=r[12],
-            scope_version=r[13],
-            dropped_attributes_count=r[14],
-        ),
+    record = record_of(
+        r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], orjson.loads(r[10]), orjson.loads(r[11]), r[12], r[13], r[14]
     )
+    return StoredRecord(r[0], r[1], record)
 
 
 # ---------------------------------------------------------------- words

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -56,6 +56,54 @@ class LogRecord:
     scope_name: str = ""
     scope_version: str = ""
     dropped_attributes_count: int = 0
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float on the way)."""
+    return (moment - EPOCH) // _ONE_US
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def record_of(
+    timestamp: datetime,
+    observed_at: datetime,
+    severity: int,
+    severity_text: str,
+    message: str,
+    service: str | None,
+    trace_id: str | None,
+    span_id: str | None,
+    attributes: dict[str, Any],
+    resource: dict[str, Any],
+    scope_name: str = "",
+    scope_version: str = "",
+    dropped: int = 0,
+) -> LogRecord:
+    """A record from its stored fields, its level derived from the severity:
+    how the stores and the live tail's wire form read records back."""
+    return LogRecord(
+        timestamp=timestamp,
+        observed_at=observed_at,
+        severity_number=severity,
+        severity_text=severity_text,
+        level=level_of(severity),
+        message=message,
+        service=service,
+        trace_id=trace_id,
+        span_id=span_id,
+        attributes=attributes,
+        resource=resource,
+        scope_name=scope_name,
+        scope_version=scope_version,
+        dropped_attributes_count=dropped,
+    )
 
 
 # Bytes counted per record besides its text: two times, severity, ids and row overhead.

@@ -29,19 +29,17 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import orjson
 
 from core.logs.query import And, Attr, Field, Level, Node, Not, Or, Text
-from core.logs.records import LogRecord, level_of
+from core.logs.records import from_micros, micros, record_of
 from core.logs.store import IdCollisionError, Row, StoredRecord, day_bounds, day_of_id
 
 T = TypeVar("T")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US = timedelta(microseconds=1)
 _DAY_TABLE = re.compile(r"logs_(\d{8})")
 READERS = 2
 _COLUMNS = (
@@ -56,10 +54,6 @@ def _table(day: date) -> str:
     return f"logs_{day:%Y%m%d}"
 
 
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // _ONE_US
-
-
 def _json(values: dict[str, Any]) -> bytes | None:
     return orjson.dumps(values) if values else None
 
@@ -71,8 +65,8 @@ def _row_values(row: Row, resource: bytes | None) -> tuple[Any, ...]:
     return (
         row.id,
         row.org_id,
-        _micros(r.timestamp),
-        _micros(r.observed_at),
+        micros(r.timestamp),
+        micros(r.observed_at),
         r.severity_number,
         r.severity_text,
         r.message,
@@ -91,26 +85,11 @@ def _stored(values: tuple[Any, ...]) -> StoredRecord:
     (rid, org_id, ts, observed, severity, sev_text, message, service, trace, span, attrs, res, sname, sver, dropped) = (
         values
     )
-    return StoredRecord(
-        rid,
-        org_id,
-        LogRecord(
-            timestamp=EPOCH + timedelta(microseconds=ts),
-            observed_at=EPOCH + timedelta(microseconds=observed),
-            severity_number=severity,
-            severity_text=sev_text,
-            level=level_of(severity),
-            message=message,
-            service=service,
-            trace_id=trace,
-            span_id=span,
-            attributes=orjson.loads(attrs) if attrs else {},
-            resource=orjson.loads(res) if res else {},
-            scope_name=sname,
-            scope_version=sver,
-            dropped_attributes_count=dropped,
-        ),
-    )
+    record = record_of(
+        from_micros(ts), from_micros(observed), severity, sev_text, message, service, trace, span,
+        orjson.loads(attrs) if attrs else {}, orjson.loads(res) if res else {}, sname, sver, dropped,
+    )  # fmt: skip
+    return StoredRecord(rid, org_id, record)
 
 
 # ---------------------------------------------------------------- query compilation

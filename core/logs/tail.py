@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 
 from core.errors import ErrorCode, ObserveError
 from core.logs.match import Matcher
-from core.logs.records import LogRecord, level_of
+from core.logs.records import from_micros, micros, record_of
 from core.logs.store import Row, StoredRecord
 
 log = logging.getLogger("observe.logs.tail")
@@ -65,44 +65,19 @@ def _encode(rows: list[Row]) -> bytes:
 def _row_json(row: Row) -> list[Any]:
     r = row.record
     return [
-        row.id,
-        row.org_id,
-        r.timestamp.timestamp(),
-        r.observed_at.timestamp(),
-        r.severity_number,
-        r.severity_text,
-        r.message,
-        r.service,
-        r.trace_id,
-        r.span_id,
-        r.attributes,
-        r.resource,
-        r.scope_name,
-        r.scope_version,
-    ]
+        row.id, row.org_id, micros(r.timestamp), micros(r.observed_at), r.severity_number, r.severity_text,
+        r.message, r.service, r.trace_id, r.span_id, r.attributes, r.resource, r.scope_name, r.scope_version,
+    ]  # fmt: skip
 
 
 def _decode(data: bytes) -> list[StoredRecord]:
-    from datetime import UTC, datetime
-
     out: list[StoredRecord] = []
     for item in orjson.loads(data):
         (rid, org_id, ts, observed, sev, sev_text, message, service, trace, span, attrs, res, sname, sver) = item
-        record = LogRecord(
-            timestamp=datetime.fromtimestamp(ts, UTC),
-            observed_at=datetime.fromtimestamp(observed, UTC),
-            severity_number=sev,
-            severity_text=sev_text,
-            level=level_of(sev),
-            message=message,
-            service=service,
-            trace_id=trace,
-            span_id=span,
-            attributes=attrs,
-            resource=res,
-            scope_name=sname,
-            scope_version=sver,
-        )
+        record = record_of(
+            from_micros(ts), from_micros(observed), sev, sev_text, message, service, trace, span, attrs, res,
+            sname, sver,
+        )  # fmt: skip
         out.append(StoredRecord(rid, org_id, record))
     return out
 
