@@ -38,9 +38,12 @@ def level_of(severity_number: int) -> str:
     return _LEVEL_OF[severity_number]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LogRecord:
-    """One log record as every ingest path produces it (without the org: the writer adds it)."""
+    """One log record as every ingest path produces it (without the org: the writer adds it).
+
+    Treated as immutable, but not ``frozen``: a frozen dataclass's ``__init__``
+    costs 1.6 µs against 0.3 µs, paid for every record ingested."""
 
     timestamp: datetime  # UTC, microseconds: the record's own time, else the observed time
     observed_at: datetime  # UTC: when a collector (or we) first saw it
