@@ -3,9 +3,12 @@ on the gateway side (the core never imports the gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
 
 import grpc
 import uvicorn
@@ -40,7 +43,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_exit`` when a signal starts its
+    graceful shutdown (from the signal handler: it must only schedule)."""
+
+    on_exit: Callable[[], object] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.on_exit is not None:
+            self.on_exit()
+
+
+def _uvicorn(app: object, settings: Settings) -> _Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.http_host,
@@ -55,7 +70,7 @@ def _uvicorn(app: object, settings: Settings) -> uvicorn.Server:
         proxy_headers=False,
         server_header=False,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 ROLES = ("all", "api", "checker")
@@ -179,6 +194,10 @@ async def _serve_api(core: Core, settings: Settings, metrics: ApiMetrics, sock: 
         file=sys.stderr,
         flush=True,
     )
+    # Open live tails would hold uvicorn's graceful shutdown forever (a
+    # stream never ends): they end as soon as it begins.
+    loop = asyncio.get_running_loop()
+    http.on_exit = lambda: loop.call_soon_threadsafe(core.log_tails.end_all)
     try:
         await http.serve(sockets=[sock])
     finally:

@@ -58,7 +58,9 @@ def test_every_rpc_is_complete(methods: dict[str, Method]) -> None:
         assert method.bindings or method.foreign, f"{method.grpc_path} has no google.api.http rule"
         assert method.handler is not None, f"{method.grpc_path} has no implementation"
         if method.rule.mutation:
-            assert method.rule.audit_action, f"{method.grpc_path} mutates but names no audit action"
+            assert bool(method.rule.audit_action) != method.rule.unaudited, (
+                f"{method.grpc_path} mutates: it names an audit action or says it is unaudited, not both"
+            )
         for index, binding in enumerate(method.bindings):
             matched = transcoder.router.match(binding.verb, _concrete(binding.path))
             assert not isinstance(matched, list), f"no route for {binding.verb} {binding.path}"

@@ -299,3 +299,26 @@ def test_otlp_grpc_export_with_metadata_authorization(owner: Persona, server: Se
     records = found(owner)
     assert sorted(r["message"] for r in records) == ["grpc one", "grpc two"]
     assert {(r["service"], r["traceId"], r["spanId"]) for r in records} == {("grpc-svc", TRACE.hex(), SPAN.hex())}
+
+
+def test_ingest_is_a_mutation_idempotent_and_counted_but_not_audited(owner: Persona) -> None:
+    """CONTRACT.md: a mutation is any authenticated POST: an Idempotency-Key replays, the PAT's
+    dailyMutationLimit counts each request; the audit log keeps no entry per shipped batch."""
+    key = "ingest-once-" + datetime.now(UTC).isoformat()
+    first = ingest(owner, {"message": "exactly once please"}, **{"idempotency-key": key})
+    again = ingest(owner, {"message": "exactly once please"}, **{"idempotency-key": key})
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert first.json() == again.json()
+    assert messages(owner, '"exactly once please"') == ["exactly once please"]
+    other = ingest(owner, {"message": "another body"}, **{"idempotency-key": key})
+    assert (other.status_code, other.json()["code"]) == (422, "IDEMPOTENCY_KEY_REUSED")
+
+    capped = owner.mint(name="one mutation", scopes=["logs:write"], dailyMutationLimit=1)["token"]
+    assert ingest(owner, {"message": "first of the day"}, token=capped).status_code == 202
+    refused = ingest(owner, {"message": "second of the day"}, token=capped)
+    assert (refused.status_code, refused.json()["code"]) == (429, "PAT_DAILY_LIMIT_EXCEEDED")
+    assert messages(owner, '"second of the day"') == []
+    with owner.client() as c:
+        entries = c.get("/api/v1/audit-logs", params={"limit": 1000}).json()["entries"]
+    assert not [e for e in entries if "log" in e["action"].lower()]

@@ -37,6 +37,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
 from core.logs.records import LogRecord, hex_id, level_of
+from core.rpc.jsonkeys import may_repeat_keys, parse_with_repeats, repeated_key_paths
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_NANOS = 2**64 - 1
@@ -117,6 +118,10 @@ def parse_otlp_json(raw: bytes, now: datetime) -> tuple[list[LogRecord], int, st
         raise OtlpDecodeError(f"Malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise OtlpDecodeError("Expected an ExportLogsServiceRequest object")
+    if may_repeat_keys(raw, [data]):  # unknown keys are ignored (OTLP), repeated ones are not (CONTRACT.md)
+        repeated = repeated_key_paths(parse_with_repeats(raw))
+        if repeated:
+            raise OtlpDecodeError(f"Duplicate key: {repeated[0]}")
     now = now.astimezone(UTC)
     records: list[LogRecord] = []
     rejected = 0

@@ -110,6 +110,9 @@ class IdSource:
         low, high = self.bounds_ms(now)
         rows: list[Row] = []
         seq = self._seq
+        if seq + len(records) > SEQ_MASK:
+            # No wrap inside a batch: a request's records of one millisecond keep their order.
+            seq = 0
         for org_id, record in records:
             seq = (seq + 1) & SEQ_MASK
             ms = min(max(int(record.timestamp.timestamp() * 1000), low), high)

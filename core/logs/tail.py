@@ -10,7 +10,10 @@ still see this instance's records.
 
 Each tail has a bounded queue of batches; a tail whose queue is full is
 dropped (its stream ends with UNAVAILABLE, "too slow"), so a slow client
-costs ingest nothing.
+costs ingest nothing. Batches go to Redis in commit order, through one
+publisher task and a bounded outbox (beyond it they are not published, and
+counted). When the server shuts down every tail ends (UNAVAILABLE), so an
+open stream does not hold the shutdown.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from core.logs.store import Row, StoredRecord
 log = logging.getLogger("observe.logs.tail")
 
 QUEUE_BATCHES = 256  # batches a tail may have waiting before it is dropped
+OUTBOX_BATCHES = 1024  # committed batches waiting for Redis; beyond, they are not published (counted)
 KEEPALIVE_SEC = 15.0
 NUMSUB_EVERY_SEC = 1.0
 
@@ -44,10 +48,18 @@ class Tail:
     matcher: Matcher
     queue: asyncio.Queue[list[StoredRecord] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_BATCHES))
     dropped: bool = False
+    ending: bool = False
+
+    def end(self) -> None:
+        """Ends the tail's stream (the server is going away)."""
+        self.ending = True
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self.queue.get_nowait()  # room for the end marker
+        self.queue.put_nowait(None)
 
     def offer(self, rows: list[StoredRecord]) -> None:
         mine = [r for r in rows if r.org_id == self.org_id and self.matcher(r.record)]
-        if not mine or self.dropped:
+        if not mine or self.dropped or self.ending:
             return
         try:
             self.queue.put_nowait(mine)
@@ -94,18 +106,30 @@ class TailBroker:
         self._listener: asyncio.Task[None] | None = None
         self._remote_listeners = 0
         self._numsub_at = 0.0
-        self._publishes: set[asyncio.Task[None]] = set()
+        # Committed batches on their way to Redis, published one at a time
+        # by one task, so they arrive in commit order.
+        self._outbox: asyncio.Queue[list[Row]] = asyncio.Queue(OUTBOX_BATCHES)
+        self._publisher: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._closing = False
         self.dropped_tails = 0
+        self.dropped_batches = 0  # not published: Redis could not keep up
+
+    def end_all(self) -> None:
+        """Ends every tail (the server is shutting down: a stream would hold it open)."""
+        self._closing = True
+        for tail in list(self.tails):
+            tail.end()
+        self.tails.clear()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
-        for task in list(self._publishes):
-            task.cancel()
+        self.end_all()
+        for task in (self._listener, self._publisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._listener = self._publisher = None
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -117,9 +141,17 @@ class TailBroker:
             if self.tails:
                 self._deliver([StoredRecord(r.id, r.org_id, r.record) for r in rows])
             return
-        task = asyncio.ensure_future(self._publish(rows))
-        self._publishes.add(task)
-        task.add_done_callback(self._publishes.discard)
+        try:
+            self._outbox.put_nowait(rows)
+        except asyncio.QueueFull:
+            self.dropped_batches += 1
+            return
+        if self._publisher is None:
+            self._publisher = asyncio.create_task(self._publish_loop(), name="log-tail-publisher")
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._publish(await self._outbox.get())
 
     async def _publish(self, rows: list[Row]) -> None:
         assert self.redis is not None
@@ -168,6 +200,8 @@ class TailBroker:
         """Batches of the org's matching records as they are committed; an
         empty batch first (listening) and every ``KEEPALIVE_SEC``. Raises
         ObserveError UNAVAILABLE when the tail was too slow and was dropped."""
+        if self._closing:
+            raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the server is shutting down", retry_after=1)
         tail = Tail(org_id, matcher)
         self.tails.add(tail)
         if self.redis is not None and self._listener is None:
@@ -185,9 +219,8 @@ class TailBroker:
                     yield []
                     continue
                 if batch is None:
-                    raise ObserveError(
-                        ErrorCode.ERROR_CODE_UNAVAILABLE, "the tail fell behind and was dropped; reconnect"
-                    )
+                    why = "the server is shutting down" if tail.ending else "the tail fell behind and was dropped"
+                    raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, f"{why}; reconnect", retry_after=1)
                 yield batch
         finally:
             self.tails.discard(tail)

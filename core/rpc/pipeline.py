@@ -97,7 +97,10 @@ class Pipeline:
         reply: one transaction, so no change lands without its entry."""
         assert method.handler is not None
         if not method.rule.audit_action:
-            return await method.handler(request, ctx)
+            response = await method.handler(request, ctx)
+            if claim is not None:  # an unaudited mutation (log ingest): its reply is still kept for replay
+                await self.idempotency.finish(claim, bearer, response, ctx.response_headers)
+            return response
         async with self.db.unit_of_work():
             response = await method.handler(request, ctx)
             await audit.record(self.db, method, request, ctx)

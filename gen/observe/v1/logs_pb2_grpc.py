@@ -30,7 +30,9 @@ class LogServiceStub:
     search in the query language of CONTRACT.md (Logs) and live tail. Every
     ingest path ends in one batch writer: a success reply means the records
     are committed; under overload ingest answers 429/503 (gRPC UNAVAILABLE with
-    RetryInfo) and keeps nothing of the request.
+    RetryInfo) and keeps nothing of the request. An ingest request is a
+    mutation (CONTRACT.md): it counts one against dailyMutationLimit and takes
+    an Idempotency-Key, but is not written to the audit log.
     """
 
     def __init__(self, channel):
@@ -66,7 +68,9 @@ class LogServiceServicer:
     search in the query language of CONTRACT.md (Logs) and live tail. Every
     ingest path ends in one batch writer: a success reply means the records
     are committed; under overload ingest answers 429/503 (gRPC UNAVAILABLE with
-    RetryInfo) and keeps nothing of the request.
+    RetryInfo) and keeps nothing of the request. An ingest request is a
+    mutation (CONTRACT.md): it counts one against dailyMutationLimit and takes
+    an Idempotency-Key, but is not written to the audit log.
     """
 
     def IngestLogs(self, request, context):
@@ -147,7 +151,9 @@ class LogService:
     search in the query language of CONTRACT.md (Logs) and live tail. Every
     ingest path ends in one batch writer: a success reply means the records
     are committed; under overload ingest answers 429/503 (gRPC UNAVAILABLE with
-    RetryInfo) and keeps nothing of the request.
+    RetryInfo) and keeps nothing of the request. An ingest request is a
+    mutation (CONTRACT.md): it counts one against dailyMutationLimit and takes
+    an Idempotency-Key, but is not written to the audit log.
     """
 
     @staticmethod
