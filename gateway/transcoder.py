@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.rpc import status_pb2
 from observe.v1 import options_pb2
 
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, not_found, validation_failed
@@ -124,28 +125,37 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 def _decoded(raw: bytes, encoding: bytes, limit: int) -> bytes:
     """A ``Content-Encoding: gzip`` (or ``deflate``) body, decompressed; the
     route's body limit applies to what it decompresses to (a small bomb is
-    413 like a large body)."""
+    413 like a large body). A gzip body may hold several members (RFC 1952),
+    as concatenated gzip files do: all of them count."""
     if encoding in (b"gzip", b"x-gzip"):
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        wbits = 16 + zlib.MAX_WBITS
     elif encoding == b"deflate":
-        inflater = zlib.decompressobj()
+        wbits = zlib.MAX_WBITS
     else:
         raise ObserveError(
             ErrorCode.ERROR_CODE_UNSUPPORTED_MEDIA_TYPE, "Content-Encoding must be gzip, deflate or identity"
         )
+    out = bytearray()
+    rest = raw
     try:
-        out = inflater.decompress(raw, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise ObserveError(
-                ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, f"request body is larger than {limit} bytes decompressed"
-            )
-        if not inflater.eof:
-            raise zlib.error("truncated")
+        while True:
+            inflater = zlib.decompressobj(wbits=wbits)
+            out += inflater.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise ObserveError(
+                    ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, f"request body is larger than {limit} bytes decompressed"
+                )
+            if not inflater.eof:
+                raise zlib.error("truncated")
+            rest = inflater.unused_data
+            if not rest:
+                return bytes(out)
+            if wbits == zlib.MAX_WBITS:
+                raise zlib.error("data after the deflate stream")
     except zlib.error:
         raise validation_failed(
             [FieldViolation("", "invalid_type", f"the body is not valid {encoding.decode()} data")]
         ) from None
-    return out
 
 
 _INTEGER_TYPES = frozenset(
@@ -172,6 +182,21 @@ def parse_json(raw: bytes) -> Any:
         repeated = repeated_key_paths(parse_with_repeats(raw))
         if repeated:
             raise validation_failed([FieldViolation(path, "custom", "Duplicate key") for path in repeated])
+    return data
+
+
+PROTOBUF = "application/x-protobuf"
+
+
+def _is_protobuf(content_type: bytes) -> bool:
+    return content_type.split(b";", 1)[0].strip().lower() == PROTOBUF.encode()
+
+
+def status_message(err: ObserveError) -> bytes:
+    """The error as a serialized google.rpc.Status: the reply to a protobuf
+    request (OTLP/HTTP), with the HTTP status and Retry-After as for JSON."""
+    status = status_pb2.Status(code=err.info.grpc_status.value[0], message=err.message)
+    data: bytes = status.SerializeToString()
     return data
 
 
@@ -299,6 +324,8 @@ class Transcoder:
             # to change things, and its idempotency record must be written.
             response = await (call if route.method.rule.mutation else _unless_disconnected(call, receive))
         except ObserveError as err:
+            if err.page is None and _is_protobuf(headers.get(b"content-type", b"")):
+                err.page = (PROTOBUF, status_message(err))
             await send_error(send, err, _encode_headers(ctx.response_headers))
             return
         except ClientDisconnectedError:

@@ -122,12 +122,48 @@ class PlanBook:
             if adding and limit is not None and current + adding > limit:
                 raise ObserveError(code, f"the {plan} plan allows {limit} {what}; {current} are used")
 
-    async def add_usage(self, db: Database, org_id: int, *, checks: int = 0, log_bytes: int = 0) -> None:
-        """Adds to this month's counters (checks run, log bytes ingested)."""
-        stmt = db.upsert(t.org_usage).values(org_id=org_id, month=current_month(), checks=checks, log_bytes=log_bytes)
+    async def add_usage(
+        self, db: Database, org_id: int, *, checks: int = 0, log_bytes: int = 0, month: str | None = None
+    ) -> None:
+        """Adds to this month's counters (checks run, log bytes ingested), or
+        to ``month``'s (a give-back of what a reservation took)."""
+        month = month or current_month()
+        stmt = db.upsert(t.org_usage).values(org_id=org_id, month=month, checks=checks, log_bytes=log_bytes)
         stmt = stmt.on_conflict_do_update(
             index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
             set_={"checks": t.org_usage.c.checks + checks, "log_bytes": t.org_usage.c.log_bytes + log_bytes},
         )
         async with db.write() as conn:
             await conn.execute(stmt)
+
+    async def reserve_log_bytes(self, db: Database, org_id: int, size: int) -> str:
+        """Adds ``size`` to the month's log bytes unless that would pass the
+        org's plan (then PLAN_LIMIT_LOG_BYTES), in one conditional statement
+        (a check before the write and an add after it let concurrent requests
+        all pass: 16 at once took 8 to 11 where 4 fit). Returns the month it
+        counted in, for :meth:`add_usage` to give back."""
+        month = current_month()
+        plan, used = await self.usage(db, org_id)
+        limit = self.limits(plan).monthly_log_bytes
+        if limit is None:
+            await self.add_usage(db, org_id, log_bytes=size, month=month)
+            return month
+        added = t.org_usage.c.log_bytes + size
+        stmt = (
+            db.upsert(t.org_usage)
+            .values(org_id=org_id, month=month, checks=0, log_bytes=size)
+            .on_conflict_do_update(
+                index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
+                set_={"log_bytes": added},
+                where=added <= limit,
+            )
+            .returning(t.org_usage.c.log_bytes)
+        )
+        if size <= limit:
+            async with db.write() as conn:
+                if (await conn.execute(stmt)).first() is not None:
+                    return month
+        raise ObserveError(
+            ErrorCode.ERROR_CODE_PLAN_LIMIT_LOG_BYTES,
+            f"the {plan} plan allows {limit} monthly log bytes; {used.monthly_log_bytes} were used",
+        )

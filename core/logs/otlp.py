@@ -25,6 +25,7 @@ INVALID_ARGUMENT on gRPC).
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -36,11 +37,22 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 
-from core.logs.records import LogRecord, hex_id, level_of
+from core.logs.records import (
+    MAX_MESSAGE_BYTES,
+    MAX_RECORDS_PER_REQUEST,
+    LogRecord,
+    TooManyRecordsError,
+    Window,
+    hex_id,
+    level_of,
+)
 from core.rpc.jsonkeys import may_repeat_keys, parse_with_repeats, repeated_key_paths
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_NANOS = 2**64 - 1
+_MAX_UINT32 = 2**32 - 1
+_INT64 = range(-(2**63), 2**64)  # int64 and uint64 (OTLP's fixed64 times) alike
+_MAX_DEPTH = 32  # kvlist/array nesting in an AnyValue (protobuf itself stops at 100)
 _SEVERITY_NAMES: dict[str, int] = {name: int(number) for name, number in logs_pb2.SeverityNumber.items()}
 
 
@@ -68,20 +80,28 @@ def _record(
     resource: dict[str, Any],
     scope: tuple[str, str],
     now: datetime,
+    window: Window | None = None,
 ) -> LogRecord:
     if not 0 <= severity <= 24:
         raise _InvalidRecordError(f"severityNumber {severity} is not 0-24")
     if not (0 <= time_ns <= _MAX_NANOS and 0 <= observed_ns <= _MAX_NANOS):
         raise _InvalidRecordError("timeUnixNano out of range")
+    if not 0 <= dropped <= _MAX_UINT32:
+        raise _InvalidRecordError("droppedAttributesCount out of range")
+    if isinstance(body, str) and len(body) * 4 > MAX_MESSAGE_BYTES and len(body.encode()) > MAX_MESSAGE_BYTES:
+        raise _InvalidRecordError(f"body is larger than {MAX_MESSAGE_BYTES} bytes")
     observed = _EPOCH + timedelta(microseconds=observed_ns // 1000) if observed_ns else now
+    timestamp = _EPOCH + timedelta(microseconds=time_ns // 1000) if time_ns else observed
+    if window is not None and (outside := window.refuses(timestamp)):
+        raise _InvalidRecordError(outside)
     service = resource.get("service.name")
     return LogRecord(
-        timestamp=_EPOCH + timedelta(microseconds=time_ns // 1000) if time_ns else observed,
+        timestamp=timestamp,
         observed_at=observed,
         severity_number=severity,
         severity_text=_clean(severity_text),
         level=level_of(severity),
-        message=body if isinstance(body, str) else "" if body is None else orjson.dumps(body).decode(),
+        message=body if isinstance(body, str) else "" if body is None else _json_body(body),
         service=service if isinstance(service, str) and service else None,
         trace_id=trace_id,
         span_id=span_id,
@@ -91,6 +111,13 @@ def _record(
         scope_version=scope[1],
         dropped_attributes_count=dropped,
     )
+
+
+def _json_body(body: Any) -> str:
+    text = orjson.dumps(body).decode()
+    if len(text) * 4 > MAX_MESSAGE_BYTES and len(text.encode()) > MAX_MESSAGE_BYTES:
+        raise _InvalidRecordError(f"body is larger than {MAX_MESSAGE_BYTES} bytes")
+    return text
 
 
 def _clean(text: str) -> str:
@@ -110,7 +137,7 @@ def _summary(rejected: int, first_error: str) -> str:
 # ---------------------------------------------------------------- OTLP JSON
 
 
-def parse_otlp_json(raw: bytes, now: datetime) -> tuple[list[LogRecord], int, str]:
+def parse_otlp_json(raw: bytes, now: datetime, window: Window | None = None) -> tuple[list[LogRecord], int, str]:
     """OTLP/JSON → (records, rejected count, error message for ``partialSuccess``; "" if none rejected)."""
     try:
         data = orjson.loads(raw)
@@ -122,6 +149,9 @@ def parse_otlp_json(raw: bytes, now: datetime) -> tuple[list[LogRecord], int, st
         repeated = repeated_key_paths(parse_with_repeats(raw))
         if repeated:
             raise OtlpDecodeError(f"Duplicate key: {repeated[0]}")
+    count = _json_count(data)
+    if count > MAX_RECORDS_PER_REQUEST:
+        raise TooManyRecordsError(count)
     now = now.astimezone(UTC)
     records: list[LogRecord] = []
     rejected = 0
@@ -150,10 +180,20 @@ def parse_otlp_json(raw: bytes, now: datetime) -> tuple[list[LogRecord], int, st
                 continue
             for item in log_records:
                 try:
-                    records.append(_json_record(item, resource, scope, now))
+                    records.append(_json_record(item, resource, scope, now, window))
                 except _InvalidRecordError as exc:
                     rejected, first_error = rejected + 1, first_error or str(exc)
     return records, rejected, _summary(rejected, first_error)
+
+
+def _json_count(data: dict[str, Any]) -> int:
+    """How many logRecords a request holds (what is malformed counts nothing: the mapping refuses it)."""
+    count = 0
+    for resource in data.get("resourceLogs") or ():
+        for scope in (resource.get("scopeLogs") or ()) if isinstance(resource, dict) else ():
+            records = scope.get("logRecords") if isinstance(scope, dict) else None
+            count += len(records) if isinstance(records, list) else 0
+    return count
 
 
 def _list(value: Any, name: str) -> list[Any]:
@@ -164,7 +204,9 @@ def _list(value: Any, name: str) -> list[Any]:
     return value
 
 
-def _json_record(item: Any, resource: dict[str, Any], scope: tuple[str, str], now: datetime) -> LogRecord:
+def _json_record(
+    item: Any, resource: dict[str, Any], scope: tuple[str, str], now: datetime, window: Window | None
+) -> LogRecord:
     if not isinstance(item, dict):
         raise _InvalidRecordError("logRecords[] must be objects")
     get = item.get
@@ -191,21 +233,25 @@ def _json_record(item: Any, resource: dict[str, Any], scope: tuple[str, str], no
         resource,
         scope,
         now,
+        window,
     )
 
 
 def _int(value: Any, name: str) -> int:
     """An int64 of OTLP JSON: a number or a decimal string."""
+    number: int | None = None
     if type(value) is int:
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value, 10)
-        except ValueError:
-            pass
+        number = value
+    elif isinstance(value, str) and len(value) <= 21:
+        with contextlib.suppress(ValueError):
+            number = int(value, 10)
     elif isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise _InvalidRecordError(f"{name} must be an integer")
+        number = int(value)
+    if number is None:
+        raise _InvalidRecordError(f"{name} must be an integer")
+    if number not in _INT64:
+        raise _InvalidRecordError(f"{name} is out of the 64-bit range")
+    return number
 
 
 def _json_id(value: Any, name: str, length: int) -> str | None:
@@ -230,7 +276,7 @@ def _json_scope(scope: Any) -> tuple[str, str]:
     return _clean(name), _clean(version)
 
 
-def _json_attributes(values: Any) -> dict[str, Any]:
+def _json_attributes(values: Any, depth: int = 0) -> dict[str, Any]:
     if not values:
         return {}
     if not isinstance(values, list):
@@ -240,14 +286,16 @@ def _json_attributes(values: Any) -> dict[str, Any]:
         if not isinstance(kv, dict) or not isinstance(key := kv.get("key"), str):
             raise _InvalidRecordError("attributes must be key-value objects with a string key")
         value = kv.get("value")
-        out[_clean(key)] = None if value is None else _json_any(value)
+        out[_clean(key)] = None if value is None else _json_any(value, depth)
     return out
 
 
-def _json_any(value: Any) -> Any:
+def _json_any(value: Any, depth: int = 0) -> Any:
     """An OTLP JSON AnyValue as a plain JSON value."""
     if not isinstance(value, dict):
         raise _InvalidRecordError("an AnyValue must be an object")
+    if depth > _MAX_DEPTH:
+        raise _InvalidRecordError(f"values nest more than {_MAX_DEPTH} levels deep")
     if "stringValue" in value:
         text = value["stringValue"]
         if isinstance(text, str):
@@ -271,13 +319,13 @@ def _json_any(value: Any) -> Any:
     elif "kvlistValue" in value:
         kvlist = value["kvlistValue"]
         if isinstance(kvlist, dict):
-            return _json_attributes(kvlist.get("values"))
+            return _json_attributes(kvlist.get("values"), depth + 1)
     elif "arrayValue" in value:
         array = value["arrayValue"]
         if isinstance(array, dict):
             items = array.get("values") or []
             if isinstance(items, list):
-                return [_json_any(item) for item in items]
+                return [_json_any(item, depth + 1) for item in items]
     elif "bytesValue" in value:
         data = value["bytesValue"]
         if isinstance(data, str):
@@ -290,20 +338,23 @@ def _json_any(value: Any) -> Any:
 # ---------------------------------------------------------------- OTLP protobuf
 
 
-def parse_otlp_protobuf(raw: bytes, now: datetime) -> tuple[list[LogRecord], int, str]:
+def parse_otlp_protobuf(raw: bytes, now: datetime, window: Window | None = None) -> tuple[list[LogRecord], int, str]:
     """OTLP protobuf (HTTP body) → (records, rejected count, error message; "" if none rejected)."""
     request = logs_service_pb2.ExportLogsServiceRequest()
     try:
         request.ParseFromString(raw)
     except DecodeError as exc:
         raise OtlpDecodeError(f"Undecodable protobuf: {exc}") from None
-    return map_otlp_request(request, now)
+    return map_otlp_request(request, now, window)
 
 
 def map_otlp_request(
-    request: logs_service_pb2.ExportLogsServiceRequest, now: datetime
+    request: logs_service_pb2.ExportLogsServiceRequest, now: datetime, window: Window | None = None
 ) -> tuple[list[LogRecord], int, str]:
     """An already decoded request (the gRPC service gets one) → (records, rejected, error message)."""
+    count = sum(len(scope.log_records) for resource in request.resource_logs for scope in resource.scope_logs)
+    if count > MAX_RECORDS_PER_REQUEST:
+        raise TooManyRecordsError(count)
     now = now.astimezone(UTC)
     records: list[LogRecord] = []
     rejected = 0
@@ -328,6 +379,7 @@ def map_otlp_request(
                             resource,
                             scope,
                             now,
+                            window,
                         )
                     )
                 except _InvalidRecordError as exc:

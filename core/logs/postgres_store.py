@@ -80,7 +80,7 @@ _CREATE = (
     resource jsonb NOT NULL,
     scope_name text NOT NULL,
     scope_version text NOT NULL,
-    dropped_attributes integer NOT NULL,
+    dropped_attributes bigint NOT NULL,
     words tsvector NOT NULL,
     PRIMARY KEY (org_id, id)
 ) PARTITION BY RANGE (id)""",
@@ -228,7 +228,13 @@ class PostgresLogStore:
         first, last = day_of_id(max(low_id, 0)), day_of_id(high_id - 1)
         if not self._days or first < min(self._days) or last > max(self._days):
             self._days = set(await self._partitions())
-        return sorted((d for d in self._days if first <= d <= last), reverse=True)
+        if not self._days:
+            return []
+        # Every calendar day between the known ends: a day another process
+        # made between them is searched too (a day with no partition is
+        # pruned to nothing by the planner).
+        first, last = max(first, min(self._days)), min(last, max(self._days))
+        return [last - timedelta(days=n) for n in range((last - first).days + 1)]
 
     async def search(
         self, org_id: int, query: Node | None, *, low_id: int, high_id: int, limit: int

@@ -190,6 +190,37 @@ class Rejection:
         return FieldViolation(path, self.code, self.message)
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The times a record may carry: from the retention window's first UTC
+    day to a day ahead of now. A record outside is refused (as one rejected
+    record): it would be dropped at once, or a clock is far off."""
+
+    first: datetime
+    last: datetime
+
+    def refuses(self, timestamp: datetime) -> str:
+        """Why ``timestamp`` is refused ("" when it is not)."""
+        if timestamp < self.first:
+            return f"timestamp is older than the retention period (before {self.first:%Y-%m-%d})"
+        if timestamp > self.last:
+            return "timestamp is more than a day ahead of the server's clock"
+        return ""
+
+
+MAX_RECORDS_PER_REQUEST = 100_000  # within one millisecond's ids (2^20), and a bound on one request's memory
+
+
+class TooManyRecordsError(ValueError):
+    """A request with more than MAX_RECORDS_PER_REQUEST records: 413, nothing stored."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} log records in one request; at most {MAX_RECORDS_PER_REQUEST}: split the batch")
+
+    def to_error(self) -> ObserveError:
+        return ObserveError(ErrorCode.ERROR_CODE_PAYLOAD_TOO_LARGE, str(self))
+
+
 class LogBodyError(ValueError):
     """The body as a whole cannot be read: the route answers 400 VALIDATION_FAILED (or 415 when ``media``)."""
 
@@ -208,7 +239,9 @@ class _Rejected(Exception):  # noqa: N818 (a signal caught in this module, not a
         self.path, self.code, self.message = path, code, message
 
 
-def parse_api_body(raw: bytes, content_type: str, now: datetime) -> tuple[list[LogRecord], list[Rejection]]:
+def parse_api_body(
+    raw: bytes, content_type: str, now: datetime, window: Window | None = None
+) -> tuple[list[LogRecord], list[Rejection]]:
     """``POST /api/v1/logs``: one JSON object, an array of them, or NDJSON (one object a line).
 
     ``application/json`` holding several lines that are not one document is
@@ -222,6 +255,8 @@ def parse_api_body(raw: bytes, content_type: str, now: datetime) -> tuple[list[L
         items = _document(raw)
     else:
         raise LogBodyError("Send application/json or application/x-ndjson", media=True)
+    if len(items) > MAX_RECORDS_PER_REQUEST:
+        raise TooManyRecordsError(len(items))
     now = now.astimezone(UTC)
     records: list[LogRecord] = []
     rejections: list[Rejection] = []
@@ -230,7 +265,11 @@ def parse_api_body(raw: bytes, content_type: str, now: datetime) -> tuple[list[L
             rejections.append(item)
             continue
         try:
-            records.append(_api_record(item, now))
+            record = _api_record(item, now)
+            if window is not None and (outside := window.refuses(record.timestamp)):
+                code = "too_small" if record.timestamp < window.first else "too_big"
+                raise _Rejected("timestamp", code, outside[0].upper() + outside[1:])
+            records.append(record)
         except _Rejected as bad:
             rejections.append(Rejection(index, bad.path, bad.code, bad.message))
     return records, rejections

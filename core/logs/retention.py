@@ -42,6 +42,9 @@ class LogRetention:
             self._task = None
 
     async def sweep(self) -> int:
+        # open() also makes tomorrow's partition (PostgreSQL) now, not in the
+        # first write after midnight under a lock that queues behind reads.
+        await self.store.open()
         dropped = await self.store.drop_days_before(first_kept_day(self.retention_days))
         self.dropped_days += dropped
         if dropped:

@@ -17,23 +17,21 @@ from typing import Any
 
 import orjson
 from google.protobuf import json_format, struct_pb2
-from google.rpc import code_pb2, status_pb2
 from observe.v1 import logs_pb2, logs_pb2_grpc
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from core import clock
-from core.accounts.plans import PlanBook, current_month
+from core.accounts.plans import PlanBook
 from core.errors import ErrorCode, FieldViolation, ObserveError, Violations, validation_failed
 from core.logs import otlp
 from core.logs.match import compile_matcher
 from core.logs.query import QueryError, parse
-from core.logs.records import LogBodyError, LogRecord, batch_size, parse_api_body
+from core.logs.records import LogBodyError, LogRecord, TooManyRecordsError, batch_size, parse_api_body
 from core.logs.store import LogStore, StoredRecord, id_ceiling, id_floor
 from core.logs.tail import TailBroker
 from core.logs.writer import LogWriter
 from core.rpc import caps, paging
 from core.rpc.context import CallContext, Principal
-from core.storage import tables as t
 from core.storage.db import Database
 
 CURSOR_KIND = "l"
@@ -67,57 +65,31 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
         await asyncio.shield(task)
 
     async def _cap_and_write(self, principal: Principal, records: Sequence[LogRecord]) -> None:
+        self.writer.check_room(len(records))  # refused before anything is counted
         size = batch_size(records)
         org_id = principal.org_id
-        await self._reserve_plan_bytes(org_id, size)
+        month = await self.plans.reserve_log_bytes(self.db, org_id, size)
         try:
-            await caps.consume_log_bytes(self.db, principal, size)
+            day = await caps.consume_log_bytes(self.db, principal, size)
         except BaseException:
-            await self.plans.add_usage(self.db, org_id, log_bytes=-size)
+            await self.plans.add_usage(self.db, org_id, log_bytes=-size, month=month)
             raise
         try:
             await self.writer.submit(org_id, records)
         except BaseException:
-            await caps.refund_log_bytes(self.db, principal, size)
-            await self.plans.add_usage(self.db, org_id, log_bytes=-size)
+            # Given back where they were counted, also past midnight.
+            await caps.refund_log_bytes(self.db, principal, size, day)
+            await self.plans.add_usage(self.db, org_id, log_bytes=-size, month=month)
             raise
-
-    async def _reserve_plan_bytes(self, org_id: int, size: int) -> None:
-        """Adds ``size`` to the month's log bytes unless that would pass the
-        plan (then PLAN_LIMIT_LOG_BYTES), in one conditional statement: a
-        check before the write and an add after it let concurrent requests
-        all pass (16 at once took 8 to 11 where 4 fit). Belongs in PlanBook
-        (a ``reserve`` beside ``require``) once that module is touched."""
-        plan, used = await self.plans.usage(self.db, org_id)
-        limit = self.plans.limits(plan).monthly_log_bytes
-        if limit is None:
-            await self.plans.add_usage(self.db, org_id, log_bytes=size)
-            return
-        added = t.org_usage.c.log_bytes + size
-        stmt = (
-            self.db.upsert(t.org_usage)
-            .values(org_id=org_id, month=current_month(), checks=0, log_bytes=size)
-            .on_conflict_do_update(
-                index_elements=[t.org_usage.c.org_id, t.org_usage.c.month],
-                set_={"log_bytes": added},
-                where=added <= limit,
-            )
-            .returning(t.org_usage.c.log_bytes)
-        )
-        if size <= limit:
-            async with self.db.write() as conn:
-                if (await conn.execute(stmt)).first() is not None:
-                    return
-        raise ObserveError(
-            ErrorCode.ERROR_CODE_PLAN_LIMIT_LOG_BYTES,
-            f"the {plan} plan allows {limit} monthly log bytes; {used.monthly_log_bytes} were used",
-        )
 
     async def IngestLogs(self, request: logs_pb2.IngestLogsRequest, ctx: CallContext) -> logs_pb2.IngestLogsResponse:
         principal = ctx.require_principal()
+        now = clock.precise_now()
         try:
-            records, rejections = parse_api_body(request.body.data, request.body.content_type, clock.precise_now())
-        except LogBodyError as exc:
+            records, rejections = parse_api_body(
+                request.body.data, request.body.content_type, now, self.writer.ids.window(now)
+            )
+        except (LogBodyError, TooManyRecordsError) as exc:
             raise exc.to_error() from None
         if not records:
             if not rejections:
@@ -143,22 +115,16 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
                 ErrorCode.ERROR_CODE_UNSUPPORTED_MEDIA_TYPE, "Send application/x-protobuf or application/json"
             )
         binary = media == PROTOBUF
+        now = clock.precise_now()
         try:
             decode = otlp.parse_otlp_protobuf if binary else otlp.parse_otlp_json
-            records, rejected, message = decode(request.body.data, clock.precise_now())
+            records, rejected, message = decode(request.body.data, now, self.writer.ids.window(now))
         except otlp.OtlpDecodeError as exc:
-            err = validation_failed([FieldViolation("", "invalid_type", str(exc))])
-            if binary:  # OTLP: a protobuf request gets a google.rpc.Status body
-                status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc))
-                err.page = (PROTOBUF, status.SerializeToString())
-            raise err from None
-        try:
-            await self._ingest(principal, records)
-        except ObserveError as err:
-            if binary:
-                status = status_pb2.Status(code=err.info.grpc_status.value[0], message=err.message)
-                err.page = (PROTOBUF, status.SerializeToString())
-            raise
+            raise validation_failed([FieldViolation("", "invalid_type", str(exc))]) from None
+        except TooManyRecordsError as exc:
+            raise exc.to_error() from None
+        # Errors of a protobuf request go back as a google.rpc.Status (the gateway, for every route).
+        await self._ingest(principal, records)
         reply = _export_response(rejected, message)
         if binary:
             body = reply.SerializeToString()
@@ -174,7 +140,11 @@ class LogService(logs_pb2_grpc.LogServiceServicer):
     ) -> logs_service_pb2.ExportLogsServiceResponse:
         """OTLP/gRPC: opentelemetry.proto.collector.logs.v1.LogsService/Export."""
         principal = ctx.require_principal()
-        records, rejected, message = otlp.map_otlp_request(request, clock.precise_now())
+        now = clock.precise_now()
+        try:
+            records, rejected, message = otlp.map_otlp_request(request, now, self.writer.ids.window(now))
+        except TooManyRecordsError as exc:
+            raise exc.to_error() from None
         await self._ingest(principal, records)
         return _export_response(rejected, message)
 

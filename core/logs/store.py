@@ -8,9 +8,10 @@ is one more module with these five methods; ingest, search, tail and log
 alerts never look past them.
 
 Record ids: a record's id is ``(ms << 20) | seq`` where ``ms`` is its time in
-milliseconds since the epoch (clamped into the retention window, see
-``filing_ms``) and ``seq`` 20 bits from a per-process counter that starts at
-a random value. Ids therefore sort by time, a time range is an id range
+milliseconds since the epoch (ingest refuses times outside ``IdSource.window``:
+older than retention or more than a day ahead) and ``seq`` 20 bits from a
+per-process counter that starts at a random value and never wraps inside a
+batch (a request holds at most 100,000 records). Ids therefore sort by time, a time range is an id range
 (partition pruning and newest-first scans both come from the primary key),
 and a cursor is the last id. Two records only collide when they carry the
 same millisecond and ``seq`` values 2^20 apart in one process's counter (or
@@ -27,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from core.logs.query import Node
-from core.logs.records import LogRecord
+from core.logs.records import LogRecord, Window
 
 SEQ_BITS = 20
 SEQ_MASK = (1 << SEQ_BITS) - 1
@@ -92,22 +93,16 @@ class IdSource:
         self.retention_days = retention_days
         self._seq = random.getrandbits(SEQ_BITS)
 
-    def bounds_ms(self, now: datetime) -> tuple[int, int]:
-        """The filing window in milliseconds: the retention window's first
-        UTC day, and ``now + FUTURE_SLACK``."""
+    def window(self, now: datetime) -> Window:
+        """The times records may carry: the retention window's first UTC day
+        to ``now + FUTURE_SLACK`` (ingest refuses others, one by one)."""
         first_day = (now - timedelta(days=self.retention_days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        return ms_of(first_day), ms_of(now + FUTURE_SLACK)
-
-    def filing_ms(self, record: LogRecord, now: datetime) -> int:
-        """The millisecond a record is filed at: its time, clamped into
-        :meth:`bounds_ms`, so a clock decades off still lands in a partition
-        the sweeper knows."""
-        low, high = self.bounds_ms(now)
-        return min(max(ms_of(record.timestamp), low), high)
+        return Window(first_day, now + FUTURE_SLACK)
 
     def assign(self, records: Sequence[tuple[int, LogRecord]], now: datetime) -> list[Row]:
         """Ids for ``(org_id, record)`` pairs, in order."""
-        low, high = self.bounds_ms(now)
+        window = self.window(now)  # ingest refused what lies outside; the clamp only guards the id's range
+        low, high = ms_of(window.first), ms_of(window.last)
         rows: list[Row] = []
         seq = self._seq
         if seq + len(records) > SEQ_MASK:

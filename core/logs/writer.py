@@ -83,13 +83,7 @@ class LogWriter:
         stopping, or the store failed (then nothing of them was stored)."""
         if not records:
             return []
-        if self._stopping or self._task is None:
-            raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the server is shutting down", retry_after=1)
-        if self._pending_records + len(records) > self.capacity and self._pending_records:
-            self.records["refused_busy"] += len(records)
-            raise ObserveError(
-                ErrorCode.ERROR_CODE_UNAVAILABLE, "log ingest is busy: retry after the delay", retry_after=1
-            )
+        self.check_room(len(records))
         submission = _Submission(org_id, records)
         self._pending.append(submission)
         self._pending_records += len(records)
@@ -97,6 +91,17 @@ class LogWriter:
         # Shielded: a client that leaves does not un-write its records, and
         # the loop resolves the future either way.
         return await asyncio.shield(submission.future)
+
+    def check_room(self, count: int) -> None:
+        """Raises 503 UNAVAILABLE (Retry-After) unless ``count`` records may be
+        queued now; callers ask before counting caps, ``submit`` asks again."""
+        if self._stopping or self._task is None:
+            raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the server is shutting down", retry_after=1)
+        if self._pending_records + count > self.capacity and self._pending_records:
+            self.records["refused_busy"] += count
+            raise ObserveError(
+                ErrorCode.ERROR_CODE_UNAVAILABLE, "log ingest is busy: retry after the delay", retry_after=1
+            )
 
     def _take(self) -> list[_Submission]:
         """Whole submissions up to MAX_BATCH records (at least one)."""
@@ -125,6 +130,12 @@ class LogWriter:
         try:
             rows = await self._write(pairs)
         except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, ObserveError) and unavailable(exc) is None:
+                # Not the store being down: one request's records may be what
+                # it refuses. Each request alone, so only that one fails.
+                for submission in batch:
+                    await self._flush([submission])
+                return
             log_round_failure(log, "log batch", exc)
             answer = exc if isinstance(exc, ObserveError) else unavailable(exc)
             if answer is None:

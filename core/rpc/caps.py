@@ -8,7 +8,7 @@ orders them, and a call whose update matches no row was over the cap.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func
 
@@ -25,9 +25,11 @@ def seconds_to_midnight(now: datetime | None = None) -> int:
     return max(1, int((midnight - now).total_seconds() + 0.999))
 
 
-async def _spend(db: Database, token_id: int, column: str, amount: int, limit: int | None) -> bool:
+async def _spend(
+    db: Database, token_id: int, column: str, amount: int, limit: int | None, today: date | None = None
+) -> bool:
     """Adds ``amount`` to today's ``column`` unless that would pass ``limit``."""
-    today = datetime.now(UTC).date()
+    today = today or datetime.now(UTC).date()
     used = t.token_usage.c[column]
     values = {"token_id": token_id, "day": today, "mutations": 0, "log_bytes": 0, column: amount}
     stmt = db.upsert(t.token_usage).values(**values)
@@ -60,26 +62,29 @@ async def count_mutation(db: Database, principal: Principal) -> None:
         raise _exceeded("dailyMutationLimit", limit)
 
 
-async def consume_log_bytes(db: Database, principal: Principal, size: int) -> None:
+async def consume_log_bytes(db: Database, principal: Principal, size: int) -> date:
     """Counts ``size`` ingested log bytes against the PAT's dailyLogBytesLimit
-    (all or nothing: a batch that would pass the cap is refused whole)."""
+    (all or nothing: a batch that would pass the cap is refused whole);
+    returns the UTC day they were counted on (what a refund gives back to)."""
+    today = datetime.now(UTC).date()
     if principal.pat_id is None or size <= 0:
-        return
+        return today
     limit = principal.daily_log_bytes_limit
-    if not await _spend(db, principal.token_id, "log_bytes", size, limit):
+    if not await _spend(db, principal.token_id, "log_bytes", size, limit, today):
         assert limit is not None
         raise _exceeded("dailyLogBytesLimit", limit)
+    return today
 
 
-async def refund_log_bytes(db: Database, principal: Principal, size: int) -> None:
-    """Gives back bytes counted by :func:`consume_log_bytes` for records that
-    were then not stored (the write failed)."""
+async def refund_log_bytes(db: Database, principal: Principal, size: int, day: date) -> None:
+    """Gives back bytes counted by :func:`consume_log_bytes` on ``day`` for
+    records that were then not stored (the write failed, maybe after midnight)."""
     if principal.pat_id is None or size <= 0:
         return
     used = t.token_usage.c.log_bytes
     stmt = (
         t.token_usage.update()
-        .where(t.token_usage.c.token_id == principal.token_id, t.token_usage.c.day == datetime.now(UTC).date())
+        .where(t.token_usage.c.token_id == principal.token_id, t.token_usage.c.day == day)
         .values(log_bytes=func.max(used - size, 0) if db.is_sqlite else func.greatest(used - size, 0))
     )
     async with db.write() as conn:
