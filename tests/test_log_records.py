@@ -122,6 +122,7 @@ def test_api_array_keeps_good_records_and_names_bad_ones():
             {"message": "x", "service": 5},
             {"message": "x", "service": "s" * 257},
             "not an object",
+            {"message": "x", "level": {}},  # unhashable: once a 500
             {"message": "last", "traceId": "0" * 32, "spanId": "0" * 16},
         ]
     )
@@ -151,10 +152,11 @@ def test_api_array_keeps_good_records_and_names_bad_ones():
         (20, "service", "invalid_type"),
         (21, "service", "too_big"),
         (22, "", "invalid_type"),
+        (23, "level", "invalid_type"),
     ]
     assert rejected[6].message == "Expected one of trace, debug, info, warn, error, fatal"
     assert rejected[11].violation().path == "[12].traceId"
-    assert rejected[-1].violation().path == "[22]"
+    assert rejected[-2].violation().path == "[22]"
 
 
 def test_api_multibyte_message_limit_counts_bytes():

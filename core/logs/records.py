@@ -338,7 +338,7 @@ def _api_record(item: Any, now: datetime) -> LogRecord:
     level = item.get("level")
     if level is None:
         level = "info"
-    elif level not in SEVERITY_OF_LEVEL:
+    elif not isinstance(level, str) or level not in SEVERITY_OF_LEVEL:  # (a dict is unhashable: no `in` first)
         code = "invalid_enum_value" if isinstance(level, str) else "invalid_type"
         raise _Rejected("level", code, f"Expected one of {_LEVEL_CHOICES}")
     service = item.get("service")

@@ -207,11 +207,11 @@ class LogAlert(_message.Message):
     """An alert e-mail is set."""
     @_builtins.property
     def last_triggered_at(self) -> _timestamp_pb2.Timestamp:
-        """When it last opened an incident."""
+        """When it last opened an incident; null if it never has."""
 
     @_builtins.property
     def last_evaluated_at(self) -> _timestamp_pb2.Timestamp:
-        """When it was last evaluated."""
+        """When it was last evaluated; null before its first evaluation."""
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
