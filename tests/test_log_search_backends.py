@@ -114,7 +114,7 @@ def test_every_case_on_every_engine(backend: str, tmp_path: Path) -> None:
             older = await store.search(org, None, low_id=low, high_id=id_ceiling(middle), limit=100)
             assert "".join(sorted(by_id[str(r.id)] for r in older)) == "abcde"
             newer = await store.search(org, None, low_id=id_floor(middle), high_id=high, limit=100)
-            assert "".join(sorted(by_id[str(r.id)] for r in newer)) == "efghijk"
+            assert "".join(sorted(by_id[str(r.id)] for r in newer)) == ALL[ALL.index("e") :]
 
             # The other org sees only its own record.
             theirs = await store.search(other, parse("refused"), low_id=low, high_id=high, limit=100)

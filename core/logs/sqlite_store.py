@@ -3,10 +3,25 @@
 Layout: ``logs_YYYYMMDD`` holds a day's records (rowid = record id, so rows
 are stored in time order and a time range is a rowid range), and
 ``logs_YYYYMMDD_fts`` is an external-content FTS5 index of their messages
-(``unicode61 remove_diacritics 0``: the tokens of ``message_tokens``;
-``columnsize=0``: no ranking is ever asked of it). Records are never updated
+(``columnsize=0``: no ranking is ever asked of it). Records are never updated
 and days go whole, so the index is written beside the rows in the same
 transaction and never needs delete bookkeeping; retention is ``DROP TABLE``.
+
+Tokens: what is indexed is not the message but ``" ".join(message_tokens(
+message))`` (``indexed_text``; an ASCII message as it is, which ``ascii``
+splits the same way) with ``tokenize='ascii'``, so each token of the query
+language (``core.logs.query.message_tokens``: runs of letters and digits,
+``str.lower``) is exactly one FTS5 token: ``ascii`` splits only at ASCII
+punctuation and space, and treats every non-ASCII code point as part of a
+token. FTS5's own ``unicode61`` disagreed with Python on decomposed accents,
+private-use characters, ``İ``, the final sigma and letters newer than
+Unicode 6.1. The index's text thus differs from the content table's
+``message`` column, which is safe only because the store never asks FTS5 for
+it: no column of the FTS table is ever read (only ``rowid``, joined to the
+day table), no row is ever deleted or updated through it (that would
+re-tokenise the stored message), and it is never rebuilt or integrity-checked
+(``'rebuild'``, ``'integrity-check'``). Anyone adding one of those must switch
+to a contentless table (``content=''``) first.
 
 Queries: the AST compiles to one SQL condition on the day table; a message
 word or phrase is an FTS5 phrase (``"connection refused"``, ``"time"*``).
@@ -34,7 +49,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from core.logs.query import And, Attr, Field, Level, Node, Not, Or, Text
+from core.logs.query import And, Attr, Field, Level, Node, Not, Or, Text, message_tokens
 from core.logs.records import from_micros, micros, record_of
 from core.logs.store import IdCollisionError, Row, StoredRecord, day_bounds, day_of_id
 
@@ -90,6 +105,15 @@ def _stored(values: tuple[Any, ...]) -> StoredRecord:
         orjson.loads(attrs) if attrs else {}, orjson.loads(res) if res else {}, sname, sver, dropped,
     )  # fmt: skip
     return StoredRecord(rid, org_id, record)
+
+
+def indexed_text(message: str) -> str:
+    """What the FTS index is given for a message: its tokens, one space
+    apart (see the module docstring). An ASCII message as it is: ``ascii``
+    splits it exactly as ``message_tokens`` does (runs of ASCII letters and
+    digits, lower-cased), and ``isascii`` is a flag CPython keeps on the
+    string, so the common case costs no Python tokenising at all."""
+    return message if message.isascii() else " ".join(message_tokens(message))
 
 
 # ---------------------------------------------------------------- query compilation
@@ -292,7 +316,7 @@ class SqliteLogStore:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_service ON {table} (org_id, service, id)")
         conn.execute(
             f"CREATE VIRTUAL TABLE IF NOT EXISTS {table}_fts USING fts5(message, content='{table}',"
-            " content_rowid='id', tokenize='unicode61 remove_diacritics 0', columnsize=0)"
+            " content_rowid='id', tokenize='ascii', columnsize=0)"
         )
 
     async def write(self, rows: Sequence[Row]) -> None:
@@ -321,7 +345,7 @@ class SqliteLogStore:
                     )
                     conn.executemany(
                         f"INSERT INTO {table}_fts (rowid, message) VALUES (?, ?)",
-                        [(r.id, r.record.message) for r in day_rows],
+                        [(r.id, indexed_text(r.record.message)) for r in day_rows],
                     )
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
