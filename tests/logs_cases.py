@@ -65,6 +65,16 @@ _DATA: dict[str, tuple[str, str | None, int, dict[str, Any], dict[str, Any], str
         None,
         None,
     ),
+    # Numbers JSON writes exactly and SQLite's REAL would not (15 digits).
+    "m": (
+        "float attributes",
+        None,
+        9,
+        {"f": 0.30000000000000004, "z": -0.0, "tiny": 1e-7, "big": 2**53 + 1, "u64": 2**64 - 1},
+        {"e": 1e20},
+        None,
+        None,
+    ),
 }
 # The other org's record: no query of org 1 ever finds it.
 OTHER_ORG_MESSAGE = ("Connection refused", "api", 17)
@@ -106,7 +116,7 @@ def records(base: datetime | None = None) -> dict[str, LogRecord]:
     return out
 
 
-ALL = "abcdefghijkl"
+ALL = "abcdefghijklm"
 
 # (query, the names it finds). Order does not matter here: engines return
 # newest first, which the test checks separately.
@@ -167,8 +177,8 @@ CASES: list[tuple[str, str]] = [
     ("service:API", ""),
     ("service:api*", "abghik"),
     ("service:*", "abcdeghijk"),
-    ("-service:*", "fl"),
-    ("-service:api", "cdefgjl"),
+    ("-service:*", "flm"),
+    ("-service:api", "cdefgjlm"),
     (f"traceId:{TRACE_A}", "a"),
     (f"traceId:{TRACE_A.upper()}", "a"),
     (f"traceId:{TRACE_A[:8]}*", "a"),
@@ -180,8 +190,8 @@ CASES: list[tuple[str, str]] = [
     ("level:fatal", "h"),
     ("level>=warn", "abdhj"),
     ("level>warn", "adh"),
-    ("level<warn", "cefgkl"),
-    ("level<=info", "cefgkl"),
+    ("level<warn", "cefgklm"),
+    ("level<=info", "cefgklm"),
     ("level:debug", "e"),
     ("-level:info", "abdehij"),
     # attributes: record or resource, exact and case-sensitive, as text
@@ -203,7 +213,19 @@ CASES: list[tuple[str, str]] = [
     ("attr.user_id:42", "k"),
     ('attr.user_id:"42"', "k"),
     ("attr.missing:*", ""),
-    ("-attr.user:alice", "bdefghijkl"),
+    ("-attr.user:alice", "bdefghijklm"),
+    # numbers as JSON writes them: every digit, the sign of zero, exponents (record m)
+    ("attr.f:0.30000000000000004", "m"),
+    ("attr.f:0.3", ""),
+    ("attr.f:0.3000000000000000*", "m"),
+    ("attr.z:-0.0", "m"),
+    ("attr.tiny:1e-7", "m"),
+    ("attr.tiny:1.0e-07", ""),
+    ("attr.big:9007199254740993", "m"),
+    ("attr.big:9007199254740992", ""),
+    ("attr.u64:18446744073709551615", "m"),
+    ("attr.e:1e+20", "m"),
+    ("attr.e:1e20", ""),
     # boolean structure
     ("service:api level:error", "a"),
     ("service:api AND level:error", "a"),
@@ -231,4 +253,4 @@ BAD_QUERIES: list[tuple[str, int]] = [
 ]
 
 # Counts per service over the whole dataset (count(group_by="service")).
-COUNT_BY_SERVICE: dict[str | None, int] = {"api": 5, "auth": 2, "worker": 2, "api-gateway": 1, None: 2}
+COUNT_BY_SERVICE: dict[str | None, int] = {"api": 5, "auth": 2, "worker": 2, "api-gateway": 1, None: 3}

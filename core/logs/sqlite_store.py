@@ -29,7 +29,11 @@ When the query's top level holds words (a word, a phrase, or an AND with
 some), the search is driven by the index, newest rowid first, so a common
 word stops at the page's last record instead of collecting every match; the
 other terms filter what it yields. Without words it walks ``(org_id, id)``
-backwards. Days are read newest first until the page is full.
+backwards. Days are read newest first until the page is full. An attribute
+number is compared as the JSON text orjson wrote (``0.30000000000000004``,
+``-0.0``, ``1e-7``, ``18446744073709551615``), read with ``->`` at the
+element's path, never through SQLite's REAL (15 significant digits); ``->``
+needs SQLite 3.38 or later, which ``open`` checks.
 
 SQLite runs on threads of its own (one writer connection, a few readers), so
 a batch being indexed never stalls the event loop; Python's sqlite3 lets
@@ -57,6 +61,7 @@ T = TypeVar("T")
 
 _DAY_TABLE = re.compile(r"logs_(\d{8})")
 READERS = 2
+MIN_SQLITE = (3, 38)  # JSON's -> operator
 _COLUMNS = (
     "id, org_id, ts, observed, severity, severity_text, message, service, trace_id, span_id,"
     " attributes, resource, scope_name, scope_version, dropped"
@@ -159,14 +164,12 @@ class _Compiler:
             column = f"r.{_FIELD_COLUMNS[node.name]}"
             return _text_test(column, node.value, node.prefix, self._p)
         if isinstance(node, Attr):
-            key = self._p(node.key)
-            test = _attr_test(node, self._p)
-            key2 = self._p(node.key)
-            test2 = _attr_test(node, self._p)
-            return (
-                f"(EXISTS (SELECT 1 FROM json_each(r.attributes) j WHERE j.key = {key} AND {test})"
-                f" OR EXISTS (SELECT 1 FROM json_each(r.resource) j WHERE j.key = {key2} AND {test2}))"
-            )
+            tests = []
+            for column in ("r.attributes", "r.resource"):
+                key = self._p(node.key)
+                test = _attr_test(column, node, self._p)
+                tests.append(f"EXISTS (SELECT 1 FROM json_each({column}) j WHERE j.key = {key} AND {test})")
+            return f"({tests[0]} OR {tests[1]})"
         if isinstance(node, Level):
             return f"r.severity BETWEEN {self._p(node.low)} AND {self._p(node.high)}"
         if isinstance(node, Not):
@@ -184,18 +187,25 @@ def _text_test(column: str, value: str, prefix: bool, p: Callable[[Any], str]) -
     return f"({column} IS NOT NULL AND {column} = {p(value)})"
 
 
-# An attribute's value as the query compares it: JSON strings as they are,
-# numbers and booleans as JSON writes them; arrays, maps and null: NULL.
-_ATTR_TEXT = (
-    "(CASE j.type WHEN 'text' THEN j.value WHEN 'integer' THEN CAST(j.value AS TEXT)"
-    " WHEN 'real' THEN CAST(j.value AS TEXT) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END)"
-)
+def _attr_text(column: str) -> str:
+    """An attribute's value as the query compares it: JSON strings as they
+    are, numbers and booleans as JSON (orjson) wrote them; arrays, maps and
+    null: NULL. A number is its JSON text (``->`` at the element's path), not
+    ``j.value``: that is a REAL, which SQLite prints with 15 significant
+    digits (``0.30000000000000004`` as ``0.3``, ``-0.0`` as ``0.0``, ``1e-7``
+    as ``1.0e-07``), and an integer past 2^63 is a REAL too. The path is
+    ``$."key"`` for any key the query language can name (letters, digits,
+    ``_ . - /``), so it needs no escaping."""
+    return (
+        f"(CASE j.type WHEN 'text' THEN j.value WHEN 'integer' THEN {column} -> j.fullkey"
+        f" WHEN 'real' THEN {column} -> j.fullkey WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END)"
+    )
 
 
-def _attr_test(node: Attr, p: Callable[[Any], str]) -> str:
+def _attr_test(column: str, node: Attr, p: Callable[[Any], str]) -> str:
     if node.prefix and not node.value:  # attr.k:* — present, not null, not ""
         return "j.type != 'null' AND NOT (j.type = 'text' AND j.value = '')"
-    return _text_test(_ATTR_TEXT, node.value, node.prefix, p)
+    return _text_test(_attr_text(column), node.value, node.prefix, p)
 
 
 def _split(node: Node | None) -> tuple[str | None, list[Node]]:
@@ -278,6 +288,12 @@ class SqliteLogStore:
     # -- LogStore
 
     async def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"the SQLite log store needs SQLite {'.'.join(map(str, MIN_SQLITE))} or later"
+                f" (Python's sqlite3 has {sqlite3.sqlite_version})"
+            )
+
         def load() -> set[date]:
             conn = self._connection()
             names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'logs_%'")
