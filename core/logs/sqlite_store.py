@@ -235,7 +235,7 @@ def _compile(day: date, node: Node | None, org_id: int, low: int, high: int, sel
     params = compiler.params
     if words is not None:
         sql = (
-            f"SELECT {select} FROM {fts} JOIN {table} r ON r.id = {fts}.rowid"
+            f"SELECT {select} FROM {fts} CROSS JOIN {table} r ON r.id = {fts}.rowid"
             f" WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ? AND r.org_id = ?"
         )
         head: list[Any] = [words, low, high, org_id]
