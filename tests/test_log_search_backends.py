@@ -121,3 +121,53 @@ def test_every_case_on_every_engine(backend: str, tmp_path: Path) -> None:
             assert [r.record.message for r in theirs] == [OTHER_ORG_MESSAGE[0]]
 
     asyncio.run(run())
+
+
+def test_a_slow_sqlite_read_ends_at_its_deadline_or_when_its_caller_leaves(tmp_path: Path) -> None:
+    """A search or count past ``read_timeout_ms`` is 503 UNAVAILABLE (as a
+    PostgreSQL read past its statement timeout), and one whose caller is
+    cancelled stops: both reader threads are free again at once. The slow
+    query: 100 attribute terms, each a walk of 20 keys, on 8,000 records
+    (about 2 s to the end on a quiet machine)."""
+    from core.errors import ErrorCode, ObserveError
+    from core.logs.sqlite_store import READERS, SqliteLogStore
+
+    slow = parse(" OR ".join(f"attr.k{n}:v" for n in range(100)))
+    path = str(tmp_path / "logs.db")
+
+    async def run() -> None:
+        now = datetime.now(UTC)
+        attributes = {f"key{k}": f"value {k}" for k in range(20)}
+        rows = IdSource(retention_days=14).assign(
+            [(1, record(f"m {n}", "api", 9, now, attributes=attributes)) for n in range(8000)], now
+        )
+        low, high = id_floor(now - timedelta(hours=1)), id_ceiling(now)
+        timed = SqliteLogStore(path, read_timeout_ms=100)
+        patient = SqliteLogStore(path, read_timeout_ms=0)
+        await timed.open()
+        try:
+            await timed.write(rows)
+            await patient.open()  # it learns the days there are
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ObserveError) as caught:
+                await timed.count(1, slow, low_id=low, high_id=high)
+            assert caught.value.code == ErrorCode.ERROR_CODE_UNAVAILABLE
+            assert caught.value.retry_after == 1
+            assert asyncio.get_running_loop().time() - started < 1.0
+            # A quick read is not affected by the deadline.
+            assert len(await timed.search(1, None, low_id=low, high_id=high, limit=5)) == 5
+
+            # Every reader busy with the slow query, then the callers leave.
+            calls = [asyncio.create_task(patient.count(1, slow, low_id=low, high_id=high)) for _ in range(READERS)]
+            await asyncio.sleep(0.1)
+            for call in calls:
+                call.cancel()
+            started = asyncio.get_running_loop().time()
+            assert len(await patient.search(1, None, low_id=low, high_id=high, limit=5)) == 5
+            assert asyncio.get_running_loop().time() - started < 0.5
+            assert all(call.cancelled() for call in calls)
+        finally:
+            await timed.close()
+            await patient.close()
+
+    asyncio.run(run())

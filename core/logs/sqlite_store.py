@@ -37,7 +37,11 @@ needs SQLite 3.38 or later, which ``open`` checks.
 
 SQLite runs on threads of its own (one writer connection, a few readers), so
 a batch being indexed never stalls the event loop; Python's sqlite3 lets
-other threads run while SQLite works.
+other threads run while SQLite works. A search or count has a deadline
+(``read_timeout_ms``, the PostgreSQL reads' statement timeout): a progress
+handler aborts it past the deadline with the same 503 UNAVAILABLE, and a
+caller that goes away (its task cancelled) interrupts its query, so a full
+scan of many days cannot hold a reader thread for minutes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import asyncio
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
@@ -56,12 +61,18 @@ import orjson
 from core.logs.query import And, Attr, Field, Level, Node, Not, Or, Text, message_tokens
 from core.logs.records import from_micros, micros, record_of
 from core.logs.store import IdCollisionError, Row, StoredRecord, day_bounds, day_of_id
+from core.storage.db import read_timed_out
 
 T = TypeVar("T")
 
 _DAY_TABLE = re.compile(r"logs_(\d{8})")
 READERS = 2
 MIN_SQLITE = (3, 38)  # JSON's -> operator
+DEFAULT_READ_TIMEOUT_MS = 10_000
+# SQLite virtual-machine steps between two looks at a read's deadline: a
+# look is a call into Python (it takes the GIL); SQLite runs some 20-30
+# million steps a second, so a read is stopped within about 5 ms of it.
+PROGRESS_STEPS = 100_000
 _COLUMNS = (
     "id, org_id, ts, observed, severity, severity_text, message, service, trace_id, span_id,"
     " attributes, resource, scope_name, scope_version, dropped"
@@ -252,11 +263,37 @@ def _compile(day: date, node: Node | None, org_id: int, low: int, high: int, sel
 # ---------------------------------------------------------------- the store
 
 
-class SqliteLogStore:
-    """See the module docstring."""
+class _ReadCall:
+    """One search or count on a reader thread: its deadline, and the
+    connection it runs on while it runs (for :meth:`cancel`)."""
 
-    def __init__(self, path: str) -> None:
+    __slots__ = ("cancelled", "conn", "deadline", "lock")
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else float("inf")
+        self.cancelled = False
+        self.conn: sqlite3.Connection | None = None
+        self.lock = threading.Lock()
+
+    def over(self) -> bool:
+        """The progress handler: true aborts the running statement."""
+        return self.cancelled or time.monotonic() > self.deadline
+
+    def cancel(self) -> None:
+        """The caller went away: stop the statement now (a later one sees ``cancelled``)."""
+        with self.lock:
+            self.cancelled = True
+            if self.conn is not None:
+                self.conn.interrupt()
+
+
+class SqliteLogStore:
+    """See the module docstring. ``read_timeout_ms``: a search's or count's
+    deadline (0: none), the PostgreSQL reads' statement timeout."""
+
+    def __init__(self, path: str, read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS) -> None:
         self.path = path
+        self.read_timeout_ms = max(0, read_timeout_ms)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="logs-sqlite-write")
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="logs-sqlite-read")
         self._local = threading.local()
@@ -284,6 +321,36 @@ class SqliteLogStore:
 
     async def _on(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Runs ``work`` on a reader under the read deadline: past it, 503
+        UNAVAILABLE (``read_timed_out``); the awaiting task cancelled, the
+        running statement is interrupted and the thread is free again."""
+        call = _ReadCall(self.read_timeout_ms)
+
+        def run() -> T:
+            conn = self._connection()
+            with call.lock:
+                if call.cancelled:
+                    raise asyncio.CancelledError
+                call.conn = conn
+            conn.set_progress_handler(call.over, PROGRESS_STEPS)
+            try:
+                return work(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT and call.over():
+                    raise read_timed_out() from None
+                raise
+            finally:
+                with call.lock:
+                    call.conn = None
+                conn.set_progress_handler(None, 0)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
 
     # -- LogStore
 
@@ -388,8 +455,7 @@ class SqliteLogStore:
     ) -> list[StoredRecord]:
         days = self._days_between(low_id, high_id)
 
-        def search() -> list[StoredRecord]:
-            conn = self._connection()
+        def search(conn: sqlite3.Connection) -> list[StoredRecord]:
             found: list[StoredRecord] = []
             for day in days:
                 low, high = day_bounds(day)
@@ -405,7 +471,7 @@ class SqliteLogStore:
                     break
             return found
 
-        return await self._on(self._readers, search)
+        return await self._read(search)
 
     async def count(
         self, org_id: int, query: Node | None, *, low_id: int, high_id: int, group_by: str = ""
@@ -413,8 +479,7 @@ class SqliteLogStore:
         days = self._days_between(low_id, high_id)
         grouped = group_by == "service"
 
-        def count() -> dict[str | None, int]:
-            conn = self._connection()
+        def count(conn: sqlite3.Connection) -> dict[str | None, int]:
             totals: dict[str | None, int] = {}
             for day in days:
                 low, high = day_bounds(day)
@@ -431,7 +496,7 @@ class SqliteLogStore:
                         raise
             return totals
 
-        return await self._on(self._readers, count)
+        return await self._read(count)
 
     async def drop_days_before(self, day: date) -> int:
         old = sorted(d for d in self._days if d < day)
