@@ -11,10 +11,12 @@ tens of megabytes a default loopback socket would soak up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -25,6 +27,12 @@ import orjson
 import pytest
 from observe.v1 import logs_pb2, logs_pb2_grpc
 
+from core.errors import ErrorCode, ObserveError
+from core.logs.match import compile_matcher
+from core.logs.query import parse
+from core.logs.records import record_of
+from core.logs.store import Row, StoredRecord
+from core.logs.tail import MAX_TAILS, MAX_TAILS_PER_ORG, QUEUE_RECORDS, TailBroker
 from tests.conftest import PG_URL, REDIS_URL, Persona, Server, register, start_server, stop_server
 from tests.polling import wait_for
 
@@ -236,20 +244,20 @@ def test_a_bad_tail_query_is_400_naming_the_position(tail_server: Server, person
 
 def test_a_client_that_never_reads_is_dropped_and_ingest_carries_on(tail_server: Server, persona: Persona) -> None:
     """Two tails stop reading after "listening" (SSE with a small socket
-    buffer, gRPC with a small window) while 330 requests are ingested: the
-    first 30 large ones fill what the sockets can hold, the rest overflow
-    the tails' queues (256 batches). Every request is accepted, a tail that
-    reads sees every record in order, and the stuck ones, read again, end
-    with UNAVAILABLE having missed the rest."""
+    buffer, gRPC with a small window) while 90 requests are ingested: the
+    first 30 large ones fill what the sockets can hold, the 12,000 records
+    of the rest overflow the tails' queues (10,000 records). Every request
+    is accepted, a tail that reads sees every record in order, and the stuck
+    ones, read again, end with UNAVAILABLE having missed the rest."""
     stuck_sse = open_tail(tail_server, persona.pat, receive_buffer=4096)
     stuck_grpc = GrpcTail(tail_server, persona.pat, small_window=True)
     reading = open_tail(tail_server, persona.pat).start()
     try:
         sent: list[str] = []
         with persona.client() as client:
-            for n in range(330):
+            for n in range(90):
                 padding = " " + "p" * 50_000 if n < 30 else ""
-                batch = [{"message": f"burst {n} {k}{padding}"} for k in range(4)]
+                batch = [{"message": f"burst {n} {k}{padding}"} for k in range(4 if n < 30 else 200)]
                 ingest(client, batch)
                 sent += [x["message"] for x in batch]
         wait_for(lambda: len(reading.messages()) >= len(sent), "the reading tail", timeout=30)
@@ -279,6 +287,94 @@ def test_a_client_that_never_reads_is_dropped_and_ingest_carries_on(tail_server:
     finally:
         for tail in (stuck_sse, stuck_grpc, reading):
             tail.close()
+
+
+def test_an_org_has_at_most_20_live_tails(tail_server: Server, persona: Persona) -> None:
+    """The 21st tail of an org is 429 RATE_LIMITED, over SSE and gRPC alike;
+    another org still opens its own."""
+    tails = [open_tail(tail_server, persona.pat) for _ in range(20)]
+    try:
+        refused = SseTail(tail_server.base_url, persona.pat)
+        try:
+            assert refused.status == 429
+            assert "retry-after" in refused.headers
+            body = refused.body()
+            assert body["code"] == "RATE_LIMITED"
+            assert "too many live tails" in body["error"]
+        finally:
+            refused.close()
+        with pytest.raises(grpc.RpcError) as caught:
+            GrpcTail(tail_server, persona.pat)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "too many live tails" in str(caught.value.details())
+        other = register(tail_server)
+        open_tail(tail_server, other.pat).close()
+    finally:
+        for tail in tails:
+            tail.close()
+
+
+# ---------------------------------------------------------------- the broker in-process
+
+
+def _rows(org_id: int, messages: list[str], *, at: datetime | None = None) -> list[Row]:
+    moment = at or datetime.now(UTC)
+    return [
+        Row(n + 1, org_id, record_of(moment, moment, 9, "", message, "api", None, None, {"n": n}, {}))
+        for n, message in enumerate(messages)
+    ]
+
+
+def test_the_broker_caps_tails_bounds_queues_by_records_and_keeps_orgs_apart() -> None:
+    """TailBroker without Redis, as a server without Redis runs it: 200 live
+    tails in a process at most (the next is 429, one closing makes room); a
+    tail's queue holds 10,000 records (a larger batch only when nothing
+    waits); records of an org reach only that org's tails."""
+
+    async def run() -> None:
+        broker = TailBroker(None)
+        streams: list[AsyncGenerator[list[StoredRecord], None]] = []
+        try:
+            for n in range(MAX_TAILS):
+                stream = broker.subscribe(n // MAX_TAILS_PER_ORG, compile_matcher(parse("disk")))
+                assert await anext(stream) == []
+                streams.append(stream)
+            for org_id in (0, 10_000):  # an org at its cap; an org with no tail, in a full process
+                with pytest.raises(ObserveError) as caught:
+                    await anext(broker.subscribe(org_id, compile_matcher(None)))
+                assert caught.value.code == ErrorCode.ERROR_CODE_RATE_LIMITED
+                assert "too many live tails" in caught.value.message
+            await streams.pop().aclose()  # org 9's last
+            assert broker.tail_count == MAX_TAILS - 1
+
+            # Org 9 has room again: a tail listening to every record.
+            everything = broker.subscribe(9, compile_matcher(None))
+            assert await anext(everything) == []
+            big = [f"disk full {n}" for n in range(QUEUE_RECORDS + 5000)]
+            broker.publish(_rows(9, big) + _rows(3, ["disk of org 3"]))
+            got = await anext(everything)  # larger than the bound, but nothing else waited
+            assert [r.record.message for r in got] == big
+            assert len(await anext(streams[9 * MAX_TAILS_PER_ORG])) == len(big)
+            assert [r.record.message for r in await anext(streams[3 * MAX_TAILS_PER_ORG])] == ["disk of org 3"]
+
+            # Org 9's tails do not read: past 10,000 waiting records each is dropped.
+            broker.publish(_rows(9, ["disk a"] * 6000))
+            broker.publish(_rows(9, ["disk b"] * 5000))
+            assert broker.tail_count == MAX_TAILS - MAX_TAILS_PER_ORG
+            assert broker.dropped_tails == MAX_TAILS_PER_ORG
+            with pytest.raises(ObserveError) as caught:
+                await anext(everything)  # what waited is gone with it
+            assert caught.value.code == ErrorCode.ERROR_CODE_UNAVAILABLE
+            assert "fell behind" in caught.value.message
+            # The other orgs' tails heard nothing of org 9.
+            broker.publish(_rows(0, ["disk at last"]))
+            assert [r.record.message for r in await anext(streams[0])] == ["disk at last"]
+        finally:
+            for stream in streams:
+                await stream.aclose()
+            await broker.close()
+
+    asyncio.run(run())
 
 
 # ---------------------------------------------------------------- two servers (PostgreSQL + Redis)

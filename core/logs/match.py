@@ -1,10 +1,18 @@
 """The query AST evaluated in Python, on one record: the live tail's filter,
 and the meaning the SQL compilers of the stores must agree with (the shared
-test table runs every case through all three)."""
+test table runs every case through all three).
+
+A message's tokens are computed per matcher call, except inside
+:func:`tokens_shared`: there each message is tokenised once, however many
+matchers look at it (the live tail delivers a batch to every tail of an org
+within one, so ten tails with words cost one tokenising per record).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -13,6 +21,28 @@ from core.logs.query import And, Attr, Field, Level, Node, Not, Text, message_to
 from core.logs.records import LogRecord
 
 Matcher = Callable[[LogRecord], bool]
+
+_shared_tokens: ContextVar[dict[str, list[str]] | None] = ContextVar("log_message_tokens", default=None)
+
+
+@contextmanager
+def tokens_shared() -> Iterator[None]:
+    """Within it, each message is tokenised at most once (the memo ends with it)."""
+    token = _shared_tokens.set({})
+    try:
+        yield
+    finally:
+        _shared_tokens.reset(token)
+
+
+def _tokens(message: str) -> list[str]:
+    memo = _shared_tokens.get()
+    if memo is None:
+        return message_tokens(message)
+    found = memo.get(message)
+    if found is None:
+        found = memo[message] = message_tokens(message)
+    return found
 
 
 def compile_matcher(node: Node | None) -> Matcher:
@@ -46,11 +76,12 @@ def _text(node: Text) -> Matcher:
     wanted = node.tokens
     n = len(wanted)
     prefix = node.prefix
+    leading = list(wanted[:-1])
 
     def match(record: LogRecord) -> bool:
-        tokens = message_tokens(record.message)
+        tokens = _tokens(record.message)
         for start in range(len(tokens) - n + 1):
-            if tokens[start : start + n - 1] != list(wanted[:-1]):
+            if tokens[start : start + n - 1] != leading:
                 continue
             last = tokens[start + n - 1]
             if last == wanted[-1] or (prefix and last.startswith(wanted[-1])):

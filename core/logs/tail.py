@@ -8,11 +8,20 @@ once a second), and every instance's one subscriber task hands what arrives
 to its own tails, this one's included. Redis down: tails of this instance
 still see this instance's records.
 
-Each tail has a bounded queue of batches; a tail whose queue is full is
-dropped (its stream ends with UNAVAILABLE, "too slow"), so a slow client
-costs ingest nothing. Batches go to Redis in commit order, through one
-publisher task and a bounded outbox (beyond it they are not published, and
-counted). When the server shuts down every tail ends (UNAVAILABLE), so an
+Delivery runs on the event loop, so it is kept small: tails are kept per
+org (a batch's rows are split by org once, and an org's rows reach only its
+tails), and a message is tokenised once per batch however many of its
+org's tails search words (``core.logs.match.tokens_shared``).
+
+Each tail's queue is bounded by records: when more than ``QUEUE_RECORDS``
+would wait, the tail is dropped (its stream ends with UNAVAILABLE, "too
+slow") and what it held is freed, so a slow client costs ingest nothing (a
+batch larger than the bound is let in when nothing else waits: a tail that
+keeps up always receives the largest batch ingest writes). Live tails are
+capped (``MAX_TAILS_PER_ORG``, ``MAX_TAILS``): one more is 429 RATE_LIMITED.
+
+Batches go to Redis in commit order, through one publisher task and a
+bounded outbox (beyond it they are not published, and counted). When the server shuts down every tail ends (UNAVAILABLE), so an
 open stream does not hold the shutdown.
 """
 
@@ -22,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +39,15 @@ import orjson
 import redis.asyncio as aioredis
 
 from core.errors import ErrorCode, ObserveError
-from core.logs.match import Matcher
+from core.logs.match import Matcher, tokens_shared
 from core.logs.records import from_micros, micros, record_of
 from core.logs.store import Row, StoredRecord
 
 log = logging.getLogger("observe.logs.tail")
 
-QUEUE_BATCHES = 256  # batches a tail may have waiting before it is dropped
+QUEUE_RECORDS = 10_000  # records a tail may have waiting before it is dropped
+MAX_TAILS_PER_ORG = 20  # live tails of one org in this process
+MAX_TAILS = 200  # live tails in this process
 OUTBOX_BATCHES = 1024  # committed batches waiting for Redis; beyond, they are not published (counted)
 KEEPALIVE_SEC = 15.0
 NUMSUB_EVERY_SEC = 1.0
@@ -46,28 +57,43 @@ NUMSUB_EVERY_SEC = 1.0
 class Tail:
     org_id: int
     matcher: Matcher
-    queue: asyncio.Queue[list[StoredRecord] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_BATCHES))
+    queue: asyncio.Queue[list[StoredRecord] | None] = field(default_factory=asyncio.Queue)
+    waiting: int = 0  # records in the queue
     dropped: bool = False
     ending: bool = False
 
     def end(self) -> None:
         """Ends the tail's stream (the server is going away)."""
         self.ending = True
-        with contextlib.suppress(asyncio.QueueEmpty):
-            self.queue.get_nowait()  # room for the end marker
-        self.queue.put_nowait(None)
+        self._finish()
 
     def offer(self, rows: list[StoredRecord]) -> None:
-        mine = [r for r in rows if r.org_id == self.org_id and self.matcher(r.record)]
-        if not mine or self.dropped or self.ending:
+        """The matching ones of ``rows`` (all of this tail's org) join the queue."""
+        if self.dropped or self.ending:
             return
-        try:
-            self.queue.put_nowait(mine)
-        except asyncio.QueueFull:
+        mine = [r for r in rows if self.matcher(r.record)]
+        if not mine:
+            return
+        if self.waiting and self.waiting + len(mine) > QUEUE_RECORDS:
             self.dropped = True
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()  # room for the end marker
-            self.queue.put_nowait(None)
+            self._finish()
+            return
+        self.waiting += len(mine)
+        self.queue.put_nowait(mine)
+
+    async def next_batch(self) -> list[StoredRecord] | None:
+        """The next batch (None: the stream ends)."""
+        batch = await self.queue.get()
+        if batch is not None:
+            self.waiting -= len(batch)
+        return batch
+
+    def _finish(self) -> None:
+        """Frees what waits and queues the end marker."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.waiting = 0
+        self.queue.put_nowait(None)
 
 
 def _encode(rows: list[Row]) -> bytes:
@@ -102,7 +128,9 @@ class TailBroker:
         self.redis: aioredis.Redis | None = (
             aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2) if redis_url else None
         )
-        self.tails: set[Tail] = set()
+        self.tails: dict[int, set[Tail]] = {}  # by org
+        self.max_per_org = MAX_TAILS_PER_ORG
+        self.max_tails = MAX_TAILS
         self._listener: asyncio.Task[None] | None = None
         self._remote_listeners = 0
         self._numsub_at = 0.0
@@ -118,9 +146,14 @@ class TailBroker:
     def end_all(self) -> None:
         """Ends every tail (the server is shutting down: a stream would hold it open)."""
         self._closing = True
-        for tail in list(self.tails):
-            tail.end()
+        for tails in self.tails.values():
+            for tail in tails:
+                tail.end()
         self.tails.clear()
+
+    @property
+    def tail_count(self) -> int:
+        return sum(len(tails) for tails in self.tails.values())
 
     async def close(self) -> None:
         self.end_all()
@@ -173,11 +206,26 @@ class TailBroker:
     # -- the tails' side
 
     def _deliver(self, rows: list[StoredRecord]) -> None:
-        for tail in list(self.tails):
-            tail.offer(rows)
-            if tail.dropped:
-                self.tails.discard(tail)
-                self.dropped_tails += 1
+        by_org: dict[int, list[StoredRecord]] = {}
+        for row in rows:
+            if row.org_id in self.tails:
+                by_org.setdefault(row.org_id, []).append(row)
+        if not by_org:
+            return
+        with tokens_shared():
+            for org_id, mine in by_org.items():
+                for tail in list(self.tails.get(org_id, ())):
+                    tail.offer(mine)
+                    if tail.dropped:
+                        self._remove(tail)
+                        self.dropped_tails += 1
+
+    def _remove(self, tail: Tail) -> None:
+        tails = self.tails.get(tail.org_id)
+        if tails is not None:
+            tails.discard(tail)
+            if not tails:
+                del self.tails[tail.org_id]
 
     async def _listen(self) -> None:
         assert self.redis is not None
@@ -187,8 +235,9 @@ class TailBroker:
                 await pubsub.subscribe(self.channel)
                 self._subscribed.set()
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._deliver(_decode(message["data"]))
+                    if message.get("type") != "message":
+                        continue
+                    self._deliver(_decode(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -196,14 +245,26 @@ class TailBroker:
                 log.warning("log tail subscription lost: %s", exc)
                 await asyncio.sleep(1.0)
 
-    async def subscribe(self, org_id: int, matcher: Matcher) -> AsyncIterator[list[StoredRecord]]:
+    async def subscribe(self, org_id: int, matcher: Matcher) -> AsyncGenerator[list[StoredRecord], None]:
         """Batches of the org's matching records as they are committed; an
         empty batch first (listening) and every ``KEEPALIVE_SEC``. Raises
         ObserveError UNAVAILABLE when the tail was too slow and was dropped."""
         if self._closing:
             raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, "the server is shutting down", retry_after=1)
+        if len(self.tails.get(org_id, ())) >= self.max_per_org:
+            raise ObserveError(
+                ErrorCode.ERROR_CODE_RATE_LIMITED,
+                f"too many live tails for this organization (at most {self.max_per_org} at once); close one first",
+                retry_after=5,
+            )
+        if self.tail_count >= self.max_tails:
+            raise ObserveError(
+                ErrorCode.ERROR_CODE_RATE_LIMITED,
+                f"too many live tails on this server (at most {self.max_tails} at once); try again later",
+                retry_after=5,
+            )
         tail = Tail(org_id, matcher)
-        self.tails.add(tail)
+        self.tails.setdefault(org_id, set()).add(tail)
         if self.redis is not None and self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="log-tail-listener")
         if self.redis is not None:
@@ -214,7 +275,7 @@ class TailBroker:
             yield []
             while True:
                 try:
-                    batch = await asyncio.wait_for(tail.queue.get(), KEEPALIVE_SEC)
+                    batch = await asyncio.wait_for(tail.next_batch(), KEEPALIVE_SEC)
                 except TimeoutError:
                     yield []
                     continue
@@ -223,4 +284,4 @@ class TailBroker:
                     raise ObserveError(ErrorCode.ERROR_CODE_UNAVAILABLE, f"{why}; reconnect", retry_after=1)
                 yield batch
         finally:
-            self.tails.discard(tail)
+            self._remove(tail)
