@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import uuid
 from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -372,6 +373,35 @@ def test_the_broker_caps_tails_bounds_queues_by_records_and_keeps_orgs_apart() -
         finally:
             for stream in streams:
                 await stream.aclose()
+            await broker.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs OBSERVE_TEST_REDIS_URL")
+def test_through_redis_a_bad_message_is_skipped_and_the_end_of_time_survives() -> None:
+    """Records go over Redis with exact microseconds, so one stamped at the
+    end of time (9999-12-31T23:59:59.999999Z) arrives equal; a message on the
+    channel that is not a batch is skipped and the subscription carries on
+    (the next record arrives)."""
+
+    async def run() -> None:
+        assert REDIS_URL
+        broker = TailBroker(REDIS_URL, prefix=f"test-tail-{uuid.uuid4().hex}")
+        assert broker.redis is not None
+        stream = broker.subscribe(1, compile_matcher(None))
+        try:
+            assert await anext(stream) == []
+            end_of_time = datetime.max.replace(tzinfo=UTC)
+            sent = _rows(1, ["at the end of time"], at=end_of_time)
+            await broker.redis.publish(broker.channel, b"not a batch")
+            await broker.redis.publish(broker.channel, b"[[1, 2]]")
+            broker.publish(sent)
+            got = await asyncio.wait_for(anext(stream), 5)
+            assert [(r.id, r.org_id, r.record) for r in got] == [(row.id, row.org_id, row.record) for row in sent]
+            assert got[0].record.timestamp == end_of_time
+        finally:
+            await stream.aclose()
             await broker.close()
 
     asyncio.run(run())

@@ -21,7 +21,9 @@ keeps up always receives the largest batch ingest writes). Live tails are
 capped (``MAX_TAILS_PER_ORG``, ``MAX_TAILS``): one more is 429 RATE_LIMITED.
 
 Batches go to Redis in commit order, through one publisher task and a
-bounded outbox (beyond it they are not published, and counted). When the server shuts down every tail ends (UNAVAILABLE), so an
+bounded outbox (beyond it they are not published, and counted). A message
+from Redis that cannot be read is logged and skipped; the subscription
+carries on. When the server shuts down every tail ends (UNAVAILABLE), so an
 open stream does not hold the shutdown.
 """
 
@@ -237,7 +239,10 @@ class TailBroker:
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
-                    self._deliver(_decode(message["data"]))
+                    try:
+                        self._deliver(_decode(message["data"]))
+                    except Exception as exc:  # one bad message costs only itself
+                        log.warning("log tail message skipped: %s", exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
