@@ -21,7 +21,7 @@ def log_store_for(db: Database) -> LogStore:
         from core.logs.sqlite_store import SqliteLogStore
 
         assert db.sqlite_path is not None
-        return SqliteLogStore(sqlite_logs_path(db.sqlite_path))
+        return SqliteLogStore(sqlite_logs_path(db.sqlite_path), read_timeout_ms=db.read_timeout_ms)
     from core.logs.postgres_store import PostgresLogStore
 
     return PostgresLogStore(db)

@@ -20,8 +20,8 @@ present. Searches go day by day, newest first, until the page is full.
 
 Text matching: ``words`` is a tsvector built here from
 ``core.logs.query.message_tokens`` with positions (PostgreSQL's own parser
-splits text differently from the query language and SQLite's unicode61),
-and a query's tokens become a tsquery literal (lexemes ``<->``-adjacent, the
+splits text differently from the query language; SQLite's index is fed the
+same tokens), and a query's tokens become a tsquery literal (lexemes ``<->``-adjacent, the
 last with ``:*`` for a prefix), never through ``to_tsvector``/``to_tsquery``.
 tsvector has limits SQLite FTS5 has not: a lexeme is at most 2,047 bytes
 (a longer token is stored as its start and a hash, see ``lexeme``, so it

@@ -27,8 +27,9 @@ letters and digits (``message_tokens``; ``_`` and punctuation separate),
 compared lower-cased (``str.lower``), accents kept. A word is split the same
 way, so ``/api/users`` and ``user_id`` are matched as the phrases
 ``api users`` and ``user id``; ``phrase`` only records that it was quoted.
-(For SQLite FTS5 that is the ``unicode61`` tokenizer with ``remove_diacritics
-0``, and a phrase query ``"api users"``, with ``*`` after it for a prefix.)
+(SQLite FTS5 is fed these very tokens, joined by spaces, with the ``ascii``
+tokenizer, and a phrase query ``"api users"``, with ``*`` after it for a
+prefix; PostgreSQL gets a tsvector built from them.)
 
 Field and attribute values match exactly, case-sensitively. An attribute
 value is compared as text: strings as they are, numbers and booleans as JSON
