@@ -42,7 +42,11 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 def call(client: httpx.Client, binding: HttpBinding, ids: dict[str, str]) -> httpx.Response:
     kwargs: dict[str, Any] = {"json": {}} if binding.body else {}
-    return client.request(binding.verb, fill(binding.path, ids), **kwargs)
+    with client.stream(binding.verb, fill(binding.path, ids), **kwargs) as r:
+        # A live stream (the log tail) never ends: its admission is its status; its body is not read.
+        if not r.headers.get("content-type", "").startswith("text/event-stream"):
+            r.read()
+        return r
 
 
 @pytest.fixture(scope="module")
