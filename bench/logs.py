@@ -51,9 +51,10 @@ threads spend their samples. --skip-ingest / --skip-search run one half.
 PostgreSQL: OBSERVE_TEST_DATABASE_URL (default
 postgresql+asyncpg://postgres@127.0.0.1:5432/test) names the server; the run
 creates and drops databases observe_bench_logs and observe_bench_logs_raw
-next to it (an unreachable PostgreSQL is skipped with a note). The targets
-of issue 13 (50,000 records/s on SQLite, search p95 under 200 ms at 10M) are
-printed as ratios, never asserted.
+next to it (OBSERVE_BENCH_LOGS_DB=name: name and name_raw; an unreachable
+PostgreSQL is skipped with a note). The targets of issue 13 (50,000
+records/s on SQLite, search p95 under 200 ms at 10M) are printed as ratios,
+never asserted.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """bench.logs' two engines: where a server's data lives, direct access to its
 log store (loading, counting), and the engine's raw batched insert.
 
-The raw inserts use the stores' own DDL and row encoding (the private
-``_create_day``/``_row_values`` of ``core.logs.sqlite_store``, ``_row_values``
-of ``core.logs.postgres_store``), so "raw" differs from the server only by
-what the server adds (HTTP, OTLP decoding, caps, the writer), never by the
-table layout. The rows are encoded before the clock starts.
+The raw inserts and the loads use the stores' own DDL and row encoding (the
+private ``_create_day``/``_row_values`` and the FTS text ``indexed_text`` of
+``core.logs.sqlite_store``, ``_row_values`` of ``core.logs.postgres_store``),
+so "raw" differs from the server only by what the server adds (HTTP, OTLP
+decoding, caps, the writer), never by the table layout. The rows are
+encoded before the clock starts.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from core.storage.db import Database
 from core.storage.migrate import migrate
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-BENCH_DB = "observe_bench_logs"
-RAW_DB = "observe_bench_logs_raw"
+# The run's databases: OBSERVE_BENCH_LOGS_DB (default observe_bench_logs) and
+# that name + "_raw", so two engineers' runs on one PostgreSQL do not drop each other's.
+BENCH_DB = os.environ.get("OBSERVE_BENCH_LOGS_DB") or "observe_bench_logs"
+RAW_DB = BENCH_DB + "_raw"
 RETENTION_DAYS = 14  # the server's default (OBSERVE_LOG_RETENTION_DAYS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,7 +151,7 @@ class SqliteEngine:
                 conn.executemany(f"INSERT INTO {table} ({sqlite_store._COLUMNS}) VALUES ({','.join('?' * 15)})",
                                  day_rows)  # fmt: skip
                 conn.executemany(f"INSERT INTO {table}_fts (rowid, message) VALUES (?, ?)",
-                                 [(row[0], row[6]) for row in day_rows])  # fmt: skip
+                                 [(row[0], sqlite_store.indexed_text(row[6])) for row in day_rows])  # fmt: skip
             conn.execute("COMMIT")
 
         observed = time.time_ns() // 1000
@@ -170,7 +173,7 @@ class SqliteEngine:
     def raw_insert(self, tmp: Path, org_id: int, records: list[LogRecord], batch: int) -> dict[str, float]:
         rows = _rows(org_id, records)
         values = [sqlite_store._row_values(r, sqlite_store._json(r.record.resource)) for r in rows]
-        texts = [(r.id, r.record.message) for r in rows]
+        texts = [(r.id, sqlite_store.indexed_text(r.record.message)) for r in rows]
         out: dict[str, float] = {}
         for variant, fts in (("raw SQLite: day table + FTS5, executemany", True),
                              ("raw SQLite: day table, no FTS5", False)):  # fmt: skip
