@@ -10,7 +10,7 @@ import core.maintenance.tables
 import core.status_pages.tables
 from core.storage.tables import metadata
 
-__all__ = ["metadata"]
+__all__ = ["metadata", "migrated"]
 # Imported for their tables, which register on ``metadata``.
 _DOMAIN_TABLES = (
     core.heartbeats.tables,
@@ -19,3 +19,10 @@ _DOMAIN_TABLES = (
     core.maintenance.tables,
     core.status_pages.tables,
 )
+
+
+def migrated(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name``: whether a table (and what hangs off it) is
+    the migrations' to compare. The log store owns its own DDL (PostgreSQL's
+    ``log_records`` and its day partitions, core.logs.postgres_store)."""
+    return not (type_ == "table" and name is not None and name.startswith("log_records"))

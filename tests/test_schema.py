@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.schema import metadata
+from core.schema import metadata, migrated
 from tests.conftest import Server
 
 
@@ -22,7 +22,11 @@ def test_migrated_schema_matches_the_tables(server: Server) -> None:
         engine = create_async_engine(url)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+                return await conn.run_sync(
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(sync, opts={"include_name": migrated}), metadata
+                    )
+                )
         finally:
             await engine.dispose()
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from core.schema import metadata
+from core.schema import metadata, migrated
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -11,6 +11,7 @@ if connection is None:
 context.configure(
     connection=connection,
     target_metadata=metadata,
+    include_name=migrated,
     render_as_batch=connection.dialect.name == "sqlite",
     transactional_ddl=True,
 )
