@@ -1,5 +1,6 @@
 """The ``observe`` command: ``serve`` (assembled here, where both transports
-are known) and the core's commands (core.cli: migrate, admin)."""
+are known), ``collector`` (the agent of collector/, which core may not import)
+and the core's commands (core.cli: migrate, admin)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         help="all (default): API and checks; api: REST and gRPC only; checker: checks only, sharing the "
         "monitors with other checkers through leases in the database",
     )
+    collector = sub.add_parser("collector", help="run the collector agent: Syslog and Fluent in, OTLP out")
+    collector.add_argument("--config", default="collector.toml", help="the TOML file (default collector.toml)")
     args = parser.parse_args(argv)
+    if args.command == "collector":
+        # Imported here: the collector is its own process and needs none of the server.
+        from collector.agent import main as run_collector
+
+        return run_collector(["--config", args.config])
     settings = core_cli.settings_for(args)
     if args.command == "serve":
         from gateway.server import serve as run_server

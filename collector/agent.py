@@ -1,0 +1,480 @@
+"""The collector process: inputs → batches → the on-disk buffer → the shipper → the server.
+
+``Agent(config)`` wires the parts of ``collector/``. Decisions:
+
+- Every input has its own `Batcher`: records collect until ``batch.max_records`` or
+  ``batch.max_bytes`` (the input's own frame/record sizes, an estimate of the OTLP size) or until
+  ``batch.max_delay_ms`` after the first one, then become one serialized
+  ``ExportLogsServiceRequest`` appended to the `DiskBuffer` (blocking calls run in a thread). A
+  batch larger than the limits is split, so one buffer record is one shippable request.
+- Acknowledgements follow durability: the forward input's sink flushes its chunk into the buffer
+  before it returns (forward acks the chunk after that); a syslog TCP/TLS connection is not read
+  further while a full batch of it is being appended (back-pressure, as TCP syslog has no acks).
+  UDP has neither: a datagram is batched and flushed in the background.
+- One shipping loop takes the oldest buffered request, ships it with the `Shipper` (which retries
+  retryable failures with backoff until success, a permanent failure or stop) and acks it on
+  success or on a permanent failure (dropped, counted by the shipper). A stop while retrying
+  leaves the request in the buffer for the next start: at-least-once.
+- Drain on SIGTERM/SIGINT: inputs stop listening, pending batches are flushed into the buffer,
+  the shipping loop gets ``drain_sec`` to empty it, then the shipper is stopped and the buffer
+  closed. Whatever was not shipped stays on disk.
+- ``/metrics`` (Prometheus text, the agent's own registry, values read at scrape time) and
+  ``/health`` are served by a minimal asyncio HTTP/1.0 server on ``metrics.host:port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from collector import forward, syslog
+from collector.buffer import DiskBuffer
+from collector.config import BatchConfig, CollectorConfig, ForwardInput, InputConfig, SyslogInput
+from collector.shipper import Result, Shipper
+
+log = logging.getLogger("collector")
+
+T = TypeVar("T")
+PEEK_RECORDS = 16
+IDLE_POLL_SEC = 0.5
+READ_BYTES = 64 * 1024
+HTTP_HEADER_LIMIT = 16 * 1024
+
+
+@dataclass(slots=True)
+class InputCounters:
+    """What one input did, for ``/metrics``: records received, appended to the buffer (records,
+    bytes, batches), malformed and oversized frames."""
+
+    received: int = 0
+    buffered_records: int = 0
+    buffered_bytes: int = 0
+    batches: int = 0
+    malformed: int = 0
+    oversized: int = 0
+
+
+class Batcher(Generic[T]):
+    """Collects one input's records and appends them to the buffer as serialized requests."""
+
+    def __init__(
+        self,
+        batch: BatchConfig,
+        encode: Callable[[list[T]], bytes],
+        store: Callable[[bytes, int], Awaitable[None]],
+    ) -> None:
+        self.batch = batch
+        self._encode = encode
+        self._store = store
+        self._items: list[tuple[T, int]] = []
+        self._bytes = 0
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def put(self, item: T, size: int) -> bool:
+        """Adds a record of about ``size`` bytes; True when the batch is full (the caller flushes)."""
+        self._items.append((item, size))
+        self._bytes += size
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.batch.max_delay_ms / 1000, self.flush_soon)
+        return len(self._items) >= self.batch.max_records or self._bytes >= self.batch.max_bytes
+
+    def flush_soon(self) -> None:
+        """Flushes in the background (the timer, UDP); failures are logged, never raised."""
+        task = asyncio.get_running_loop().create_task(self._flush_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("cannot append a batch to the buffer")
+
+    async def flush(self) -> None:
+        """Appends everything collected so far, split at the batch limits, in arrival order."""
+        async with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            items, self._items, self._bytes = self._items, [], 0
+            for chunk in self._chunks(items):
+                payload = await asyncio.to_thread(self._encode, chunk)
+                await self._store(payload, len(chunk))
+
+    async def drain(self) -> None:
+        """Waits for background flushes, then flushes what is left."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush()
+
+    def _chunks(self, items: list[tuple[T, int]]) -> Iterator[list[T]]:
+        chunk: list[T] = []
+        size = 0
+        for item, item_size in items:
+            if chunk and (len(chunk) >= self.batch.max_records or size + item_size > self.batch.max_bytes):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item_size
+        if chunk:
+            yield chunk
+
+
+def encode_syslog(messages: list[syslog.SyslogMessage]) -> bytes:
+    return syslog.to_otlp(messages).SerializeToString()
+
+
+def encode_forward(records: list[LogRecord]) -> bytes:
+    return forward.to_otlp(records).SerializeToString()
+
+
+def _peer(address: Any) -> str | None:
+    return str(address[0]) if isinstance(address, tuple) and address else None
+
+
+def _server_tls(item: InputConfig) -> ssl.SSLContext | None:
+    if item.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(item.tls.cert_file, item.tls.key_file)
+    return context
+
+
+class SyslogListener(asyncio.DatagramProtocol):
+    """One syslog input: UDP datagrams (one message each) or TCP/TLS connections (one `Framer` each)."""
+
+    def __init__(self, config: SyslogInput, batcher: Batcher[syslog.SyslogMessage], counters: InputCounters) -> None:
+        self.config = config
+        self.batcher = batcher
+        self.counters = counters
+
+    def _message(self, frame: bytes, peer: str | None) -> syslog.SyslogMessage:
+        self.counters.received += 1
+        return syslog.parse(frame, received_at=datetime.now(UTC), source_tag=self.config.tag, peer=peer)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) > self.config.max_frame_bytes:
+            self.counters.oversized += 1
+            data = data[: self.config.max_frame_bytes]
+        if not data.strip(b"\r\n\x00 "):
+            return
+        if self.batcher.put(self._message(data, _peer(addr)), len(data)):
+            self.batcher.flush_soon()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer.get_extra_info("peername"))
+        framer = syslog.Framer(max_frame_bytes=self.config.max_frame_bytes)
+        try:
+            while True:
+                data = await reader.read(READ_BYTES)
+                frames = framer.feed(data) if data else framer.close()
+                full = False
+                for frame in frames:
+                    full = self.batcher.put(self._message(frame, peer), len(frame)) or full
+                if full:
+                    await self.batcher.flush()
+                if not data:
+                    break
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self.counters.malformed += framer.malformed
+            self.counters.oversized += framer.oversized
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+
+class AgentMetrics(Collector):
+    """The agent's counters, read at scrape time."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterable[Metric]:
+        agent = self.agent
+        per_input = {
+            "received": ("observe_collector_received_records", "records received by an input"),
+            "buffered_records": ("observe_collector_buffered_records", "records an input appended to the buffer"),
+            "buffered_bytes": ("observe_collector_buffered_bytes", "bytes of requests an input appended"),
+            "batches": ("observe_collector_batches", "requests an input appended to the buffer"),
+            "malformed": ("observe_collector_malformed", "malformed frames or connections"),
+            "oversized": ("observe_collector_oversized", "oversized frames or messages"),
+        }
+        for attribute, (name, documentation) in per_input.items():
+            family = CounterMetricFamily(name, documentation, labels=["input"])
+            for tag, counters in agent.input_counters().items():
+                family.add_metric([tag], getattr(counters, attribute))
+            yield family
+        shipper = agent.shipper.counters
+        for name, value, documentation in (
+            ("observe_collector_shipped_records", shipper.shipped_records, "records the server accepted"),
+            ("observe_collector_shipped_batches", shipper.shipped_batches, "requests the server accepted"),
+            ("observe_collector_retried", shipper.retried, "export attempts retried"),
+            ("observe_collector_failed_permanent", shipper.failed_permanent, "requests dropped on a permanent error"),
+            (
+                "observe_collector_failed_permanent_records",
+                shipper.failed_permanent_records,
+                "records dropped on a permanent error",
+            ),
+            ("observe_collector_rejected_by_server", shipper.rejected_by_server, "records refused in partial success"),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+        if agent.buffer is None:
+            return
+        stats = agent.buffer.stats()
+        yield GaugeMetricFamily(
+            "observe_collector_buffer_bytes", "unshipped bytes in the buffer", value=stats.buffered_bytes
+        )
+        yield GaugeMetricFamily(
+            "observe_collector_buffer_records", "unshipped requests in the buffer", value=stats.buffered_records
+        )
+        yield GaugeMetricFamily("observe_collector_buffer_disk_bytes", "buffer size on disk", value=stats.disk_bytes)
+        yield GaugeMetricFamily("observe_collector_buffer_segments", "buffer segment files", value=stats.segments)
+        for name, value, documentation in (
+            ("observe_collector_buffer_dropped_records", stats.dropped_records, "requests dropped: buffer full"),
+            ("observe_collector_buffer_dropped_bytes", stats.dropped_bytes, "bytes dropped: buffer full"),
+            ("observe_collector_buffer_corrupt_records", stats.corrupt_records, "corrupt buffer records skipped"),
+            ("observe_collector_buffer_redelivered", stats.redelivered, "requests read again after a restart"),
+        ):
+            yield CounterMetricFamily(name, documentation, value=value)
+
+
+class Agent:
+    """The collector: `start`, then `stop` (drain); `run` does both around a stop request."""
+
+    def __init__(self, config: CollectorConfig, *, drain_sec: float = 5.0) -> None:
+        self.config = config
+        self.drain_sec = drain_sec
+        self.buffer: DiskBuffer | None = None
+        self.shipper = Shipper(config.server)
+        self.registry = CollectorRegistry()
+        self.registry.register(AgentMetrics(self))
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.metrics_address: tuple[str, int] | None = None
+        self._counters: dict[str, InputCounters] = {}
+        self._forward: dict[str, forward.ForwardReceiver] = {}
+        self._batchers: list[Batcher[Any]] = []
+        self._servers: list[asyncio.Server] = []
+        self._transports: list[asyncio.BaseTransport] = []
+        self._appended = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._shipping: asyncio.Task[None] | None = None
+        self._draining = False
+
+    def input_counters(self) -> dict[str, InputCounters]:
+        """Per input tag; the forward inputs' own counters folded in."""
+        out = dict(self._counters)
+        for tag, receiver in self._forward.items():
+            own = receiver.counters
+            counters = self._counters[tag]
+            out[tag] = InputCounters(
+                received=own.received,
+                buffered_records=counters.buffered_records,
+                buffered_bytes=counters.buffered_bytes,
+                batches=counters.batches,
+                malformed=own.malformed,
+                oversized=own.oversized,
+            )
+        return out
+
+    async def start(self) -> None:
+        self.buffer = await asyncio.to_thread(DiskBuffer.open, self.config.buffer)
+        for item in self.config.inputs:
+            await self._start_input(item)
+        metrics = self.config.metrics
+        server = await asyncio.start_server(self._serve_http, metrics.host, metrics.port)
+        self._servers.append(server)
+        self.metrics_address = server.sockets[0].getsockname()[:2]
+        self._shipping = asyncio.get_running_loop().create_task(self._ship_loop())
+        log.info("collector started: %s; metrics on %s", self.addresses, self.metrics_address)
+
+    def _store_for(self, counters: InputCounters) -> Callable[[bytes, int], Awaitable[None]]:
+        async def store(payload: bytes, records: int) -> None:
+            assert self.buffer is not None
+            await asyncio.to_thread(self.buffer.append, payload)
+            counters.buffered_records += records
+            counters.buffered_bytes += len(payload)
+            counters.batches += 1
+            self._appended.set()
+
+        return store
+
+    async def _start_input(self, item: InputConfig) -> None:
+        counters = self._counters[item.tag] = InputCounters()
+        listen = item.listen
+        if isinstance(item, SyslogInput):
+            syslog_batcher: Batcher[syslog.SyslogMessage] = Batcher(
+                self.config.batch, encode_syslog, self._store_for(counters)
+            )
+            self._batchers.append(syslog_batcher)
+            listener = SyslogListener(item, syslog_batcher, counters)
+            if listen.scheme == "udp":
+                loop = asyncio.get_running_loop()
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: listener, local_addr=(listen.host, listen.port)
+                )
+                self._transports.append(transport)
+                self.addresses[item.tag] = transport.get_extra_info("sockname")[:2]
+                return
+            server = await asyncio.start_server(listener.handle, listen.host, listen.port, ssl=_server_tls(item))
+        elif isinstance(item, ForwardInput):
+            forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode_forward, self._store_for(counters))
+            self._batchers.append(forward_batcher)
+
+            async def sink(records: list[LogRecord]) -> None:
+                for record in records:
+                    forward_batcher.put(record, record.ByteSize())
+                await forward_batcher.flush()  # in the buffer before forward acks the chunk
+
+            receiver = forward.ForwardReceiver(item, sink, hostname=socket.gethostname())
+            self._forward[item.tag] = receiver
+            server = await receiver.start()
+        else:
+            log.warning("input %s: %s inputs are not supported yet; skipped", item.tag, item.type)
+            return
+        self._servers.append(server)
+        self.addresses[item.tag] = server.sockets[0].getsockname()[:2]
+
+    async def _ship_loop(self) -> None:
+        assert self.buffer is not None
+        buffer = self.buffer
+        while True:
+            entries = await asyncio.to_thread(buffer.peek, PEEK_RECORDS)
+            if not entries:
+                self._appended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._appended.wait(), IDLE_POLL_SEC)
+                continue
+            for position, payload in entries:
+                outcome = await self.shipper.ship(payload)
+                if outcome.result is Result.RETRYABLE:
+                    return  # only after stop: the request stays buffered
+                await asyncio.to_thread(buffer.ack, position)
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            method, path, *_ = head.decode("latin-1").split(" ", 2)
+            path = path.split("?", 1)[0]
+            if method != "GET":
+                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == "/metrics":
+                body = await asyncio.to_thread(generate_latest, self.registry)
+                status, kind = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
+            elif path == "/health":
+                status, kind = "200 OK", "text/plain"
+                body = b"draining\n" if self._draining else b"ok\n"
+            else:
+                status, kind, body = "404 Not Found", "text/plain", b"not found\n"
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (ValueError, TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self, on_started: Callable[[Agent], None] | None = None) -> None:
+        """Starts, waits for `request_stop` (SIGTERM/SIGINT call it when on the main thread), drains."""
+        await self.start()
+        if on_started is not None:
+            on_started(self)
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stops the inputs, flushes pending batches, drains the buffer for ``drain_sec``, closes."""
+        self._draining = True
+        log.info("collector draining")
+        metrics_server = self._servers[-1] if self._servers else None
+        for server in self._servers:
+            if server is not metrics_server:
+                server.close()
+        for transport in self._transports:
+            transport.close()
+        await asyncio.gather(*(b.drain() for b in self._batchers), return_exceptions=True)
+        if self._shipping is not None and self.buffer is not None:
+            buffer = self.buffer
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.drain_sec
+            while not self._shipping.done() and loop.time() < deadline:
+                if (await asyncio.to_thread(buffer.stats)).buffered_records == 0:
+                    break
+                await asyncio.sleep(0.05)
+            self.shipper.stop.set()
+            self._shipping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._shipping
+        await self.shipper.close()
+        if metrics_server is not None:
+            metrics_server.close()
+        if self.buffer is not None:
+            left = self.buffer.stats().buffered_records
+            await asyncio.to_thread(self.buffer.close)
+            log.info("collector stopped; %d requests left in the buffer", left)
+
+
+def _problems(path: str, problems: Sequence[str]) -> list[str]:
+    return [problem if problem.startswith(path) else f"{path}: {problem}" for problem in problems]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``observe collector --config collector.toml``: runs until SIGTERM/SIGINT; 2 for a bad config."""
+    import argparse
+    import signal
+    import sys
+
+    from collector.buffer import BufferLockedError
+    from collector.config import ConfigError, load
+
+    parser = argparse.ArgumentParser(prog="observe collector", description="Syslog and Fluent in, OTLP out.")
+    parser.add_argument("--config", default="collector.toml", help="the TOML file (default collector.toml)")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as error:
+        for line in _problems(args.config, error.problems):
+            print(line, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        agent = Agent(config)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.request_stop)
+        await agent.run()
+
+    try:
+        asyncio.run(run())
+    except BufferLockedError as error:
+        print(f"{args.config}: buffer.dir: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"{args.config}: cannot listen: {error}", file=sys.stderr)
+        return 1
+    return 0
