@@ -39,9 +39,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from collector import forward, syslog
+from collector import forward, http_input, syslog
 from collector.buffer import DiskBuffer
-from collector.config import BatchConfig, CollectorConfig, ForwardInput, InputConfig, SyslogInput
+from collector.config import BatchConfig, CollectorConfig, ForwardInput, HttpInput, InputConfig, SyslogInput
 from collector.shipper import Result, Shipper
 
 log = logging.getLogger("collector")
@@ -333,18 +333,22 @@ class Agent:
                 self.addresses[item.tag] = transport.get_extra_info("sockname")[:2]
                 return
             server = await asyncio.start_server(listener.handle, listen.host, listen.port, ssl=_server_tls(item))
-        elif isinstance(item, ForwardInput):
-            forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode_forward, self._store_for(counters))
+        elif isinstance(item, ForwardInput | HttpInput):
+            encode = encode_forward if isinstance(item, ForwardInput) else http_input.encode
+            forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode, self._store_for(counters))
             self._batchers.append(forward_batcher)
 
             async def sink(records: list[LogRecord]) -> None:
                 for record in records:
                     forward_batcher.put(record, record.ByteSize())
-                await forward_batcher.flush()  # in the buffer before forward acks the chunk
+                await forward_batcher.flush()  # in the buffer before forward acks / http answers
 
-            receiver = forward.ForwardReceiver(item, sink, hostname=socket.gethostname())
-            self._forward[item.tag] = receiver
-            server = await receiver.start()
+            if isinstance(item, HttpInput):
+                server = await http_input.HttpReceiver(item, sink, counters=counters).start()
+            else:
+                receiver = forward.ForwardReceiver(item, sink, hostname=socket.gethostname())
+                self._forward[item.tag] = receiver
+                server = await receiver.start()
         else:
             log.warning("input %s: %s inputs are not supported yet; skipped", item.tag, item.type)
             return
