@@ -147,14 +147,6 @@ def _peer(address: Any) -> str | None:
     return str(address[0]) if isinstance(address, tuple) and address else None
 
 
-def _server_tls(item: InputConfig) -> ssl.SSLContext | None:
-    if item.tls is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(item.tls.cert_file, item.tls.key_file)
-    return context
-
-
 class SyslogListener(asyncio.DatagramProtocol):
     """One syslog input: UDP datagrams (one message each) or TCP/TLS connections (one `Framer` each)."""
 
@@ -332,7 +324,8 @@ class Agent:
                 self._transports.append(transport)
                 self.addresses[item.tag] = transport.get_extra_info("sockname")[:2]
                 return
-            server = await asyncio.start_server(listener.handle, listen.host, listen.port, ssl=_server_tls(item))
+            context = item.tls.server_context() if item.tls else None
+            server = await asyncio.start_server(listener.handle, listen.host, listen.port, ssl=context)
         elif isinstance(item, ForwardInput | HttpInput):
             encode = encode_forward if isinstance(item, ForwardInput) else http_input.encode
             forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode, self._store_for(counters))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,12 @@ class Listen:
 class TlsFiles:
     cert_file: Path
     key_file: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """The TLS context a listening input serves with."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -134,10 +134,8 @@ class ForwardReceiver:
 
     async def start(self) -> asyncio.Server:
         """Listens on ``config.listen`` (TLS when configured); port 0 picks a free port."""
-        context: ssl.SSLContext | None = None
-        if self.config.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.config.tls.cert_file, self.config.tls.key_file)
+        tls = self.config.tls
+        context = tls.server_context() if tls is not None else None
         listen = self.config.listen
         return await asyncio.start_server(self.handle, listen.host, listen.port, ssl=context)
 
@@ -170,10 +168,10 @@ class ForwardReceiver:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str | None, data: bytes
     ) -> None:
-        unpacker = _unpacker(self.max_message_bytes)
+        unpacker = msgpack_unpacker(self.max_message_bytes)
         while True:
-            _feed(unpacker, data)
-            for message in _messages(unpacker):
+            msgpack_feed(unpacker, data)
+            for message in msgpack_messages(unpacker):
                 tag, entries, option = _event(message, self.max_message_bytes)
                 records = [to_log_record(entry, tag=tag, source_tag=self.config.tag, peer=peer) for entry in entries]
                 if records:
@@ -198,13 +196,13 @@ class ForwardReceiver:
         # raw=True: the salt and hostname are hashed as the bytes that were sent.
         unpacker = msgpack.Unpacker(raw=True, max_buffer_size=64 * 1024)
         while True:
-            ping = next(_messages(unpacker), None)
+            ping = next(msgpack_messages(unpacker), None)
             if ping is not None:
                 break
             data = await reader.read(READ_BYTES)
             if not data:
                 raise ConnectionError("closed before PING")
-            _feed(unpacker, data)
+            msgpack_feed(unpacker, data)
         if not (isinstance(ping, list) and len(ping) == 6 and ping[0] == b"PING"):
             raise ForwardProtocolError("expected PING after HELO")
         _, client_hostname, salt, digest = ping[:4]
@@ -223,13 +221,13 @@ class ForwardReceiver:
         return True, unpacker.read_bytes(64 * 1024)
 
 
-def _unpacker(max_bytes: int) -> Any:
+def msgpack_unpacker(max_bytes: int) -> Any:
     return msgpack.Unpacker(
         raw=False, unicode_errors="replace", strict_map_key=False, max_buffer_size=max_bytes, timestamp=0
     )
 
 
-def _feed(unpacker: Any, data: bytes) -> None:
+def msgpack_feed(unpacker: Any, data: bytes) -> None:
     if not data:
         return
     try:
@@ -238,7 +236,7 @@ def _feed(unpacker: Any, data: bytes) -> None:
         raise OversizedError("message over the size cap") from None
 
 
-def _messages(unpacker: Any) -> Iterator[Any]:
+def msgpack_messages(unpacker: Any) -> Iterator[Any]:
     """Every complete object in the unpacker's buffer; bad msgpack → `ForwardProtocolError`."""
     while True:
         try:
@@ -263,17 +261,17 @@ def _event(message: Any, max_bytes: int) -> tuple[str, list[Entry], dict[Any, An
             raise ForwardProtocolError("Forward and PackedForward take [tag, entries, option?]")
         option = _option(message[2] if len(message) == 3 else None)
         if isinstance(second, list):
-            return tag, [_entry(item) for item in second], option
+            return tag, [decode_entry(item) for item in second], option
         compressed = option.get("compressed", "text")
         if compressed == "gzip":
-            second = _gunzip(second, max_bytes)
+            second = gunzip(second, max_bytes)
         elif compressed != "text":
             raise ForwardProtocolError(f"unknown compression {compressed!r}")
-        unpacker = _unpacker(max(len(second), 1))
-        _feed(unpacker, second)
+        unpacker = msgpack_unpacker(max(len(second), 1))
+        msgpack_feed(unpacker, second)
         entries, end = [], 0
-        for item in _messages(unpacker):
-            entries.append(_entry(item))
+        for item in msgpack_messages(unpacker):
+            entries.append(decode_entry(item))
             end = unpacker.tell()  # after OutOfData tell() counts the partial bytes too
         if end != len(second):
             raise ForwardProtocolError("PackedForward ends inside an entry")
@@ -281,7 +279,7 @@ def _event(message: Any, max_bytes: int) -> tuple[str, list[Entry], dict[Any, An
     if len(message) < 3:
         raise ForwardProtocolError("Message mode needs [tag, time, record]")
     option = _option(message[3] if len(message) == 4 else None)
-    return tag, [_entry([second, message[2]])], option
+    return tag, [decode_entry([second, message[2]])], option
 
 
 def _option(option: Any) -> dict[Any, Any]:
@@ -292,7 +290,7 @@ def _option(option: Any) -> dict[Any, Any]:
     return option
 
 
-def _entry(item: Any) -> Entry:
+def decode_entry(item: Any) -> Entry:
     if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], dict):
         raise ForwardProtocolError("an entry must be [time, record] with a map record")
     stamp = item[0]
@@ -316,7 +314,7 @@ def _time_unix_nano(stamp: Any) -> int | None:
     raise ForwardProtocolError("time must be a number or EventTime")
 
 
-def _gunzip(data: bytes, max_bytes: int) -> bytes:
+def gunzip(data: bytes, max_bytes: int) -> bytes:
     """Every gzip member in `data`, concatenated; more than `max_bytes` out → `OversizedError`."""
     out = bytearray()
     while data:

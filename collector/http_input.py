@@ -51,11 +51,11 @@ from collector.forward import (
     ForwardProtocolError,
     OversizedError,
     Sink,
-    _entry,
-    _feed,
-    _gunzip,
-    _messages,
-    _unpacker,
+    decode_entry,
+    gunzip,
+    msgpack_feed,
+    msgpack_messages,
+    msgpack_unpacker,
     to_log_record,
     to_otlp,
 )
@@ -122,10 +122,8 @@ class HttpReceiver:
 
     async def start(self) -> asyncio.Server:
         """Listens on ``config.listen`` (TLS when configured); port 0 picks a free port."""
-        context: ssl.SSLContext | None = None
-        if self.config.tls is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(self.config.tls.cert_file, self.config.tls.key_file)
+        tls = self.config.tls
+        context = tls.server_context() if tls is not None else None
         listen = self.config.listen
         return await asyncio.start_server(self.handle, listen.host, listen.port, ssl=context, limit=HEAD_LIMIT)
 
@@ -190,7 +188,7 @@ class HttpReceiver:
         encoding = request.headers.get("content-encoding", "identity").lower()
         try:
             if encoding in ("gzip", "x-gzip"):
-                body = _gunzip(body, self.config.max_body_bytes)
+                body = gunzip(body, self.config.max_body_bytes)
             elif encoding != "identity":
                 raise RequestError("415 Unsupported Media Type", f"unknown Content-Encoding {encoding!r}")
             media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -266,11 +264,11 @@ def _json_entries(body: bytes) -> Iterator[Entry]:
 
 
 def _msgpack_entries(body: bytes) -> Iterator[Entry]:
-    unpacker = _unpacker(max(len(body), 1))
-    _feed(unpacker, body)
+    unpacker = msgpack_unpacker(max(len(body), 1))
+    msgpack_feed(unpacker, body)
     end = 0
-    for item in _messages(unpacker):
-        yield _dated_entry(item) if isinstance(item, dict) else _entry(item)
+    for item in msgpack_messages(unpacker):
+        yield _dated_entry(item) if isinstance(item, dict) else decode_entry(item)
         end = unpacker.tell()
     if end != len(body):
         raise ForwardProtocolError("the msgpack body ends inside a record")
