@@ -18,8 +18,12 @@
 - Drain on SIGTERM/SIGINT: inputs stop listening, pending batches are flushed into the buffer,
   the shipping loop gets ``drain_sec`` to empty it, then the shipper is stopped and the buffer
   closed. Whatever was not shipped stays on disk.
-- ``/metrics`` (Prometheus text, the agent's own registry, values read at scrape time) and
-  ``/health`` are served by a minimal asyncio HTTP/1.0 server on ``metrics.host:port``.
+- A buffer record is the input's tag and the record count in front of the serialized request
+  (`stored_request`), so shipping, retries and drops are counted per input.
+- Duplicates are counted: before shipping a request the loop marks it in the buffer
+  (``mark_shipping``); after a restart the request that was in flight when the process died is
+  shipped again and its records counted in ``resent_records`` (at most one request a restart).
+- ``/metrics`` and ``/health``: `collector.metrics`.
 """
 
 from __future__ import annotations
@@ -29,19 +33,17 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from collector import forward, http_input, syslog
 from collector.buffer import DiskBuffer
 from collector.config import BatchConfig, CollectorConfig, ForwardInput, HttpInput, InputConfig, SyslogInput
+from collector.metrics import InputCounters, http_handler, registry_for
 from collector.shipper import Result, Shipper
 
 log = logging.getLogger("collector")
@@ -51,19 +53,6 @@ PEEK_RECORDS = 16
 IDLE_POLL_SEC = 0.5
 READ_BYTES = 64 * 1024
 HTTP_HEADER_LIMIT = 16 * 1024
-
-
-@dataclass(slots=True)
-class InputCounters:
-    """What one input did, for ``/metrics``: records received, appended to the buffer (records,
-    bytes, batches), malformed and oversized frames."""
-
-    received: int = 0
-    buffered_records: int = 0
-    buffered_bytes: int = 0
-    batches: int = 0
-    malformed: int = 0
-    oversized: int = 0
 
 
 class Batcher(Generic[T]):
@@ -135,6 +124,24 @@ class Batcher(Generic[T]):
             yield chunk
 
 
+def stored_request(tag: str, records: int, payload: bytes) -> bytes:
+    """A buffer record: the input's tag and the request's record count in front of the request."""
+    name = tag.encode()
+    return bytes((len(name),)) + name + records.to_bytes(4, "little") + payload
+
+
+def read_stored_request(stored: bytes) -> tuple[str, int, bytes]:
+    """(tag, records, serialized ExportLogsServiceRequest) of a buffer record."""
+    end = 1 + stored[0]
+    return stored[1:end].decode(errors="replace"), int.from_bytes(stored[end : end + 4], "little"), stored[end + 4 :]
+
+
+def describe_request(head: bytes) -> tuple[str, int]:
+    """A dropped buffer record's input and records, from its first bytes (`DiskBuffer` ``describe``)."""
+    tag, records, _ = read_stored_request(head)
+    return tag, records
+
+
 def encode_syslog(messages: list[syslog.SyslogMessage]) -> bytes:
     return syslog.to_otlp(messages).SerializeToString()
 
@@ -192,61 +199,6 @@ class SyslogListener(asyncio.DatagramProtocol):
                 await writer.wait_closed()
 
 
-class AgentMetrics(Collector):
-    """The agent's counters, read at scrape time."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def collect(self) -> Iterable[Metric]:
-        agent = self.agent
-        per_input = {
-            "received": ("observe_collector_received_records", "records received by an input"),
-            "buffered_records": ("observe_collector_buffered_records", "records an input appended to the buffer"),
-            "buffered_bytes": ("observe_collector_buffered_bytes", "bytes of requests an input appended"),
-            "batches": ("observe_collector_batches", "requests an input appended to the buffer"),
-            "malformed": ("observe_collector_malformed", "malformed frames or connections"),
-            "oversized": ("observe_collector_oversized", "oversized frames or messages"),
-        }
-        for attribute, (name, documentation) in per_input.items():
-            family = CounterMetricFamily(name, documentation, labels=["input"])
-            for tag, counters in agent.input_counters().items():
-                family.add_metric([tag], getattr(counters, attribute))
-            yield family
-        shipper = agent.shipper.counters
-        for name, value, documentation in (
-            ("observe_collector_shipped_records", shipper.shipped_records, "records the server accepted"),
-            ("observe_collector_shipped_batches", shipper.shipped_batches, "requests the server accepted"),
-            ("observe_collector_retried", shipper.retried, "export attempts retried"),
-            ("observe_collector_failed_permanent", shipper.failed_permanent, "requests dropped on a permanent error"),
-            (
-                "observe_collector_failed_permanent_records",
-                shipper.failed_permanent_records,
-                "records dropped on a permanent error",
-            ),
-            ("observe_collector_rejected_by_server", shipper.rejected_by_server, "records refused in partial success"),
-        ):
-            yield CounterMetricFamily(name, documentation, value=value)
-        if agent.buffer is None:
-            return
-        stats = agent.buffer.stats()
-        yield GaugeMetricFamily(
-            "observe_collector_buffer_bytes", "unshipped bytes in the buffer", value=stats.buffered_bytes
-        )
-        yield GaugeMetricFamily(
-            "observe_collector_buffer_records", "unshipped requests in the buffer", value=stats.buffered_records
-        )
-        yield GaugeMetricFamily("observe_collector_buffer_disk_bytes", "buffer size on disk", value=stats.disk_bytes)
-        yield GaugeMetricFamily("observe_collector_buffer_segments", "buffer segment files", value=stats.segments)
-        for name, value, documentation in (
-            ("observe_collector_buffer_dropped_records", stats.dropped_records, "requests dropped: buffer full"),
-            ("observe_collector_buffer_dropped_bytes", stats.dropped_bytes, "bytes dropped: buffer full"),
-            ("observe_collector_buffer_corrupt_records", stats.corrupt_records, "corrupt buffer records skipped"),
-            ("observe_collector_buffer_redelivered", stats.redelivered, "requests read again after a restart"),
-        ):
-            yield CounterMetricFamily(name, documentation, value=value)
-
-
 class Agent:
     """The collector: `start`, then `stop` (drain); `run` does both around a stop request."""
 
@@ -255,8 +207,7 @@ class Agent:
         self.drain_sec = drain_sec
         self.buffer: DiskBuffer | None = None
         self.shipper = Shipper(config.server)
-        self.registry = CollectorRegistry()
-        self.registry.register(AgentMetrics(self))
+        self.registry = registry_for(self)
         self.addresses: dict[str, tuple[str, int]] = {}
         self.metrics_address: tuple[str, int] | None = None
         self._counters: dict[str, InputCounters] = {}
@@ -274,32 +225,27 @@ class Agent:
         out = dict(self._counters)
         for tag, receiver in self._forward.items():
             own = receiver.counters
-            counters = self._counters[tag]
-            out[tag] = InputCounters(
-                received=own.received,
-                buffered_records=counters.buffered_records,
-                buffered_bytes=counters.buffered_bytes,
-                batches=counters.batches,
-                malformed=own.malformed,
-                oversized=own.oversized,
+            out[tag] = replace(
+                self._counters[tag], received=own.received, malformed=own.malformed, oversized=own.oversized
             )
         return out
 
     async def start(self) -> None:
-        self.buffer = await asyncio.to_thread(DiskBuffer.open, self.config.buffer)
+        self.buffer = await asyncio.to_thread(DiskBuffer.open, self.config.buffer, describe=describe_request)
         for item in self.config.inputs:
             await self._start_input(item)
         metrics = self.config.metrics
-        server = await asyncio.start_server(self._serve_http, metrics.host, metrics.port)
+        handler = http_handler(self.registry, lambda: self._draining)
+        server = await asyncio.start_server(handler, metrics.host, metrics.port)
         self._servers.append(server)
         self.metrics_address = server.sockets[0].getsockname()[:2]
         self._shipping = asyncio.get_running_loop().create_task(self._ship_loop())
         log.info("collector started: %s; metrics on %s", self.addresses, self.metrics_address)
 
-    def _store_for(self, counters: InputCounters) -> Callable[[bytes, int], Awaitable[None]]:
+    def _store_for(self, tag: str, counters: InputCounters) -> Callable[[bytes, int], Awaitable[None]]:
         async def store(payload: bytes, records: int) -> None:
             assert self.buffer is not None
-            await asyncio.to_thread(self.buffer.append, payload)
+            await asyncio.to_thread(self.buffer.append, stored_request(tag, records, payload))
             counters.buffered_records += records
             counters.buffered_bytes += len(payload)
             counters.batches += 1
@@ -312,7 +258,7 @@ class Agent:
         listen = item.listen
         if isinstance(item, SyslogInput):
             syslog_batcher: Batcher[syslog.SyslogMessage] = Batcher(
-                self.config.batch, encode_syslog, self._store_for(counters)
+                self.config.batch, encode_syslog, self._store_for(item.tag, counters)
             )
             self._batchers.append(syslog_batcher)
             listener = SyslogListener(item, syslog_batcher, counters)
@@ -328,7 +274,8 @@ class Agent:
             server = await asyncio.start_server(listener.handle, listen.host, listen.port, ssl=context)
         elif isinstance(item, ForwardInput | HttpInput):
             encode = encode_forward if isinstance(item, ForwardInput) else http_input.encode
-            forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode, self._store_for(counters))
+            store = self._store_for(item.tag, counters)
+            forward_batcher: Batcher[LogRecord] = Batcher(self.config.batch, encode, store)
             self._batchers.append(forward_batcher)
 
             async def sink(records: list[LogRecord]) -> None:
@@ -358,39 +305,23 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._appended.wait(), IDLE_POLL_SEC)
                 continue
-            for position, payload in entries:
-                outcome = await self.shipper.ship(payload)
+            for position, stored in entries:
+                tag, records, payload = read_stored_request(stored)
+                counters = self._counters.get(tag) or self._counters.setdefault(tag, InputCounters())
+                resent = buffer.shipped_before_restart(position)
+                await asyncio.to_thread(buffer.mark_shipping, position)
+                outcome = await self.shipper.ship(payload, records=records)
+                counters.retried += outcome.attempts - 1
                 if outcome.result is Result.RETRYABLE:
                     return  # only after stop: the request stays buffered
+                if resent:
+                    counters.resent_records += records
+                if outcome.result is Result.SUCCESS:
+                    counters.shipped_records += outcome.accepted
+                    counters.rejected_records += outcome.rejected
+                else:
+                    counters.failed_records += records
                 await asyncio.to_thread(buffer.ack, position)
-
-    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, path, *_ = head.decode("latin-1").split(" ", 2)
-            path = path.split("?", 1)[0]
-            if method != "GET":
-                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
-            elif path == "/metrics":
-                body = await asyncio.to_thread(generate_latest, self.registry)
-                status, kind = "200 OK", "text/plain; version=0.0.4; charset=utf-8"
-            elif path == "/health":
-                status, kind = "200 OK", "text/plain"
-                body = b"draining\n" if self._draining else b"ok\n"
-            else:
-                status, kind, body = "404 Not Found", "text/plain", b"not found\n"
-            writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (ValueError, TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     def request_stop(self) -> None:
         self._stop_requested.set()

@@ -24,7 +24,15 @@ position it shipped. Layout and decisions:
   match is found by `peek`, skipped and counted once. A damaged *length* field therefore loses the
   rest of its segment; a damaged payload loses one record.
 - At-least-once: records after the persisted ack come back after a restart; their number at open is
-  ``redelivered`` (an upper bound on duplicates: some of them may never have been shipped).
+  ``redelivered``. Which of them may already have reached the server is known exactly: before
+  shipping a record the caller calls ``mark_shipping(position)``, persisted in the file ``shipping``
+  (16 bytes + crc32, written in place, synced as appends are); after a restart
+  ``shipped_before_restart(position)`` is true for records up to that mark and past the ack: the
+  possible duplicates (one request at most when records are shipped one at a time). A damaged mark
+  counts every redelivered record as possibly shipped.
+- Dropped records can be attributed: ``describe(head)`` (optional) gets the first
+  ``DESCRIBE_BYTES`` of each dropped record's payload and returns a label and a weight (for the
+  collector: the input's tag and the log records in the request); ``stats().dropped_by`` sums them.
 - Bound: segment files never total more than ``max_bytes``. An append that would pass it first
   deletes the oldest whole segments, acknowledged or not, counting their unacknowledged records and
   bytes in ``dropped_records``/``dropped_bytes``. The writer never waits for the shipper, and no
@@ -46,6 +54,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,11 +64,12 @@ from collector.config import BufferConfig
 
 MIB = 1024 * 1024
 FRAME = struct.Struct("<II")
-ACK = struct.Struct("<QQ")
+ACK = struct.Struct("<QQ")  # also the shipping mark
 CRC = struct.Struct("<I")
 SEGMENT_SUFFIX = ".seg"
 # No record is longer; a length field above this is taken for corruption, never allocated.
 MAX_RECORD_BYTES = 256 * MIB
+DESCRIBE_BYTES = 512
 
 FsyncPolicy = Literal["always", "batch"]
 
@@ -92,6 +102,7 @@ class BufferStats:
     dropped_records: int
     dropped_bytes: int
     redelivered: int
+    dropped_by: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -113,6 +124,7 @@ class DiskBuffer:
         fsync: FsyncPolicy = "always",
         segment_bytes: int | None = None,
         sync_interval: float = 0.2,
+        describe: Callable[[bytes], tuple[str, int]] | None = None,
     ) -> None:
         if max_bytes <= FRAME.size:
             raise ValueError(f"max_bytes must exceed {FRAME.size}")
@@ -134,6 +146,9 @@ class DiskBuffer:
         self._dropped_records = 0
         self._dropped_bytes = 0
         self._redelivered = 0
+        self._describe = describe
+        self._dropped_by: dict[str, int] = {}
+        self._resend_mark = Position(0, 0)  # records up to here (past the ack) may have been shipped
         self._last_sync = time.monotonic()
         self._closed = False
 
@@ -146,13 +161,20 @@ class DiskBuffer:
             raise BufferLockedError(f"{self._dir} is in use by another process") from None
         self._dir_fd = os.open(self._dir, os.O_RDONLY)
         self._recover()
+        self._mark_fd = os.open(self._dir / "shipping", os.O_RDWR | os.O_CREAT, 0o600)
         self._active = self._open_segment(max([self._ack.segment, *self._segments]) + 1)
         self._make_room(0)
 
     @classmethod
-    def open(cls, config: BufferConfig, *, fsync: FsyncPolicy = "always") -> DiskBuffer:
+    def open(
+        cls,
+        config: BufferConfig,
+        *,
+        fsync: FsyncPolicy = "always",
+        describe: Callable[[bytes], tuple[str, int]] | None = None,
+    ) -> DiskBuffer:
         """The buffer the collector's ``[buffer]`` section describes."""
-        return cls(config.dir, config.max_bytes, fsync=fsync)
+        return cls(config.dir, config.max_bytes, fsync=fsync, describe=describe)
 
     def append(self, record: bytes) -> None:
         """Store ``record`` at the tail; durable on return as the fsync policy says (module doc).
@@ -228,6 +250,20 @@ class DiskBuffer:
             self._check_open()
             self._ack_locked(Position(*position))
 
+    def mark_shipping(self, position: Position) -> None:
+        """Records, durably as appends are, that the records up to ``position`` are being shipped."""
+        data = ACK.pack(*position)
+        with self._lock:
+            self._check_open()
+            os.pwrite(self._mark_fd, data + CRC.pack(zlib.crc32(data)), 0)
+            if self._fsync == "always":
+                os.fdatasync(self._mark_fd)
+
+    def shipped_before_restart(self, position: Position) -> bool:
+        """Whether the record at ``position`` (from `peek`) was being shipped when the last process
+        stopped without acknowledging it: a possible duplicate."""
+        return self._ack < Position(*position) <= self._resend_mark
+
     def sync(self) -> None:
         """Make every appended record durable now (what ``fsync="always"`` does on each append)."""
         with self._lock:
@@ -246,6 +282,7 @@ class DiskBuffer:
                 dropped_records=self._dropped_records,
                 dropped_bytes=self._dropped_bytes,
                 redelivered=self._redelivered,
+                dropped_by=dict(self._dropped_by),
             )
 
     def close(self) -> None:
@@ -255,6 +292,7 @@ class DiskBuffer:
             self._closed = True
             os.fdatasync(self._active_fd)
             os.close(self._active_fd)
+            os.close(self._mark_fd)
             os.close(self._dir_fd)
             os.close(self._lock_fd)  # releases the flock
 
@@ -295,6 +333,8 @@ class DiskBuffer:
             if segment_id == self._ack.segment:
                 self._head_acked = acked
         self._redelivered = self._buffered_records
+        if self._redelivered:
+            self._resend_mark = self._read_position("shipping", damaged=Position(2**63, 0))
         os.fsync(self._dir_fd)
 
     @staticmethod
@@ -315,12 +355,16 @@ class DiskBuffer:
 
     def _read_ack(self) -> Position:
         """The persisted ack, or the start when there is none or it is damaged (everything comes back)."""
+        return self._read_position("ack", damaged=Position(0, 0))
+
+    def _read_position(self, name: str, *, damaged: Position) -> Position:
+        """A persisted position; the start when there is none, ``damaged`` when its crc fails."""
         try:
-            data = (self._dir / "ack").read_bytes()
+            data = (self._dir / name).read_bytes()
         except FileNotFoundError:
             return Position(0, 0)
         if len(data) != ACK.size + CRC.size or CRC.unpack(data[ACK.size :])[0] != zlib.crc32(data[: ACK.size]):
-            return Position(0, 0)
+            return damaged
         return Position(*ACK.unpack(data[: ACK.size]))
 
     # -- writing --------------------------------------------------------------------------------
@@ -374,8 +418,24 @@ class DiskBuffer:
                 )
                 self._dropped_records += head.records - acked_records
                 self._dropped_bytes += head.size - acked_bytes
+                if self._describe is not None:
+                    self._describe_dropped(head, acked_bytes)
                 self._buffered_records -= head.records - acked_records
             self._delete(head)
+
+    def _describe_dropped(self, segment: _Segment, start: int) -> None:
+        offset = start
+        with open(segment.path, "rb") as file:
+            while offset + FRAME.size <= segment.size:
+                file.seek(offset)
+                header = file.read(FRAME.size)
+                length = FRAME.unpack(header)[0]
+                if length == 0 or offset + FRAME.size + length > segment.size:
+                    break
+                assert self._describe is not None
+                label, weight = self._describe(file.read(min(length, DESCRIBE_BYTES)))
+                self._dropped_by[label] = self._dropped_by.get(label, 0) + weight
+                offset += FRAME.size + length
 
     def _delete(self, segment: _Segment) -> None:
         segment.path.unlink()

@@ -176,7 +176,11 @@ def test_real_senders_arrive_searchable_metrics_count_them_and_sigterm_drains(se
         assert metric(text, "observe_collector_received_records", "syslog-tcp") == 5
         assert metric(text, "observe_collector_received_records", "fluent") == 3
         assert metric(text, "observe_collector_buffered_records", "fluent") == 3
-        assert metric(text, "observe_collector_shipped_records") == 13
+        for tag, count in (("syslog-udp", 5), ("syslog-tcp", 5), ("fluent", 3)):
+            assert metric(text, "observe_collector_shipped_records", tag) == count
+            assert metric(text, "observe_collector_resent_records", tag) == 0
+            for reason in ("buffer_full", "rejected", "permanent_error"):
+                assert metric(text, "observe_collector_dropped_records", f'{tag}",reason="{reason}') == 0
         assert metric(text, "observe_collector_failed_permanent") == 0
         assert metric(text, "observe_collector_buffer_records") == 0
         assert httpx.get(metrics_url + "/nothing", timeout=5).status_code == 404

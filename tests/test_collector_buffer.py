@@ -200,3 +200,41 @@ def test_every_append_that_returned_before_a_sigkill_is_read_after_reopen(tmp_pa
         found = drain(buffer)
     assert len(found) >= returned + 1
     assert found == [f"{i}:".encode() + bytes([i % 251]) * (1000 + i * 7919 % 20000) for i in range(len(found))]
+
+
+def test_the_request_in_flight_at_a_stop_is_known_as_a_possible_duplicate(tmp_path: Path) -> None:
+    with DiskBuffer(tmp_path, 1 << 20) as buffer:
+        for i in range(5):
+            buffer.append(record(i))
+        batch = buffer.peek(5)
+        buffer.mark_shipping(batch[0][0])
+        buffer.ack(batch[0][0])
+        buffer.mark_shipping(batch[1][0])  # shipped, then the process stops before the ack
+        assert not any(buffer.shipped_before_restart(position) for position, _ in batch)
+    with DiskBuffer(tmp_path, 1 << 20) as buffer:
+        batch = buffer.peek(5)
+        assert [payload for _, payload in batch] == [record(i) for i in range(1, 5)]
+        assert [buffer.shipped_before_restart(position) for position, _ in batch] == [True, False, False, False]
+        buffer.mark_shipping(batch[1][0])
+        buffer.ack(batch[1][0])
+    (tmp_path / "shipping").write_bytes(b"damaged")
+    with DiskBuffer(tmp_path, 1 << 20) as buffer:  # a damaged mark: every redelivered record may be a duplicate
+        assert all(buffer.shipped_before_restart(position) for position, _ in buffer.peek(5))
+
+
+def test_records_dropped_for_room_are_described_by_their_head(tmp_path: Path) -> None:
+    def describe(head: bytes) -> tuple[str, int]:
+        label, _, _ = head.partition(b":")
+        return ("even" if int(label) % 2 == 0 else "odd"), 10
+
+    frame = FRAME.size + 500
+    with DiskBuffer(tmp_path, 12 * frame, segment_bytes=4 * frame, describe=describe) as buffer:
+        for i in range(4):
+            buffer.append(record(i))
+        buffer.ack(buffer.peek(1)[0][0])  # record 0 was shipped: not a loss
+        for i in range(4, 16):
+            buffer.append(record(i))
+        stats = buffer.stats()
+        assert stats.dropped_records == 3
+        assert stats.dropped_by == {"odd": 20, "even": 10}
+        assert [payload for _, payload in buffer.peek(100)][0] == record(4)
