@@ -471,8 +471,10 @@ class Transcoder:
         for key, values in params.items():
             head = table.get(key.split(".")[0])
             if not route.query_allowed or head is None or head[0].name in bound:
-                if not route.binding.path.startswith("/api/"):
-                    continue  # a web page's link may carry anything (utm_source, fbclid): not an API call
+                if not route.binding.path.startswith("/api/") or route.method.rule.redirect_target:
+                    # A web page's link may carry anything (utm_source, fbclid), and a provider's
+                    # redirect back its own parameters (scope, authuser): neither is an API call.
+                    continue
                 v.add(key, "unrecognized_keys", f"Unrecognized query parameter: '{key}'")
                 continue
             self.codec.assign_text(request, key, values, key, v)

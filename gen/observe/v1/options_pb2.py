@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18observe/v1/options.proto\x12\nobserve.v1\x1a google/protobuf/descriptor.proto\"\xfb\x01\n\x04Rule\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x1f\n\x05roles\x18\x02 \x03(\x0e\x32\x10.observe.v1.Role\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x10\n\x08mutation\x18\x04 \x01(\x08\x12\x16\n\x0esuccess_status\x18\x05 \x01(\x05\x12\x18\n\x10\x62ody_limit_bytes\x18\x06 \x01(\x03\x12.\n\nrate_limit\x18\x07 \x01(\x0e\x32\x1a.observe.v1.RateLimitClass\x12\x14\n\x0c\x61udit_action\x18\x08 \x01(\t\x12\x16\n\x0erate_limit_key\x18\t \x01(\t\x12\x11\n\tunaudited\x18\n \x01(\x08\"\xc3\x01\n\tFieldRule\x12\x11\n\tsensitive\x18\x01 \x01(\x08\x12\x1c\n\x14\x61lternate_media_type\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x0c\n\x04\x62ulk\x18\x04 \x01(\x08\x12\x17\n\x0fpattern_message\x18\x05 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x06 \x01(\x08\x12\x0e\n\x06header\x18\x07 \x01(\t\x12\x0e\n\x06\x63ookie\x18\x08 \x01(\t\x12\x13\n\x0bmedia_types\x18\t \x03(\t\"?\n\rForeignMethod\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x1e\n\x04rule\x18\x02 \x01(\x0b\x32\x10.observe.v1.Rule*^\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_OWNER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_MEMBER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04*\xd3\x01\n\x0eRateLimitClass\x12 \n\x1cRATE_LIMIT_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n\x18RATE_LIMIT_CLASS_AUTH_IP\x10\x01\x12\x1e\n\x1aRATE_LIMIT_CLASS_HEARTBEAT\x10\x02\x12!\n\x1dRATE_LIMIT_CLASS_SUBSCRIBE_IP\x10\x03\x12\x1e\n\x1aRATE_LIMIT_CLASS_PUBLIC_IP\x10\x04\x12\x1e\n\x1aRATE_LIMIT_CLASS_UNLOCK_IP\x10\x05:M\n\x07\x66oreign\x12\x1f.google.protobuf.ServiceOptions\x18\xd3\x86\x03 \x03(\x0b\x32\x19.observe.v1.ForeignMethod:@\n\x04rule\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0b\x32\x10.observe.v1.Rule:E\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x15.observe.v1.FieldRuleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18observe/v1/options.proto\x12\nobserve.v1\x1a google/protobuf/descriptor.proto\"\x94\x02\n\x04Rule\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x1f\n\x05roles\x18\x02 \x03(\x0e\x32\x10.observe.v1.Role\x12\x0e\n\x06public\x18\x03 \x01(\x08\x12\x10\n\x08mutation\x18\x04 \x01(\x08\x12\x16\n\x0esuccess_status\x18\x05 \x01(\x05\x12\x18\n\x10\x62ody_limit_bytes\x18\x06 \x01(\x03\x12.\n\nrate_limit\x18\x07 \x01(\x0e\x32\x1a.observe.v1.RateLimitClass\x12\x14\n\x0c\x61udit_action\x18\x08 \x01(\t\x12\x16\n\x0erate_limit_key\x18\t \x01(\t\x12\x11\n\tunaudited\x18\n \x01(\x08\x12\x17\n\x0fredirect_target\x18\x0b \x01(\x08\"\xc3\x01\n\tFieldRule\x12\x11\n\tsensitive\x18\x01 \x01(\x08\x12\x1c\n\x14\x61lternate_media_type\x18\x02 \x01(\t\x12\x13\n\x0bjson_schema\x18\x03 \x01(\t\x12\x0c\n\x04\x62ulk\x18\x04 \x01(\x08\x12\x17\n\x0fpattern_message\x18\x05 \x01(\t\x12\x14\n\x0cmilliseconds\x18\x06 \x01(\x08\x12\x0e\n\x06header\x18\x07 \x01(\t\x12\x0e\n\x06\x63ookie\x18\x08 \x01(\t\x12\x13\n\x0bmedia_types\x18\t \x03(\t\"?\n\rForeignMethod\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x1e\n\x04rule\x18\x02 \x01(\x0b\x32\x10.observe.v1.Rule*^\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_OWNER\x10\x01\x12\x0e\n\nROLE_ADMIN\x10\x02\x12\x0f\n\x0bROLE_MEMBER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04*\xd3\x01\n\x0eRateLimitClass\x12 \n\x1cRATE_LIMIT_CLASS_UNSPECIFIED\x10\x00\x12\x1c\n\x18RATE_LIMIT_CLASS_AUTH_IP\x10\x01\x12\x1e\n\x1aRATE_LIMIT_CLASS_HEARTBEAT\x10\x02\x12!\n\x1dRATE_LIMIT_CLASS_SUBSCRIBE_IP\x10\x03\x12\x1e\n\x1aRATE_LIMIT_CLASS_PUBLIC_IP\x10\x04\x12\x1e\n\x1aRATE_LIMIT_CLASS_UNLOCK_IP\x10\x05:M\n\x07\x66oreign\x12\x1f.google.protobuf.ServiceOptions\x18\xd3\x86\x03 \x03(\x0b\x32\x19.observe.v1.ForeignMethod:@\n\x04rule\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0b\x32\x10.observe.v1.Rule:E\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xd2\x86\x03 \x01(\x0b\x32\x15.observe.v1.FieldRuleb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'observe.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=591
-  _globals['_ROLE']._serialized_end=685
-  _globals['_RATELIMITCLASS']._serialized_start=688
-  _globals['_RATELIMITCLASS']._serialized_end=899
+  _globals['_ROLE']._serialized_start=616
+  _globals['_ROLE']._serialized_end=710
+  _globals['_RATELIMITCLASS']._serialized_start=713
+  _globals['_RATELIMITCLASS']._serialized_end=924
   _globals['_RULE']._serialized_start=75
-  _globals['_RULE']._serialized_end=326
-  _globals['_FIELDRULE']._serialized_start=329
-  _globals['_FIELDRULE']._serialized_end=524
-  _globals['_FOREIGNMETHOD']._serialized_start=526
-  _globals['_FOREIGNMETHOD']._serialized_end=589
+  _globals['_RULE']._serialized_end=351
+  _globals['_FIELDRULE']._serialized_start=354
+  _globals['_FIELDRULE']._serialized_end=549
+  _globals['_FOREIGNMETHOD']._serialized_start=551
+  _globals['_FOREIGNMETHOD']._serialized_end=614
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,7 @@ class Rule(_message.Message):
     AUDIT_ACTION_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     UNAUDITED_FIELD_NUMBER: _builtins.int
+    REDIRECT_TARGET_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     """Required PAT scope, e.g. "monitors:write". Empty: any authenticated
     caller (sessions and PATs of any scope).
@@ -136,6 +137,12 @@ class Rule(_message.Message):
     log (log ingest: an entry per shipped batch would drown what the log is
     for). Every other mutation names its audit_action.
     """
+    redirect_target: _builtins.bool
+    """The route is where another site sends the browser back (an OAuth
+    callback): query parameters it does not declare are ignored instead of
+    refused, since the provider adds its own (scope, authuser,
+    session_state, …).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
         """Roles allowed to call. Empty: every role."""
@@ -153,10 +160,11 @@ class Rule(_message.Message):
         audit_action: _builtins.str = ...,
         rate_limit_key: _builtins.str = ...,
         unaudited: _builtins.bool = ...,
+        redirect_target: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_action", b"audit_action", "body_limit_bytes", b"body_limit_bytes", "mutation", b"mutation", "public", b"public", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "roles", b"roles", "scope", b"scope", "success_status", b"success_status", "unaudited", b"unaudited"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_action", b"audit_action", "body_limit_bytes", b"body_limit_bytes", "mutation", b"mutation", "public", b"public", "rate_limit", b"rate_limit", "rate_limit_key", b"rate_limit_key", "redirect_target", b"redirect_target", "roles", b"roles", "scope", b"scope", "success_status", b"success_status", "unaudited", b"unaudited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
