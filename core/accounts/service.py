@@ -56,10 +56,11 @@ async def insert_account(
 
 
 async def accept_invite(
-    conn: AsyncConnection, token: str, *, email: str, name: str, password_hash: str
+    conn: AsyncConnection, token: str, *, email: str, name: str, password_hash: str | None
 ) -> tuple[int, int, str, str]:
     """Creates the invited user in the inviting organisation with the invited
-    role; returns (user id, org id, role, org name). The invite works once."""
+    role; returns (user id, org id, role, org name). The invite works once.
+    ``password_hash`` is None for a user who signs up with a provider."""
     now = clock.now()
     invite = (
         await conn.execute(
@@ -252,23 +253,29 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         return self.settings.session_ttl_days * 86400
 
     async def _new_session(self, conn: AsyncConnection, user_id: int, org_id: int) -> tuple[str, datetime]:
-        token = secrets.new_token(secrets.SESSION_PREFIX)
-        now = clock.now()
-        expires = now + timedelta(days=self.settings.session_ttl_days)
-        await conn.execute(
-            insert(t.api_tokens).values(
-                org_id=org_id,
-                user_id=user_id,
-                kind="session",
-                name="session",
-                prefix=secrets.display_prefix(token),
-                token_hash=secrets.token_hash(token),
-                scopes=json.dumps(["*"]),
-                expires_at=expires,
-                created_at=now,
-            )
+        return await new_session(conn, user_id, org_id, ttl_days=self.settings.session_ttl_days)
+
+
+async def new_session(conn: AsyncConnection, user_id: int, org_id: int, *, ttl_days: int) -> tuple[str, datetime]:
+    """Inserts a session token (obss_…) for the user; returns it and its
+    expiry. Password and provider sign-ins make theirs here alike."""
+    token = secrets.new_token(secrets.SESSION_PREFIX)
+    now = clock.now()
+    expires = now + timedelta(days=ttl_days)
+    await conn.execute(
+        insert(t.api_tokens).values(
+            org_id=org_id,
+            user_id=user_id,
+            kind="session",
+            name="session",
+            prefix=secrets.display_prefix(token),
+            token_hash=secrets.token_hash(token),
+            scopes=json.dumps(["*"]),
+            expires_at=expires,
+            created_at=now,
         )
-        return token, expires
+    )
+    return token, expires
 
 
 async def end_sessions(conn: AsyncConnection, user_id: int, *, keep: int | None) -> None:

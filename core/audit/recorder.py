@@ -99,7 +99,7 @@ async def record(db: Database, method: Method, request: Message, ctx: CallContex
         "actor_user_id": principal.user_id if principal else note.actor_user_id,
         "actor_pat_id": principal.pat_id if principal else None,
         "actor_email": principal.email if principal else note.actor_email,
-        "action": method.rule.audit_action,
+        "action": note.action or method.rule.audit_action,
         "resource": (note.resource or _default_resource(method, request))[:RESOURCE_MAX],
         "meta": json.dumps(meta, separators=(",", ":")),
     }

@@ -54,6 +54,9 @@ class AuditNote:
     actor_user_id: int | None = None
     actor_org_id: int | None = None
     actor_email: str = ""
+    # The verb when the call did one of several things its route may do (the
+    # OAuth callback: sign in, sign up or link); empty: the rule's audit_action.
+    action: str = ""
 
 
 @dataclass(slots=True)
