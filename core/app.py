@@ -31,6 +31,7 @@ from core.maintenance.service import MaintenanceService
 from core.members.service import MemberService
 from core.monitors.service import MonitorService
 from core.monitors.store import MonitorStore
+from core.oauth.service import OAuthService
 from core.rpc.auth import Authenticator
 from core.rpc.idempotency import IdempotencyStore
 from core.rpc.methods import Method, build_methods, observe_files
@@ -112,6 +113,7 @@ def build_core(
         TokenService(db=db),
         AuditService(db=db),
         MemberService(db=db, settings=settings, mailer=mailer, sealer=sealer),
+        OAuthService(db=db, settings=settings, sealer=sealer, plans=plan_book),
         monitors,
         IncidentService(db=db, monitor_store=monitor_store, notify=dispatcher.wake),
         MaintenanceService(db=db, calendar=calendar, notify=dispatcher.wake),

@@ -31,6 +31,31 @@ class SmtpSettings:
     tls: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class OAuthProviderSettings:
+    """One sign-in provider (core.oauth). Without a client id and secret the
+    provider is off and its routes answer NOT_FOUND. ``url`` is the OpenID
+    issuer for "google" (any OIDC provider: Keycloak, Authentik) and the web
+    base for "github"; ``api_url`` is GitHub's REST API base."""
+
+    client_id: str | None = None
+    client_secret: str | None = None
+    url: str = ""
+    api_url: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+    def __repr__(self) -> str:  # the secret stays out of logs and tracebacks
+        return f"OAuthProviderSettings(client_id={self.client_id!r}, url={self.url!r}, api_url={self.api_url!r})"
+
+
+GOOGLE_ISSUER = "https://accounts.google.com"
+GITHUB_URL = "https://github.com"
+GITHUB_API_URL = "https://api.github.com"
+
+
 def _env_delays(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     """Comma-separated seconds, e.g. ``30,120,420,1230``."""
     raw = os.environ.get(name)
@@ -109,6 +134,11 @@ class Settings:
     log_queue_records: int = 200_000
     # Log alerts (core.log_alerts): seconds between evaluations.
     log_alert_interval_sec: float = 10.0
+    # Sign-in providers (core.oauth, CONTRACT.md "OAuth").
+    oauth_google: OAuthProviderSettings = field(default_factory=lambda: OAuthProviderSettings(url=GOOGLE_ISSUER))
+    oauth_github: OAuthProviderSettings = field(
+        default_factory=lambda: OAuthProviderSettings(url=GITHUB_URL, api_url=GITHUB_API_URL)
+    )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -155,6 +185,17 @@ class Settings:
             log_retention_days=max(1, _env_int("OBSERVE_LOG_RETENTION_DAYS", 14)),
             log_queue_records=max(1000, _env_int("OBSERVE_LOG_QUEUE_RECORDS", 200_000)),
             log_alert_interval_sec=float(env("OBSERVE_LOG_ALERT_INTERVAL_SEC") or 10.0),
+            oauth_google=OAuthProviderSettings(
+                client_id=env("OBSERVE_OAUTH_GOOGLE_CLIENT_ID") or None,
+                client_secret=env("OBSERVE_OAUTH_GOOGLE_CLIENT_SECRET") or None,
+                url=env("OBSERVE_OAUTH_GOOGLE_ISSUER") or GOOGLE_ISSUER,  # exactly as the issuer names itself
+            ),
+            oauth_github=OAuthProviderSettings(
+                client_id=env("OBSERVE_OAUTH_GITHUB_CLIENT_ID") or None,
+                client_secret=env("OBSERVE_OAUTH_GITHUB_CLIENT_SECRET") or None,
+                url=(env("OBSERVE_OAUTH_GITHUB_URL") or GITHUB_URL).rstrip("/"),
+                api_url=(env("OBSERVE_OAUTH_GITHUB_API_URL") or GITHUB_API_URL).rstrip("/"),
+            ),
         )
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -7,6 +7,7 @@ import core.heartbeats.tables
 import core.incidents.tables
 import core.log_alerts.tables
 import core.maintenance.tables
+import core.oauth.tables
 import core.status_pages.tables
 from core.storage.tables import metadata
 
@@ -17,6 +18,7 @@ _DOMAIN_TABLES = (
     core.incidents.tables,
     core.log_alerts.tables,
     core.maintenance.tables,
+    core.oauth.tables,
     core.status_pages.tables,
 )
 

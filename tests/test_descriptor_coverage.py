@@ -88,6 +88,7 @@ def test_contract_codes_are_all_declared() -> None:
         "PASSWORD_REQUIRED": 401, "PASSWORD_INVALID": 401, "INVALID_CREDENTIALS": 401,
         "HEARTBEAT_TOKEN_UNKNOWN": 404, "TARGET_NOT_ALLOWED": 400, "METHOD_NOT_ALLOWED": 405,
         "UNSUPPORTED_MEDIA_TYPE": 415, "INTERNAL": 500, "UNAVAILABLE": 503,
+        "OAUTH_FAILED": 400, "LAST_SIGN_IN_METHOD": 409,
     }  # fmt: skip
     assert {info.name: info.http_status for info in CODES.values()} == contract
 

@@ -83,6 +83,14 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """Anything unexpected; never cached by idempotency."""
     ERROR_CODE_UNAVAILABLE: _ErrorCode.ValueType  # 28
     """A dependency is down; retry."""
+    ERROR_CODE_OAUTH_FAILED: _ErrorCode.ValueType  # 29
+    """Signing in with a provider failed: a missing, forged, expired or used
+    state, an id_token that fails its checks (issuer, audience, expiry,
+    nonce), an unverified e-mail, an e-mail that belongs to a user who has
+    not linked the provider, or an error from the provider.
+    """
+    ERROR_CODE_LAST_SIGN_IN_METHOD: _ErrorCode.ValueType  # 30
+    """The sign-in method cannot be removed: it is the account's last one."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Stable error codes. The REST envelope's "code" is the value name without
@@ -148,6 +156,14 @@ ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 27
 """Anything unexpected; never cached by idempotency."""
 ERROR_CODE_UNAVAILABLE: ErrorCode.ValueType  # 28
 """A dependency is down; retry."""
+ERROR_CODE_OAUTH_FAILED: ErrorCode.ValueType  # 29
+"""Signing in with a provider failed: a missing, forged, expired or used
+state, an id_token that fails its checks (issuer, audience, expiry,
+nonce), an unverified e-mail, an e-mail that belongs to a user who has
+not linked the provider, or an error from the provider.
+"""
+ERROR_CODE_LAST_SIGN_IN_METHOD: ErrorCode.ValueType  # 30
+"""The sign-in method cannot be removed: it is the account's last one."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
