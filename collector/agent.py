@@ -9,7 +9,7 @@
   batch larger than the limits is split, so one buffer record is one shippable request.
 - Acknowledgements follow durability: the forward input's sink flushes its chunk into the buffer
   before it returns (forward acks the chunk after that); a syslog TCP/TLS connection is not read
-  further while a full batch of it is being appended (back-pressure, as TCP syslog has no acks).
+  further while two full batches of it are being appended (back-pressure, as TCP syslog has no acks).
   UDP has neither: a datagram is batched and flushed in the background.
 - One shipping loop takes the oldest buffered request, ships it with the `Shipper` (which retries
   retryable failures with backoff until success, a permanent failure or stop) and acks it on
@@ -52,7 +52,8 @@ T = TypeVar("T")
 PEEK_RECORDS = 16
 IDLE_POLL_SEC = 0.5
 READ_BYTES = 64 * 1024
-HTTP_HEADER_LIMIT = 16 * 1024
+GC_THRESHOLD = 50_000
+FLUSHES_IN_FLIGHT = 2  # a TCP syslog connection is read on while at most this many of its batches are written
 
 
 class Batcher(Generic[T]):
@@ -105,6 +106,12 @@ class Batcher(Generic[T]):
                 payload = await asyncio.to_thread(self._encode, chunk)
                 await self._store(payload, len(chunk))
 
+    async def settle(self, pending: int) -> None:
+        """Waits until fewer than ``pending`` background flushes are running (back-pressure that
+        still lets the next batch be parsed while the last one is written)."""
+        while len(self._tasks) >= pending:
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+
     async def drain(self) -> None:
         """Waits for background flushes, then flushes what is left."""
         if self._tasks:
@@ -143,7 +150,7 @@ def describe_request(head: bytes) -> tuple[str, int]:
 
 
 def encode_syslog(messages: list[syslog.SyslogMessage]) -> bytes:
-    return syslog.to_otlp(messages).SerializeToString()
+    return syslog.encode_request(messages)
 
 
 def encode_forward(records: list[LogRecord]) -> bytes:
@@ -162,9 +169,9 @@ class SyslogListener(asyncio.DatagramProtocol):
         self.batcher = batcher
         self.counters = counters
 
-    def _message(self, frame: bytes, peer: str | None) -> syslog.SyslogMessage:
+    def _message(self, frame: bytes, peer: str | None, received_at: datetime) -> syslog.SyslogMessage:
         self.counters.received += 1
-        return syslog.parse(frame, received_at=datetime.now(UTC), source_tag=self.config.tag, peer=peer)
+        return syslog.parse(frame, received_at=received_at, source_tag=self.config.tag, peer=peer)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(data) > self.config.max_frame_bytes:
@@ -172,7 +179,7 @@ class SyslogListener(asyncio.DatagramProtocol):
             data = data[: self.config.max_frame_bytes]
         if not data.strip(b"\r\n\x00 "):
             return
-        if self.batcher.put(self._message(data, _peer(addr)), len(data)):
+        if self.batcher.put(self._message(data, _peer(addr), datetime.now(UTC)), len(data)):
             self.batcher.flush_soon()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -183,10 +190,12 @@ class SyslogListener(asyncio.DatagramProtocol):
                 data = await reader.read(READ_BYTES)
                 frames = framer.feed(data) if data else framer.close()
                 full = False
+                received_at = datetime.now(UTC)  # one read's messages arrived together
                 for frame in frames:
-                    full = self.batcher.put(self._message(frame, peer), len(frame)) or full
+                    full = self.batcher.put(self._message(frame, peer, received_at), len(frame)) or full
                 if full:
-                    await self.batcher.flush()
+                    self.batcher.flush_soon()
+                    await self.batcher.settle(FLUSHES_IN_FLIGHT)
                 if not data:
                     break
         except (ConnectionError, ssl.SSLError):
@@ -373,6 +382,7 @@ def _problems(path: str, problems: Sequence[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``observe collector --config collector.toml``: runs until SIGTERM/SIGINT; 2 for a bad config."""
     import argparse
+    import gc
     import signal
     import sys
 
@@ -389,8 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per export request is noise
 
     async def run() -> None:
+        # Every message makes a few short-lived objects and none makes a cycle: collecting the young
+        # generation every 700 allocations (the default) cost ~15 % of a busy agent's CPU.
+        gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, 20, 20)
         agent = Agent(config)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

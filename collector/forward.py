@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import os
 import socket
 import ssl
@@ -300,18 +301,22 @@ def decode_entry(item: Any) -> Entry:
 
 
 def _time_unix_nano(stamp: Any) -> int | None:
+    """The entry's time in nanoseconds; None (unset) for zero, negative, non-finite or past-2554 times,
+    which an OTLP ``fixed64`` cannot carry."""
     if isinstance(stamp, bool):
         raise ForwardProtocolError("time must be a number or EventTime")
     if isinstance(stamp, int):
-        return stamp * 1_000_000_000 if stamp > 0 else None
-    if isinstance(stamp, float):
-        return int(stamp * 1e9) if stamp > 0 else None
-    if isinstance(stamp, msgpack.ExtType) and stamp.code == EVENT_TIME_EXT and len(stamp.data) == 8:
+        nanos = stamp * 1_000_000_000
+    elif isinstance(stamp, float):
+        nanos = int(stamp * 1e9) if math.isfinite(stamp) else 0
+    elif isinstance(stamp, msgpack.ExtType) and stamp.code == EVENT_TIME_EXT and len(stamp.data) == 8:
         seconds, fraction = struct.unpack(">II", stamp.data)
-        return int(seconds) * 1_000_000_000 + int(fraction)
-    if isinstance(stamp, msgpack.Timestamp):
-        return int(stamp.to_unix_nano())
-    raise ForwardProtocolError("time must be a number or EventTime")
+        nanos = int(seconds) * 1_000_000_000 + int(fraction)
+    elif isinstance(stamp, msgpack.Timestamp):
+        nanos = int(stamp.to_unix_nano())
+    else:
+        raise ForwardProtocolError("time must be a number or EventTime")
+    return nanos if 0 < nanos < 1 << 64 else None
 
 
 def gunzip(data: bytes, max_bytes: int) -> bytes:

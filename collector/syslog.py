@@ -43,7 +43,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, Instr
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from collector import otlp_wire
+
 SCOPE_NAME = "observe.collector.syslog"
+MAX_UNIX_NANO = 1 << 64  # OTLP times are fixed64 nanoseconds since 1970
 
 SEVERITY_KEYWORDS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 SEVERITY_NUMBERS: tuple[SeverityNumber.ValueType, ...] = (
@@ -61,7 +64,7 @@ SEVERITY_NUMBERS: tuple[SeverityNumber.ValueType, ...] = (
 StructuredData = list[tuple[str, list[tuple[str, str]]]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SyslogMessage:
     """One received message. `format` is "rfc5424", "rfc3164" or None when it did not parse."""
 
@@ -80,6 +83,7 @@ class SyslogMessage:
     msgid: str | None = None
     structured_data: StructuredData = field(default_factory=list)
     parse_error: str | None = None
+    time_unix_nano: int = 0  # ``timestamp`` in nanoseconds, set by `parse` (0: compute it when needed)
 
 
 class SyslogParseError(ValueError):
@@ -99,6 +103,8 @@ _MONTHS = {
 # TAG[PID]: MSG. A tag has no spaces, colons or brackets; BSD says ≤ 32 characters, Linux sends up to 48.
 _TAG = re.compile(r"([^\s:\[\]]{1,48})(?:\[([^\]\s]{0,128})\])?:(?: |$)")
 _SD_NAME = re.compile(r"[^= \]\"]{1,32}")
+_SD_PLAIN = re.compile(r'\[([^= \]"]{1,32})((?: [^= \]"]{1,32}="[^"\\]*")*)\]')
+_SD_PARAM = re.compile(r' ([^= \]"]{1,32})="([^"\\]*)"')
 
 
 def parse(
@@ -116,42 +122,39 @@ def parse(
         if prival > 191:
             raise SyslogParseError(f"PRI {prival} is out of range (0-191)")
         rest = text[pri.end() :]
-        fields = _parse_rfc5424(rest, zone) if _RFC5424_HEADER.match(rest) else _parse_rfc3164(rest, received_at, zone)
-        return SyslogMessage(
-            received_at=received_at,
-            source_tag=source_tag,
-            peer=peer,
-            facility=prival >> 3,
-            severity=prival & 7,
-            **fields,
+        header = _RFC5424_HEADER.match(rest)
+        if header is not None:
+            return _parse_rfc5424(
+                header, rest, zone, SyslogMessage(received_at, source_tag, peer, "", "rfc5424", prival >> 3, prival & 7)
+            )
+        return _parse_rfc3164(
+            rest,
+            received_at,
+            zone,
+            SyslogMessage(received_at, source_tag, peer, "", "rfc3164", prival >> 3, prival & 7),
         )
     except SyslogParseError as error:
-        return SyslogMessage(
-            received_at=received_at, source_tag=source_tag, peer=peer, message=text, parse_error=str(error)
-        )
+        return SyslogMessage(received_at, source_tag, peer, text, parse_error=str(error))
 
 
-def _parse_rfc5424(rest: str, zone: tzinfo | None) -> dict[str, Any]:
-    header = _RFC5424_HEADER.match(rest)
-    assert header is not None
+def _parse_rfc5424(header: re.Match[str], rest: str, zone: tzinfo | None, message: SyslogMessage) -> SyslogMessage:
+    """Fills ``message`` (PRI and the input's fields set) from the rest of an RFC 5424 line."""
     version, stamp, host, app, procid, msgid = header.groups()
     structured_data, position = _parse_structured_data(rest, header.end())
     if position < len(rest):
         if rest[position] != " ":
             raise SyslogParseError(f"expected a space before MSG at {position}")
         position += 1
-    message = rest[position:].removeprefix("\ufeff")
-    return {
-        "message": message,
-        "format": "rfc5424",
-        "version": int(version),
-        "timestamp": None if stamp == "-" else _iso_timestamp(stamp, zone, whole=True),
-        "hostname": _nil(host),
-        "app_name": _nil(app),
-        "procid": _nil(procid),
-        "msgid": _nil(msgid),
-        "structured_data": structured_data,
-    }
+    message.message = rest[position:].removeprefix("\ufeff")
+    message.version = int(version)
+    if stamp != "-":
+        message.timestamp, message.time_unix_nano = _iso_timestamp(stamp, zone, whole=True)
+    message.hostname = None if host == "-" else host
+    message.app_name = None if app == "-" else app
+    message.procid = None if procid == "-" else procid
+    message.msgid = None if msgid == "-" else msgid
+    message.structured_data = structured_data
+    return message
 
 
 def _parse_structured_data(text: str, position: int) -> tuple[StructuredData, int]:
@@ -159,6 +162,10 @@ def _parse_structured_data(text: str, position: int) -> tuple[StructuredData, in
     if text.startswith("-", position):
         return [], position + 1
     elements: StructuredData = []
+    # Elements without backslashes (nearly all) in one match each; the rest character by character.
+    while (plain := _SD_PLAIN.match(text, position)) is not None:
+        elements.append((plain.group(1), _SD_PARAM.findall(plain.group(2))))
+        position = plain.end()
     while text.startswith("[", position):
         sd_id = _SD_NAME.match(text, position + 1)
         if sd_id is None:
@@ -200,15 +207,16 @@ def _sd_value(text: str, position: int) -> tuple[str, int]:
         return "".join(out), quote + 1
 
 
-def _parse_rfc3164(rest: str, received_at: datetime, zone: tzinfo | None) -> dict[str, Any]:
+def _parse_rfc3164(rest: str, received_at: datetime, zone: tzinfo | None, message: SyslogMessage) -> SyslogMessage:
     """BSD syslog, leniently: each of timestamp, hostname and tag is taken only when it is there."""
     timestamp: datetime | None = None
+    nanos = 0
     hostname: str | None = None
     bsd = _BSD_TIMESTAMP.match(rest)
     iso = None if bsd else _ISO_TIMESTAMP.match(rest)  # rsyslog's RSYSLOG_ForwardFormat
     stamp = bsd or iso
     if stamp is not None and rest.startswith(" ", stamp.end()):
-        timestamp = _bsd_timestamp(bsd, received_at, zone) if bsd else _iso_timestamp(stamp.group(), zone)
+        timestamp, nanos = _bsd_timestamp(bsd, received_at, zone) if bsd else _iso_timestamp(stamp.group(), zone)
         rest = rest[stamp.end() + 1 :]
         # A hostname follows a timestamp, except from local senders that go straight to the tag.
         word, _, after = rest.partition(" ")
@@ -219,22 +227,41 @@ def _parse_rfc3164(rest: str, received_at: datetime, zone: tzinfo | None) -> dic
     if tag is not None:
         app_name, procid = tag.group(1), tag.group(2) or None
         rest = rest[tag.end() :]
-    return {
-        "message": rest,
-        "format": "rfc3164",
-        "timestamp": timestamp,
-        "hostname": hostname,
-        "app_name": app_name,
-        "procid": procid,
-    }
+    message.message = rest
+    message.timestamp = timestamp
+    message.time_unix_nano = nanos
+    message.hostname = hostname
+    message.app_name = app_name
+    message.procid = procid
+    return message
 
 
-def _iso_timestamp(stamp: str, zone: tzinfo | None, *, whole: bool = False) -> datetime:
+def _iso_timestamp(stamp: str, zone: tzinfo | None, *, whole: bool = False) -> tuple[datetime, int]:
+    """The time and its nanoseconds since 1970."""
     match = _ISO_TIMESTAMP.fullmatch(stamp) if whole else _ISO_TIMESTAMP.match(stamp)
     if match is None:
         raise SyslogParseError(f"bad TIMESTAMP {stamp[:40]!r}")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    microsecond = int((fraction or "0")[:6].ljust(6, "0"))
+    fraction = match.group(7)
+    microsecond = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    # Messages in a burst share their second: the whole-second part is made and checked once.
+    key = (match.group(1, 2, 3, 4, 5, 6, 8), zone)
+    cached = _SECONDS.get(key)
+    if cached is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        base = _whole_second(match, zone, stamp)
+        cached = _SECONDS[key] = (base, _unix_nano(base))
+    if not microsecond:
+        return cached
+    return cached[0].replace(microsecond=microsecond), cached[1] + microsecond * 1_000
+
+
+_SECONDS: dict[tuple[tuple[str | Any, ...], tzinfo | None], tuple[datetime, int]] = {}
+
+
+def _whole_second(match: re.Match[str], zone: tzinfo | None, stamp: str) -> datetime:
+    year, month, day, hour, minute, second, _, offset = match.groups()
+    microsecond = 0
     if offset is None:
         zone_of_stamp = zone
     elif offset.upper() == "Z":
@@ -243,14 +270,33 @@ def _iso_timestamp(stamp: str, zone: tzinfo | None, *, whole: bool = False) -> d
         sign = -1 if offset[0] == "-" else 1
         zone_of_stamp = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
     try:
-        return datetime(
+        moment = datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second), microsecond, zone_of_stamp
         )
     except ValueError as error:
         raise SyslogParseError(f"bad TIMESTAMP {stamp[:40]!r}: {error}") from None
+    if not 0 <= _unix_nano(moment) < MAX_UNIX_NANO - 1_000_000_000:
+        raise SyslogParseError(f"TIMESTAMP {stamp[:40]!r} is outside what OTLP can carry (1970 to 2554)")
+    return moment
 
 
-def _bsd_timestamp(match: re.Match[str], received_at: datetime, zone: tzinfo | None) -> datetime:
+def _bsd_timestamp(match: re.Match[str], received_at: datetime, zone: tzinfo | None) -> tuple[datetime, int]:
+    # The nearest year only changes with received_at's hour near a half-year boundary: one
+    # computation a stamp and hour serves a burst of messages.
+    key = (match.group(), zone, received_at.year, received_at.month, received_at.day, received_at.hour)
+    moment = _BSD_STAMPS.get(key)
+    if moment is None:
+        if len(_BSD_STAMPS) >= 4096:
+            _BSD_STAMPS.clear()
+        nearest = _nearest_year(match, received_at, zone)
+        moment = _BSD_STAMPS[key] = (nearest, max(_unix_nano(nearest), 0))
+    return moment
+
+
+_BSD_STAMPS: dict[tuple[Any, ...], tuple[datetime, int]] = {}
+
+
+def _nearest_year(match: re.Match[str], received_at: datetime, zone: tzinfo | None) -> datetime:
     month_name, day, hour, minute, second = match.groups()
     month = _MONTHS.get(month_name)
     if month is None:
@@ -265,10 +311,6 @@ def _bsd_timestamp(match: re.Match[str], received_at: datetime, zone: tzinfo | N
         raise SyslogParseError(f"bad TIMESTAMP {match.group()!r}")
     reference = received_at if zone is not None else received_at.replace(tzinfo=None)
     return min(candidates, key=lambda candidate: abs(candidate - reference))
-
-
-def _nil(value: str) -> str | None:
-    return None if value == "-" else value
 
 
 class Framer:
@@ -407,6 +449,97 @@ def to_otlp(messages: Iterable[SyslogMessage]) -> ExportLogsServiceRequest:
     return request
 
 
+_ATTRIBUTES = otlp_wire.AttributeCache()
+_SCOPE = otlp_wire.scope(SCOPE_NAME)
+_SEVERITY_FIELDS = [
+    otlp_wire.SEVERITY_NUMBER + otlp_wire.varint(number) + otlp_wire.field(otlp_wire.SEVERITY_TEXT, keyword.encode())
+    for number, keyword in zip(SEVERITY_NUMBERS, SEVERITY_KEYWORDS, strict=True)
+]
+
+
+# Encoded pieces that repeat from message to message (each bounded: cleared past 4,096 entries).
+_COMMON: dict[tuple[str, str | None, int | None, int | None], bytes] = {}
+_SD_KEYS: dict[tuple[str, str], bytes] = {}
+
+
+def encode_request(messages: Iterable[SyslogMessage]) -> bytes:
+    """`to_otlp` serialized, written straight in the wire format (`collector.otlp_wire`): the same
+    bytes, several times faster."""
+    groups: dict[tuple[tuple[str, str], ...], list[bytes]] = {}
+    received: datetime | None = None
+    observed = b""
+    for message in messages:
+        if message.received_at is not received:
+            received = message.received_at
+            observed = otlp_wire.OBSERVED_TIME + otlp_wire.FIXED64.pack(_unix_nano(received))
+        resource, record = _record_fields(message)
+        record.append(observed)
+        groups.setdefault(tuple(sorted(resource.items())), []).append(b"".join(record))
+    return otlp_wire.request(
+        [
+            (b"".join(otlp_wire.resource_attribute(key, value) for key, value in resource_key), _SCOPE, records)
+            for resource_key, records in groups.items()
+        ]
+    )
+
+
+def _record_fields(message: SyslogMessage) -> tuple[dict[str, str], list[bytes]]:
+    """`to_log_record` as encoded fields, up to (not including) the observed time."""
+    cached = _ATTRIBUTES.get
+    resource: dict[str, str] = {}
+    if message.hostname:
+        resource["host.name"] = message.hostname
+    if message.app_name:
+        resource["service.name"] = message.app_name
+    fields: list[bytes] = []
+    if nanos := _time_unix_nano(message):  # proto3 omits a zero
+        fields.append(otlp_wire.TIME + otlp_wire.FIXED64.pack(nanos))
+    if message.severity is not None:
+        fields.append(_SEVERITY_FIELDS[message.severity])
+    fields.append(otlp_wire.field(otlp_wire.BODY, otlp_wire.string_value(message.message)))
+    common = (message.source_tag, message.peer, message.facility, message.version)
+    prefix = _COMMON.get(common)
+    if prefix is None:
+        if len(_COMMON) >= 4096:
+            _COMMON.clear()
+        prefix = _COMMON[common] = b"".join(
+            [
+                cached("observe.source", message.source_tag),
+                cached("network.peer.address", message.peer) if message.peer else b"",
+                cached("syslog.facility", message.facility) if message.facility is not None else b"",
+                cached("syslog.version", message.version) if message.version is not None else b"",
+            ]
+        )
+    fields.append(prefix)
+    if message.procid is not None:
+        fields.append(cached("syslog.procid", message.procid))
+    if message.msgid is not None:
+        fields.append(cached("syslog.msgid", message.msgid))
+    for sd_id, params in message.structured_data:
+        values: dict[str, list[str]] = {}
+        for name, value in params:
+            values.setdefault(name, []).append(value)
+        for name, sent in values.items():
+            if sd_id == "origin" and name == "swVersion":
+                resource["service.version"] = sent[0]
+                continue
+            key_field = _SD_KEYS.get((sd_id, name))
+            if key_field is None:
+                if len(_SD_KEYS) >= 4096:
+                    _SD_KEYS.clear()
+                name_of = (
+                    "client.address" if sd_id == "origin" and name == "ip" else f"syslog.structured_data.{sd_id}.{name}"
+                )
+                key_field = _SD_KEYS[(sd_id, name)] = otlp_wire.field(otlp_wire.KEY, name_of.encode())
+            encoded = otlp_wire.any_value(sent[0] if len(sent) == 1 else sent)
+            fields.append(otlp_wire.field(otlp_wire.ATTRIBUTE, key_field + otlp_wire.field(otlp_wire.VALUE, encoded)))
+    if message.parse_error is not None:
+        fields.append(
+            otlp_wire.field(otlp_wire.ATTRIBUTE, otlp_wire.key_value("syslog.parse_error", message.parse_error))
+        )
+    return resource, fields
+
+
 def to_log_record(message: SyslogMessage) -> tuple[dict[str, str], LogRecord]:
     """One message → its resource attributes and its log record (the appendix table above)."""
     resource: dict[str, str] = {}
@@ -443,8 +576,7 @@ def to_log_record(message: SyslogMessage) -> tuple[dict[str, str], LogRecord]:
         body=AnyValue(string_value=message.message),
         attributes=attributes,
     )
-    if message.timestamp is not None:
-        record.time_unix_nano = _unix_nano(message.timestamp)
+    record.time_unix_nano = _time_unix_nano(message)
     if message.severity is not None:
         record.severity_number = SEVERITY_NUMBERS[message.severity]
         record.severity_text = SEVERITY_KEYWORDS[message.severity]
@@ -463,6 +595,12 @@ def _key_value(key: str, value: str | int | Sequence[str]) -> KeyValue:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _time_unix_nano(message: SyslogMessage) -> int:
+    if message.time_unix_nano or message.timestamp is None:
+        return message.time_unix_nano
+    return _unix_nano(message.timestamp)
 
 
 def _unix_nano(moment: datetime) -> int:

@@ -263,3 +263,12 @@ def test_a_failing_sink_gets_no_ack_and_the_connection_closes() -> None:
         client.sendall(msgpack.packb(["t", 1_700_000_000, {"message": "disk full"}, {"chunk": "lost"}]))
         assert receive(client) is None  # the sender keeps the chunk and sends it again
         assert running.receiver.counters.acked_chunks == 0
+
+
+@pytest.mark.parametrize("stamp", [-5, 2**62, float("inf"), float("nan"), -1.5, 0])
+def test_a_time_otlp_cannot_carry_is_left_unset_not_a_failed_chunk(stamp: object) -> None:
+    from collector.forward import decode_entry, to_log_record
+
+    record = to_log_record(decode_entry([stamp, {"message": "odd time"}]), tag="t", source_tag="s", peer=None)
+    assert record.time_unix_nano == 0 and record.observed_time_unix_nano > 0
+    assert to_otlp([record]).SerializeToString()

@@ -14,10 +14,11 @@ import subprocess
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
-from collector.syslog import Framer, SyslogMessage, parse, to_log_record, to_otlp
+from collector.syslog import Framer, SyslogMessage, encode_request, parse, to_log_record, to_otlp
 
 RECEIVED = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 
@@ -373,3 +374,37 @@ def test_a_malformed_octet_count_is_counted_and_the_framer_resyncs_at_the_next_n
     endless, framer = frames_of(b"5 <14>a" + b"9" * 20 + b" x\n5 <14>b", [])
     assert endless == [b"<14>a", b"<14>b"]
     assert framer.malformed == 1
+
+
+def test_the_wire_encoder_writes_exactly_what_the_protobuf_runtime_writes() -> None:
+    """`encode_request` (collector/otlp_wire.py, the hot path) against `to_otlp` through the runtime."""
+    from bench.collector import messages as bench_messages
+    from collector.syslog import encode_request
+
+    lines = [
+        b'<165>1 2003-10-11T22:14:15.003Z mymachine evntslog 77 ID47 [exampleSDID@32473 iut="3" iut="4" '
+        b'eventSource="Application"][origin ip="192.0.2.1" ip="192.0.2.2" swVersion="1.2" software="x"] entry',
+        b"<11>Mar  4 05:06:01 mymachine evntslog: second from the same source",
+        b"<14>headerless",
+        b"<14>1 - - - - - -",  # every field NIL, an empty message
+        b"<0>1 1970-01-01T00:00:00Z - - - - - epoch",
+        b'<191>1 2026-11-30T10:00:00+05:30 h a p m [x@1 k="' + "é∑😀".encode() * 50 + b'"] ' + b"long " * 100,
+        b"not syslog at all \xff\xfe",
+        b"<999>1 - - - - - - out of range",
+        "<13>1 - host app - - - \ufeffwith a BOM and ünïcödé".encode(),
+    ] + bench_messages(300)
+    for peer in ("192.0.2.7", None):
+        parsed_lines = [parse(line, received_at=RECEIVED, source_tag="edge", peer=peer) for line in lines]
+        parsed_lines.append(parse(b"<14>later", received_at=RECEIVED + timedelta(seconds=1), source_tag="x", peer=peer))
+        expected = to_otlp(parsed_lines)
+        encoded = encode_request(parsed_lines)
+        assert ExportLogsServiceRequest.FromString(encoded) == expected
+        assert encoded == expected.SerializeToString()
+
+
+@pytest.mark.parametrize("stamp", [b"1960-01-01T00:00:00Z", b"2600-01-01T00:00:00Z", b"1970-01-01T00:00:00+01:00"])
+def test_a_time_otlp_cannot_carry_is_kept_raw_not_a_failed_batch(stamp: bytes) -> None:
+    message = parsed(b"<14>1 " + stamp + b" h a - - - far out")
+    assert message.parse_error is not None and "outside" in message.parse_error
+    assert message.message.endswith("far out") and message.timestamp is None
+    assert ExportLogsServiceRequest.FromString(encode_request([message])) == to_otlp([message])
