@@ -86,8 +86,8 @@ def search(persona: Persona, q: str) -> list[dict[str, object]]:
     return list(r.json()["records"])
 
 
-def wait_for_records(persona: Persona, q: str, count: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + ARRIVAL_SEC
+def wait_for_records(persona: Persona, q: str, count: int, within: float = ARRIVAL_SEC) -> list[dict[str, object]]:
+    deadline = time.monotonic() + within
     records: list[dict[str, object]] = []
     while time.monotonic() < deadline:
         records = search(persona, q)
