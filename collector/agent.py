@@ -319,8 +319,7 @@ class Agent:
                 counters = self._counters.get(tag) or self._counters.setdefault(tag, InputCounters())
                 resent = buffer.shipped_before_restart(position)
                 await asyncio.to_thread(buffer.mark_shipping, position)
-                outcome = await self.shipper.ship(payload, records=records)
-                counters.retried += outcome.attempts - 1
+                outcome = await self.shipper.ship(payload, records=records, on_retry=counters.count_retry)
                 if outcome.result is Result.RETRYABLE:
                     return  # only after stop: the request stays buffered
                 if resent:

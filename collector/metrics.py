@@ -57,6 +57,9 @@ class InputCounters:
     malformed: int = 0
     oversized: int = 0
 
+    def count_retry(self) -> None:
+        self.retried += 1
+
 
 PER_INPUT = {
     "received": ("observe_collector_received_records", "records received by an input"),

@@ -39,7 +39,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -158,8 +158,11 @@ class Shipper:
             await self._channel.close(None)
             self._channel, self._stub = None, None
 
-    async def ship(self, payload: bytes, *, records: int | None = None) -> Outcome:
-        """Sends ``payload`` until success, a permanent error or ``stop``; the final outcome."""
+    async def ship(
+        self, payload: bytes, *, records: int | None = None, on_retry: Callable[[], None] | None = None
+    ) -> Outcome:
+        """Sends ``payload`` until success, a permanent error or ``stop``; the final outcome.
+        ``on_retry`` is called before each retry."""
         records = count_records(payload) if records is None else records
         attempt = 0
         while True:
@@ -175,6 +178,8 @@ class Shipper:
                 pass
             attempt += 1
             self.counters.retried += 1
+            if on_retry is not None:
+                on_retry()
 
     async def send(self, payload: bytes, *, records: int | None = None) -> Outcome:
         """One attempt; ``records`` is counted from ``payload`` when not given."""
