@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import ROOT, SQLITE_ONLY, Persona, Server, free_port, register
-from tests.test_collector_agent import wait_for_records, wait_healthy
+from tests.test_collector_agent import metric, wait_for_records, wait_healthy
 
 LOGGER = shutil.which("logger")
 RSYSLOGD = shutil.which("rsyslogd") or next(
@@ -99,10 +100,12 @@ listen = "127.0.0.1:{ports["metrics"]}"
 type = "syslog"
 listen = "udp://127.0.0.1:{ports["udp"]}"
 tag = "udp"
+max_frame_bytes = 2048
 [[inputs]]
 type = "syslog"
 listen = "tcp://127.0.0.1:{ports["tcp"]}"
 tag = "tcp"
+max_frame_bytes = 2048
 [[inputs]]
 type = "syslog"
 listen = "tls://127.0.0.1:{ports["tls"]}"
@@ -255,4 +258,37 @@ def test_tls_input_takes_octet_counted_messages_and_survives_a_client_without_tl
     assert sorted(str(record["message"]) for record in records) == [f"tls{run} line {i}" for i in range(3)]
     assert records[0]["resource"] == {"host.name": "tls-host", "service.name": "tlsapp"}
     assert records[0]["attributes"]["observe.source"] == "tls"  # type: ignore[index]
+    assert collector.process.poll() is None
+
+
+def test_malformed_and_oversized_frames_are_kept_or_cut_and_counted_and_the_input_goes_on(collector: Collector) -> None:
+    run = uuid.uuid4().hex[:10]
+    metrics_url = f"http://127.0.0.1:{collector.ports['metrics']}/metrics"
+    before = httpx.get(metrics_url, timeout=5).text
+    big = f"<14>1 - h bigapp - - - big{run} ".encode() + b"x" * 5000
+    with socket.create_connection(("127.0.0.1", collector.ports["tcp"])) as tcp:
+        tcp.sendall(
+            b"%d %s" % (len(big), big)  # oversized: cut to 2,048 bytes
+            + b"12x <14>garbage\n"  # a malformed octet count: skipped to the next newline
+            + b"%d %s" % (len(f"not syslog raw{run}"), f"not syslog raw{run}".encode())  # kept raw
+            + b"%d <13>1 - h okapp - - - ok%s tcp" % (len(f"<13>1 - h okapp - - - ok{run} tcp"), run.encode())
+        )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(f"<14>1 - h bigapp - - - bigudp{run} ".encode() + b"y" * 3000, ("127.0.0.1", collector.ports["udp"]))
+        udp.sendto(f"<13>1 - h okapp - - - ok{run} udp".encode(), ("127.0.0.1", collector.ports["udp"]))
+
+    assert {str(r["message"]) for r in wait_for_records(collector.owner, f"ok{run}", 2)} == {
+        f"ok{run} tcp",
+        f"ok{run} udp",
+    }
+    (raw,) = wait_for_records(collector.owner, f"raw{run}", 1)
+    assert raw["message"] == f"not syslog raw{run}"
+    assert raw["attributes"]["syslog.parse_error"] == "no <PRI> at the start"  # type: ignore[index]
+    cut = wait_for_records(collector.owner, f"big{run}", 1)[0]
+    assert len(str(cut["message"])) == 2048 - len("<14>1 - h bigapp - - - ")
+    assert wait_for_records(collector.owner, f"bigudp{run}", 1)
+    after = httpx.get(metrics_url, timeout=5).text
+    for tag, name, grew in (("tcp", "oversized", 1), ("tcp", "malformed", 1), ("udp", "oversized", 1)):
+        full = f"observe_collector_{name}"
+        assert metric(after, full, tag) - metric(before, full, tag) == grew, (tag, name)
     assert collector.process.poll() is None
