@@ -70,6 +70,7 @@ bench: $(STAMP) ## benchmarks in bench/ (needs wrk and h2load: apt-get install w
 	$(PY) -m bench.heartbeats
 	$(PY) -m bench.status_pages
 	$(PY) -m bench.logs
+	$(PY) -m bench.collector
 
 clean: ## remove the venv and local data
 	rm -rf $(VENV) data build .mypy_cache .ruff_cache .pytest_cache
