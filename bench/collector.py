@@ -13,9 +13,11 @@ Three runs, all in this one invocation, each with a fresh buffer directory:
    the first byte sent to the collector's ``observe_collector_shipped_records`` reaching N (the sink
    took every one).
 3. **Collector → the server.** The same, shipping to a real ``observe serve`` (SQLite, a fresh data
-   directory, CPU 1); shipped means the server committed the records (a 200 is a commit). The
-   server's own OTLP ingest rate is what bounds this run (``python -m bench.logs``: about 23,000
-   records/s on this machine).
+   directory, not pinned); shipped means the server committed the records (a 200 is a commit).
+4. **The server alone** (the baseline for run 3): the same messages parsed and encoded here
+   beforehand, the same requests (1,000 records, gzip) POSTed straight to that server by 4
+   keep-alive clients — the collector's default ``server.concurrency``. The server's OTLP ingest is
+   what bounds run 3; the ratio says what the collector adds.
 
 The sender (this process, CPU 1) builds every message before the clock starts: RFC 5424 lines with
 structured data and RFC 3164 lines, from a dozen hosts and apps, octet-counted (RFC 6587) and written
@@ -24,15 +26,18 @@ The target of issue 14 — 50,000 messages/s into the null sink on one core — 
 never asserted.
 
     python -m bench.collector [--messages 300000] [--e2e-messages 100000] [--connections 4]
-                              [--skip-server] [--profile FILE]
+                              [--skip-server] [--profile FILE] [--profile-server FILE]
 
---profile FILE samples the collector with py-spy during the null-sink run (``pip install py-spy``).
+--profile FILE samples the collector with py-spy during the null-sink run (``pip install py-spy``);
+--profile-server FILE samples the server (idle threads too) during the end-to-end run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
+import itertools
 import os
 import random
 import re
@@ -44,6 +49,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -53,6 +59,7 @@ from bench.heartbeats import stop, wait_http
 from bench.logs import SERVER_ENV, Server
 from bench.logs_engines import engine_for
 from bench.monitors_scale import cpu_seconds
+from collector.syslog import encode_request, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -113,7 +120,7 @@ def split_frames(payload: bytes, parts: int) -> list[bytes]:
         if position - boundaries[-1] >= target and len(boundaries) < parts:
             boundaries.append(position)
     boundaries.append(len(payload))
-    return [payload[a:b] for a, b in zip(boundaries, boundaries[1:], strict=False) if b > a]
+    return [payload[a:b] for a, b in itertools.pairwise(boundaries) if b > a]
 
 
 # ---- the null sink and the frame-only baseline (run as subprocesses of this module) ------------
@@ -174,6 +181,7 @@ class Run:
     messages: int
     seconds: float
     cpu: float  # CPU seconds of the measured process
+    server_cpu: float | None = None  # CPU seconds of the observe server, when there is one
 
     @property
     def per_sec(self) -> float:
@@ -204,14 +212,24 @@ def run_baseline(payload: bytes, n: int, connections: int) -> Run:
 
 def shipped(metrics_url: str) -> float:
     text = httpx.get(metrics_url, timeout=10).text
-    return sum(float(value) for value in re.findall(r"^observe_collector_shipped_records_total\{.*\} (\S+)$", text, re.M))
+    return sum(
+        float(value) for value in re.findall(r"^observe_collector_shipped_records_total\{.*\} (\S+)$", text, re.M)
+    )
 
 
 def run_collector(
-    name: str, tmp: Path, endpoint: str, token: str, payload: bytes, n: int, connections: int, profile: Path | None
+    name: str,
+    tmp: Path,
+    endpoint: str,
+    token: str,
+    payload: bytes,
+    n: int,
+    connections: int,
+    profile: Path | None,
+    server_pid: int | None = None,
 ) -> Run:
     syslog_port, metrics_port = free_port(), free_port()
-    work = tmp / name.split()[0]
+    work = tmp / f"collector-{name.split()[0]}"
     work.mkdir()
     config = work / "collector.toml"
     config.write_text(
@@ -231,9 +249,12 @@ def run_collector(
     try:
         wait_http(metrics_url.replace("/metrics", "/health"), process, log)
         cpu0 = cpu_seconds(process.pid)
+        server0 = cpu_seconds(server_pid) if server_pid else 0.0
         if profile is not None:
+            # The collector: where its CPU goes (--gil); the server: where its threads wait too (--idle).
+            target = ["--idle", "-p", str(server_pid)] if server_pid else ["--gil", "-p", str(process.pid)]
             sampler = subprocess.Popen(
-                ["py-spy", "record", "--gil", "-r", "200", "-f", "raw", "-o", str(profile), "-p", str(process.pid)],
+                ["py-spy", "record", "-r", "200", "-f", "raw", "-o", str(profile), *target],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -247,13 +268,49 @@ def run_collector(
             time.sleep(0.05)
         seconds = time.perf_counter() - start
         cpu = cpu_seconds(process.pid) - cpu0
+        server_cpu = cpu_seconds(server_pid) - server0 if server_pid else None
         sender.join()
     finally:
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
         stop(process)
-    return Run(name, n, seconds, cpu)
+    return Run(name, n, seconds, cpu, server_cpu)
+
+
+def run_direct(server: Server, token: str, lines: list[bytes], clients: int = 4) -> Run:
+    """The server's own ingest of the same requests, no collector: the syslog lines parsed and
+    encoded here beforehand, then POSTed (protobuf, gzip) from ``clients`` keep-alive connections."""
+    now = datetime.now(UTC)
+    bodies = [
+        gzip.compress(encode_request([parse(line, received_at=now, source_tag="bench", peer="127.0.0.1")
+                                      for line in lines[i : i + 1000]]), 1)
+        for i in range(0, len(lines), 1000)
+    ]  # fmt: skip
+    headers = {
+        "authorization": f"Bearer {token}",
+        "content-type": "application/x-protobuf",
+        "content-encoding": "gzip",
+    }
+
+    async def post_all() -> float:
+        queue = list(reversed(bodies))
+        async with httpx.AsyncClient(base_url=server.base, headers=headers, timeout=120) as client:
+
+            async def worker() -> None:
+                while queue:
+                    reply = await client.post("/api/v1/otlp/v1/logs", content=queue.pop())
+                    if reply.status_code != 200:
+                        raise SystemExit(f"direct ingest: {reply.status_code} {reply.text[:300]}")
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(clients)))
+            return time.perf_counter() - start
+
+    cpu0 = cpu_seconds(server.proc.pid)
+    seconds = asyncio.run(post_all())
+    return Run(f"direct the same requests POSTed by {clients} clients (no collector)", len(lines), seconds,
+               cpu_seconds(server.proc.pid) - cpu0, cpu_seconds(server.proc.pid) - cpu0)  # fmt: skip
 
 
 def main() -> None:
@@ -263,6 +320,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--profile-server", type=Path)
     parser.add_argument("--null-sink", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--frame-only", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,9 +377,11 @@ def main() -> None:
                         e2e,
                         args.e2e_messages,
                         args.connections,
-                        None,
+                        args.profile_server,
+                        server.proc.pid,
                     )
                 )
+                runs.append(run_direct(server, token, lines[: args.e2e_messages]))
             finally:
                 server.stop()
             print(f"  {runs[-1].name}: {runs[-1].per_sec:,.0f} messages/s", flush=True)
@@ -337,6 +397,19 @@ def report(runs: list[Run]) -> None:
         print(
             f"| {run.name} | {run.messages:,} | {run.seconds:.2f} | {run.per_sec:,.0f} | "
             f"{run.per_sec / baseline.per_sec:.2f}x | {run.cpu:.2f} | {run.cpu / run.messages * 1e6:.1f} |"
+        )
+    for run in runs:
+        if run.server_cpu is not None:
+            print(
+                f"\n{run.name}: the server used {run.server_cpu:.2f} CPU s ({run.server_cpu / run.seconds:.2f} cores;"
+                f" {run.server_cpu / run.messages * 1e6:.1f} µs a record)"
+            )
+    e2e = next((run for run in runs if run.name.startswith("server")), None)
+    direct = next((run for run in runs if run.name.startswith("direct")), None)
+    if e2e is not None and direct is not None:
+        print(
+            "through the collector vs the server's own ingest of the same requests:",
+            f"{e2e.per_sec / direct.per_sec:.2f}x",
         )
     null = next((run for run in runs if run.name.startswith("null-sink")), None)
     if null is not None:

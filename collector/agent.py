@@ -11,18 +11,19 @@
   before it returns (forward acks the chunk after that); a syslog TCP/TLS connection is not read
   further while two full batches of it are being appended (back-pressure, as TCP syslog has no acks).
   UDP has neither: a datagram is batched and flushed in the background.
-- One shipping loop takes the oldest buffered request, ships it with the `Shipper` (which retries
-  retryable failures with backoff until success, a permanent failure or stop) and acks it on
-  success or on a permanent failure (dropped, counted by the shipper). A stop while retrying
-  leaves the request in the buffer for the next start: at-least-once.
+- One shipping loop sends the oldest buffered requests with the `Shipper`, up to
+  ``server.concurrency`` at once (the shipper retries retryable failures with backoff until
+  success, a permanent failure or stop), and acks them in order, on success or on a permanent
+  failure (dropped, counted): a request leaves the buffer only with every older one. A stop while
+  retrying leaves the requests in the buffer for the next start: at-least-once.
 - Drain on SIGTERM/SIGINT: inputs stop listening, pending batches are flushed into the buffer,
   the shipping loop gets ``drain_sec`` to empty it, then the shipper is stopped and the buffer
   closed. Whatever was not shipped stays on disk.
 - A buffer record is the input's tag and the record count in front of the serialized request
   (`stored_request`), so shipping, retries and drops are counted per input.
-- Duplicates are counted: before shipping a request the loop marks it in the buffer
-  (``mark_shipping``); after a restart the request that was in flight when the process died is
-  shipped again and its records counted in ``resent_records`` (at most one request a restart).
+- Duplicates are counted: before sending requests the loop marks the last of them in the buffer
+  (``mark_shipping``); after a restart the requests that were in flight when the process died are
+  shipped again and their records counted in ``resent_records`` (at most ``concurrency`` requests).
 - ``/metrics`` and ``/health``: `collector.metrics`.
 """
 
@@ -33,23 +34,23 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from collector import forward, http_input, syslog
-from collector.buffer import DiskBuffer
+from collector.buffer import DiskBuffer, Position
 from collector.config import BatchConfig, CollectorConfig, ForwardInput, HttpInput, InputConfig, SyslogInput
 from collector.metrics import InputCounters, http_handler, registry_for
-from collector.shipper import Result, Shipper
+from collector.shipper import Outcome, Result, Shipper
 
 log = logging.getLogger("collector")
 
 T = TypeVar("T")
-PEEK_RECORDS = 16
 IDLE_POLL_SEC = 0.5
 READ_BYTES = 64 * 1024
 GC_THRESHOLD = 50_000
@@ -129,6 +130,26 @@ class Batcher(Generic[T]):
             size += item_size
         if chunk:
             yield chunk
+
+
+@dataclass(slots=True)
+class Flight:
+    """One request being shipped."""
+
+    position: Position
+    task: asyncio.Task[Outcome]
+    counters: InputCounters
+    records: int
+    resent: bool
+
+    def count(self, outcome: Outcome) -> None:
+        if self.resent:
+            self.counters.resent_records += self.records
+        if outcome.result is Result.SUCCESS:
+            self.counters.shipped_records += outcome.accepted
+            self.counters.rejected_records += outcome.rejected
+        else:
+            self.counters.failed_records += self.records
 
 
 def stored_request(tag: str, records: int, payload: bytes) -> bytes:
@@ -305,31 +326,62 @@ class Agent:
         self.addresses[item.tag] = server.sockets[0].getsockname()[:2]
 
     async def _ship_loop(self) -> None:
+        """Ships the buffer's requests oldest first, up to ``server.concurrency`` at once, and acks
+        them in order: a request is acknowledged only with every older one, so after a crash at
+        most the requests in flight are sent again (marked with ``mark_shipping``, counted)."""
+        flights: deque[Flight] = deque()
+        try:
+            await self._ship(flights)
+        finally:
+            for flight in flights:
+                flight.task.cancel()
+            await asyncio.gather(*(flight.task for flight in flights), return_exceptions=True)
+
+    async def _ship(self, flights: deque[Flight]) -> None:
         assert self.buffer is not None
         buffer = self.buffer
+        cursor: Position | None = None
         while True:
-            entries = await asyncio.to_thread(buffer.peek, PEEK_RECORDS)
-            if not entries:
-                self._appended.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._appended.wait(), IDLE_POLL_SEC)
-                continue
+            room = self.config.server.concurrency - len(flights)
+            entries: list[tuple[Position, bytes]] = []
+            if room > 0:
+                self._appended.clear()  # before the peek: an append after it wakes the wait below
+                entries = await asyncio.to_thread(buffer.peek, room, after=cursor)
+            if entries:
+                await asyncio.to_thread(buffer.mark_shipping, entries[-1][0])
             for position, stored in entries:
-                tag, records, payload = read_stored_request(stored)
-                counters = self._counters.get(tag) or self._counters.setdefault(tag, InputCounters())
-                resent = buffer.shipped_before_restart(position)
-                await asyncio.to_thread(buffer.mark_shipping, position)
-                outcome = await self.shipper.ship(payload, records=records, on_retry=counters.count_retry)
+                flights.append(self._take_off(position, stored))
+                cursor = position
+            waits: set[asyncio.Future[Any]] = {flight.task for flight in flights}
+            appended = None
+            if room > len(entries):  # the buffer had less than we could send: wake on appends too
+                appended = asyncio.ensure_future(self._appended.wait())
+                waits.add(appended)
+            try:
+                await asyncio.wait(waits, timeout=IDLE_POLL_SEC, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if appended is not None:
+                    appended.cancel()
+            while flights and flights[0].task.done():
+                flight = flights.popleft()
+                outcome = flight.task.result()
                 if outcome.result is Result.RETRYABLE:
-                    return  # only after stop: the request stays buffered
-                if resent:
-                    counters.resent_records += records
-                if outcome.result is Result.SUCCESS:
-                    counters.shipped_records += outcome.accepted
-                    counters.rejected_records += outcome.rejected
-                else:
-                    counters.failed_records += records
-                await asyncio.to_thread(buffer.ack, position)
+                    flights.appendleft(flight)
+                    return  # only after stop: it and everything after it stay buffered
+                flight.count(outcome)
+                await asyncio.to_thread(buffer.ack, flight.position)
+            if not flights:
+                cursor = None  # everything shipped is acknowledged: read from the head again
+
+    def _take_off(self, position: Position, stored: bytes) -> Flight:
+        assert self.buffer is not None
+        tag, records, payload = read_stored_request(stored)
+        counters = self._counters.get(tag) or self._counters.setdefault(tag, InputCounters())
+        resent = self.buffer.shipped_before_restart(position)
+        task = asyncio.get_running_loop().create_task(
+            self.shipper.ship(payload, records=records, on_retry=counters.count_retry)
+        )
+        return Flight(position, task, counters, records, resent)
 
     def request_stop(self) -> None:
         self._stop_requested.set()

@@ -200,17 +200,22 @@ class DiskBuffer:
             self._disk_bytes += frame_bytes
             self._buffered_records += 1
 
-    def peek(self, max_records: int, max_bytes: int | None = None) -> list[tuple[Position, bytes]]:
+    def peek(
+        self, max_records: int, max_bytes: int | None = None, *, after: Position | None = None
+    ) -> list[tuple[Position, bytes]]:
         """The oldest unacknowledged records, at most ``max_records`` of them and, past the first,
-        at most ``max_bytes`` of payload. Nothing is consumed until `ack`."""
+        at most ``max_bytes`` of payload; with ``after``, only records past that position (those
+        up to it are being shipped). Nothing is consumed until `ack`."""
         out: list[tuple[Position, bytes]] = []
         payload_bytes = 0
         head_skip: Position | None = None
         with self._lock:
             self._check_open()
+            begin = max(self._ack, Position(*after)) if after is not None else self._ack
+            from_head = begin == self._ack
             for segment in list(self._segments.values()):
-                start = self._ack.offset if segment.id == self._ack.segment else 0
-                if segment.id < self._ack.segment or start >= segment.size:
+                start = begin.offset if segment.id == begin.segment else 0
+                if segment.id < begin.segment or start >= segment.size:
                     continue
                 with open(segment.path, "rb") as file:
                     file.seek(start)
@@ -231,7 +236,7 @@ class DiskBuffer:
                             payload_bytes += length
                         else:
                             self._count_corrupt(Position(segment.id, end))
-                            if not out:
+                            if not out and from_head:
                                 head_skip = Position(segment.id, end)
                         offset = end
                 if len(out) >= max_records:

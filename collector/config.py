@@ -44,6 +44,7 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 # RFC 5424 §6.1: a receiver must accept messages of 480 octets.
 SYSLOG_MIN_FRAME_BYTES = 480
+MAX_CONCURRENCY = 64
 # Beyond this many inputs an INPUTS_<N> override is taken for a typo.
 MAX_INPUTS = 100
 
@@ -64,6 +65,7 @@ class ServerConfig:
     token: str = field(repr=False)
     timeout_sec: float = 10.0
     compression: Literal["gzip", "none"] = "gzip"
+    concurrency: int = 4  # export requests in flight; at most this many are resent after a crash
 
     @property
     def transport(self) -> Literal["http", "grpc"]:
@@ -169,7 +171,7 @@ class CollectorConfig:
 
 # The schema: every key's type, which is also how an environment value is parsed.
 SECTION_KEYS: dict[str, dict[str, type]] = {
-    "server": {"endpoint": str, "token": str, "timeout_sec": float, "compression": str},
+    "server": {"endpoint": str, "token": str, "timeout_sec": float, "compression": str, "concurrency": int},
     "buffer": {"dir": str, "max_bytes": int},
     "batch": {"max_records": int, "max_bytes": int, "max_delay_ms": int},
     "metrics": {"listen": str},
@@ -377,11 +379,16 @@ def _server(table: _Table) -> ServerConfig:
     if token and not PAT_RE.fullmatch(token):
         table.problems.add("server.token", "expected a personal access token: obs_ and 43 characters")
     compression = table.choice("compression", ("gzip", "none"), "gzip")
+    concurrency = table.integer("concurrency", 4, 1)
+    if concurrency > MAX_CONCURRENCY:
+        table.problems.add("server.concurrency", f"expected at most {MAX_CONCURRENCY}" + _got(concurrency))
+        concurrency = 4
     return ServerConfig(
         endpoint=endpoint.rstrip("/"),
         token=token,
         timeout_sec=table.positive_number("timeout_sec", 10.0),
         compression="none" if compression == "none" else "gzip",
+        concurrency=concurrency,
     )
 
 

@@ -237,4 +237,16 @@ def test_records_dropped_for_room_are_described_by_their_head(tmp_path: Path) ->
         stats = buffer.stats()
         assert stats.dropped_records == 3
         assert stats.dropped_by == {"odd": 20, "even": 10}
-        assert [payload for _, payload in buffer.peek(100)][0] == record(4)
+        assert buffer.peek(1)[0][1] == record(4)
+
+
+def test_peek_after_a_position_reads_past_the_records_in_flight(tmp_path: Path) -> None:
+    with DiskBuffer(tmp_path, 1 << 20, segment_bytes=4096) as buffer:
+        for i in range(20):
+            buffer.append(record(i))
+        first = buffer.peek(4)
+        later = buffer.peek(4, after=first[-1][0])
+        assert [payload for _, payload in later] == [record(i) for i in range(4, 8)]
+        buffer.ack(later[-1][0])  # acknowledging a later one acknowledges the ones before it
+        assert buffer.stats().buffered_records == 12
+        assert buffer.peek(1, after=first[0][0])[0][1] == record(8)  # an after behind the ack reads from the ack

@@ -341,3 +341,11 @@ def test_secrets_stay_out_of_repr_and_errors(tmp_path: Path) -> None:
     config = load(write(tmp_path, MINIMAL), {})
     assert TOKEN not in repr(config)
     assert TOKEN not in str(config.server)
+
+
+def test_concurrency_is_1_to_64_default_4_and_the_environment_may_set_it(tmp_path: Path) -> None:
+    assert load(write(tmp_path, MINIMAL), {}).server.concurrency == 4
+    assert load(write(tmp_path, MINIMAL), {"OBSERVE_COLLECTOR_SERVER_CONCURRENCY": "16"}).server.concurrency == 16
+    for bad in ("0", "65"):
+        text = MINIMAL.replace("[[inputs]]", f"concurrency = {bad}\n[[inputs]]", 1)
+        assert [line.split(":")[0] for line in problems(tmp_path, text)] == ["server.concurrency"]

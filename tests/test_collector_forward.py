@@ -270,5 +270,6 @@ def test_a_time_otlp_cannot_carry_is_left_unset_not_a_failed_chunk(stamp: object
     from collector.forward import decode_entry, to_log_record
 
     record = to_log_record(decode_entry([stamp, {"message": "odd time"}]), tag="t", source_tag="s", peer=None)
-    assert record.time_unix_nano == 0 and record.observed_time_unix_nano > 0
+    assert record.time_unix_nano == 0
+    assert record.observed_time_unix_nano > 0
     assert to_otlp([record]).SerializeToString()

@@ -392,7 +392,8 @@ def test_the_wire_encoder_writes_exactly_what_the_protobuf_runtime_writes() -> N
         b"not syslog at all \xff\xfe",
         b"<999>1 - - - - - - out of range",
         "<13>1 - host app - - - \ufeffwith a BOM and ünïcödé".encode(),
-    ] + bench_messages(300)
+        *bench_messages(300),
+    ]
     for peer in ("192.0.2.7", None):
         parsed_lines = [parse(line, received_at=RECEIVED, source_tag="edge", peer=peer) for line in lines]
         parsed_lines.append(parse(b"<14>later", received_at=RECEIVED + timedelta(seconds=1), source_tag="x", peer=peer))
@@ -405,6 +406,8 @@ def test_the_wire_encoder_writes_exactly_what_the_protobuf_runtime_writes() -> N
 @pytest.mark.parametrize("stamp", [b"1960-01-01T00:00:00Z", b"2600-01-01T00:00:00Z", b"1970-01-01T00:00:00+01:00"])
 def test_a_time_otlp_cannot_carry_is_kept_raw_not_a_failed_batch(stamp: bytes) -> None:
     message = parsed(b"<14>1 " + stamp + b" h a - - - far out")
-    assert message.parse_error is not None and "outside" in message.parse_error
-    assert message.message.endswith("far out") and message.timestamp is None
+    assert message.parse_error is not None
+    assert "outside" in message.parse_error
+    assert message.message.endswith("far out")
+    assert message.timestamp is None
     assert ExportLogsServiceRequest.FromString(encode_request([message])) == to_otlp([message])
