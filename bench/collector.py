@@ -59,7 +59,8 @@ from bench.heartbeats import stop, wait_http
 from bench.logs import SERVER_ENV, Server
 from bench.logs_engines import engine_for
 from bench.monitors_scale import cpu_seconds
-from collector.syslog import encode_request, parse
+from collector.syslog import parse
+from collector.syslog_otlp import encode_request
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

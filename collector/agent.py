@@ -42,7 +42,7 @@ from typing import Any, Generic, TypeVar
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from collector import forward, http_input, syslog
+from collector import forward, http_input, syslog, syslog_otlp
 from collector.buffer import DiskBuffer, Position
 from collector.config import BatchConfig, CollectorConfig, ForwardInput, HttpInput, InputConfig, SyslogInput
 from collector.metrics import InputCounters, http_handler, registry_for
@@ -171,7 +171,7 @@ def describe_request(head: bytes) -> tuple[str, int]:
 
 
 def encode_syslog(messages: list[syslog.SyslogMessage]) -> bytes:
-    return syslog.encode_request(messages)
+    return syslog_otlp.encode_request(messages)
 
 
 def encode_forward(records: list[LogRecord]) -> bytes:

@@ -7,7 +7,7 @@ one core has 20 µs for everything. The wire format of these few messages is sma
 written here directly: fields in field-number order, as the protobuf runtime writes them, and the
 attributes that repeat from message to message (the input's tag, the peer, facility, version, app
 and host) are encoded once and kept in a small cache. ``tests/test_collector_syslog.py`` checks that
-the runtime parses these bytes into exactly the request `collector.syslog.to_otlp` builds.
+the runtime parses these bytes into exactly the request `collector.syslog_otlp.to_otlp` builds.
 
 Only what the collector writes is here: string, int and string-array values.
 """

@@ -3,8 +3,8 @@
 `parse` reads one message, RFC 5424 (``<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG``) or RFC 3164/BSD
 (``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG``, and the headerless ``<PRI>tag: msg`` that Python's
 ``SysLogHandler`` sends). Nothing is lost: a line that is neither keeps its raw text as the body, an
-unknown severity and ``syslog.parse_error``. `Framer` splits a TCP stream (RFC 6587). `to_otlp` maps
-messages to an ``ExportLogsServiceRequest`` as the OpenTelemetry data-model appendix says for Syslog:
+unknown severity and ``syslog.parse_error``. `Framer` splits a TCP stream (RFC 6587).
+`collector.syslog_otlp` maps messages to OTLP as the OpenTelemetry data-model appendix says for Syslog:
 
 =================  ==============================================================================
 TIMESTAMP          ``time_unix_nano`` (the sender's clock; unset when NILVALUE)
@@ -33,17 +33,11 @@ the timestamp nearest ``received_at`` (a December message received in January is
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-
-from collector import otlp_wire
+from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 
 SCOPE_NAME = "observe.collector.syslog"
 MAX_UNIX_NANO = 1 << 64  # OTLP times are fixed64 nanoseconds since 1970
@@ -250,7 +244,7 @@ def _iso_timestamp(stamp: str, zone: tzinfo | None, *, whole: bool = False) -> t
         if len(_SECONDS) >= 4096:
             _SECONDS.clear()
         base = _whole_second(match, zone, stamp)
-        cached = _SECONDS[key] = (base, _unix_nano(base))
+        cached = _SECONDS[key] = (base, unix_nano(base))
     if not microsecond:
         return cached
     return cached[0].replace(microsecond=microsecond), cached[1] + microsecond * 1_000
@@ -275,7 +269,7 @@ def _whole_second(match: re.Match[str], zone: tzinfo | None, stamp: str) -> date
         )
     except ValueError as error:
         raise SyslogParseError(f"bad TIMESTAMP {stamp[:40]!r}: {error}") from None
-    if not 0 <= _unix_nano(moment) < MAX_UNIX_NANO - 1_000_000_000:
+    if not 0 <= unix_nano(moment) < MAX_UNIX_NANO - 1_000_000_000:
         raise SyslogParseError(f"TIMESTAMP {stamp[:40]!r} is outside what OTLP can carry (1970 to 2554)")
     return moment
 
@@ -289,7 +283,7 @@ def _bsd_timestamp(match: re.Match[str], received_at: datetime, zone: tzinfo | N
         if len(_BSD_STAMPS) >= 4096:
             _BSD_STAMPS.clear()
         nearest = _nearest_year(match, received_at, zone)
-        moment = _BSD_STAMPS[key] = (nearest, max(_unix_nano(nearest), 0))
+        moment = _BSD_STAMPS[key] = (nearest, max(unix_nano(nearest), 0))
     return moment
 
 
@@ -432,178 +426,10 @@ def _next_delimiter(buffer: bytearray, start: int) -> int:
     return nul if nul >= 0 else newline
 
 
-def to_otlp(messages: Iterable[SyslogMessage]) -> ExportLogsServiceRequest:
-    """Messages → one export request, one ResourceLogs per distinct resource (host, service, version)."""
-    groups: dict[tuple[tuple[str, str], ...], list[LogRecord]] = {}
-    for message in messages:
-        resource, record = to_log_record(message)
-        groups.setdefault(tuple(sorted(resource.items())), []).append(record)
-    request = ExportLogsServiceRequest()
-    for resource_key, records in groups.items():
-        request.resource_logs.append(
-            ResourceLogs(
-                resource=Resource(attributes=[_key_value(key, value) for key, value in resource_key]),
-                scope_logs=[ScopeLogs(scope=InstrumentationScope(name=SCOPE_NAME), log_records=records)],
-            )
-        )
-    return request
-
-
-_ATTRIBUTES = otlp_wire.AttributeCache()
-_SCOPE = otlp_wire.scope(SCOPE_NAME)
-_SEVERITY_FIELDS = [
-    otlp_wire.SEVERITY_NUMBER + otlp_wire.varint(number) + otlp_wire.field(otlp_wire.SEVERITY_TEXT, keyword.encode())
-    for number, keyword in zip(SEVERITY_NUMBERS, SEVERITY_KEYWORDS, strict=True)
-]
-
-
-# Encoded pieces that repeat from message to message (each bounded: cleared past 4,096 entries).
-_COMMON: dict[tuple[str, str | None, int | None, int | None], bytes] = {}
-_SD_KEYS: dict[tuple[str, str], bytes] = {}
-
-
-def encode_request(messages: Iterable[SyslogMessage]) -> bytes:
-    """`to_otlp` serialized, written straight in the wire format (`collector.otlp_wire`): the same
-    bytes, several times faster."""
-    groups: dict[tuple[tuple[str, str], ...], list[bytes]] = {}
-    received: datetime | None = None
-    observed = b""
-    for message in messages:
-        if message.received_at is not received:
-            received = message.received_at
-            observed = otlp_wire.OBSERVED_TIME + otlp_wire.FIXED64.pack(_unix_nano(received))
-        resource, record = _record_fields(message)
-        record.append(observed)
-        groups.setdefault(tuple(sorted(resource.items())), []).append(b"".join(record))
-    return otlp_wire.request(
-        [
-            (b"".join(otlp_wire.resource_attribute(key, value) for key, value in resource_key), _SCOPE, records)
-            for resource_key, records in groups.items()
-        ]
-    )
-
-
-def _record_fields(message: SyslogMessage) -> tuple[dict[str, str], list[bytes]]:
-    """`to_log_record` as encoded fields, up to (not including) the observed time."""
-    cached = _ATTRIBUTES.get
-    resource: dict[str, str] = {}
-    if message.hostname:
-        resource["host.name"] = message.hostname
-    if message.app_name:
-        resource["service.name"] = message.app_name
-    fields: list[bytes] = []
-    if nanos := _time_unix_nano(message):  # proto3 omits a zero
-        fields.append(otlp_wire.TIME + otlp_wire.FIXED64.pack(nanos))
-    if message.severity is not None:
-        fields.append(_SEVERITY_FIELDS[message.severity])
-    fields.append(otlp_wire.field(otlp_wire.BODY, otlp_wire.string_value(message.message)))
-    common = (message.source_tag, message.peer, message.facility, message.version)
-    prefix = _COMMON.get(common)
-    if prefix is None:
-        if len(_COMMON) >= 4096:
-            _COMMON.clear()
-        prefix = _COMMON[common] = b"".join(
-            [
-                cached("observe.source", message.source_tag),
-                cached("network.peer.address", message.peer) if message.peer else b"",
-                cached("syslog.facility", message.facility) if message.facility is not None else b"",
-                cached("syslog.version", message.version) if message.version is not None else b"",
-            ]
-        )
-    fields.append(prefix)
-    if message.procid is not None:
-        fields.append(cached("syslog.procid", message.procid))
-    if message.msgid is not None:
-        fields.append(cached("syslog.msgid", message.msgid))
-    for sd_id, params in message.structured_data:
-        values: dict[str, list[str]] = {}
-        for name, value in params:
-            values.setdefault(name, []).append(value)
-        for name, sent in values.items():
-            if sd_id == "origin" and name == "swVersion":
-                resource["service.version"] = sent[0]
-                continue
-            key_field = _SD_KEYS.get((sd_id, name))
-            if key_field is None:
-                if len(_SD_KEYS) >= 4096:
-                    _SD_KEYS.clear()
-                name_of = (
-                    "client.address" if sd_id == "origin" and name == "ip" else f"syslog.structured_data.{sd_id}.{name}"
-                )
-                key_field = _SD_KEYS[(sd_id, name)] = otlp_wire.field(otlp_wire.KEY, name_of.encode())
-            encoded = otlp_wire.any_value(sent[0] if len(sent) == 1 else sent)
-            fields.append(otlp_wire.field(otlp_wire.ATTRIBUTE, key_field + otlp_wire.field(otlp_wire.VALUE, encoded)))
-    if message.parse_error is not None:
-        fields.append(
-            otlp_wire.field(otlp_wire.ATTRIBUTE, otlp_wire.key_value("syslog.parse_error", message.parse_error))
-        )
-    return resource, fields
-
-
-def to_log_record(message: SyslogMessage) -> tuple[dict[str, str], LogRecord]:
-    """One message → its resource attributes and its log record (the appendix table above)."""
-    resource: dict[str, str] = {}
-    attributes: list[KeyValue] = [_key_value("observe.source", message.source_tag)]
-    if message.hostname:
-        resource["host.name"] = message.hostname
-    if message.app_name:
-        resource["service.name"] = message.app_name
-    if message.peer:
-        attributes.append(_key_value("network.peer.address", message.peer))
-    if message.facility is not None:
-        attributes.append(_key_value("syslog.facility", message.facility))
-    if message.version is not None:
-        attributes.append(_key_value("syslog.version", message.version))
-    if message.procid is not None:
-        attributes.append(_key_value("syslog.procid", message.procid))
-    if message.msgid is not None:
-        attributes.append(_key_value("syslog.msgid", message.msgid))
-    for sd_id, params in message.structured_data:
-        values: dict[str, list[str]] = {}
-        for name, value in params:
-            values.setdefault(name, []).append(value)
-        for name, sent in values.items():
-            if sd_id == "origin" and name == "swVersion":
-                resource["service.version"] = sent[0]
-            elif sd_id == "origin" and name == "ip":
-                attributes.append(_key_value("client.address", sent))
-            else:
-                attributes.append(_key_value(f"syslog.structured_data.{sd_id}.{name}", sent))
-    if message.parse_error is not None:
-        attributes.append(_key_value("syslog.parse_error", message.parse_error))
-    record = LogRecord(
-        observed_time_unix_nano=_unix_nano(message.received_at),
-        body=AnyValue(string_value=message.message),
-        attributes=attributes,
-    )
-    record.time_unix_nano = _time_unix_nano(message)
-    if message.severity is not None:
-        record.severity_number = SEVERITY_NUMBERS[message.severity]
-        record.severity_text = SEVERITY_KEYWORDS[message.severity]
-    return resource, record
-
-
-def _key_value(key: str, value: str | int | Sequence[str]) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, str):
-        return KeyValue(key=key, value=AnyValue(string_value=value))
-    if len(value) == 1:
-        return KeyValue(key=key, value=AnyValue(string_value=value[0]))
-    array = ArrayValue(values=[AnyValue(string_value=item) for item in value])
-    return KeyValue(key=key, value=AnyValue(array_value=array))
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _time_unix_nano(message: SyslogMessage) -> int:
-    if message.time_unix_nano or message.timestamp is None:
-        return message.time_unix_nano
-    return _unix_nano(message.timestamp)
-
-
-def _unix_nano(moment: datetime) -> int:
+def unix_nano(moment: datetime) -> int:
     """Exact nanoseconds (no float); a naive time (no zone anywhere) is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -27,7 +27,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from collector.config import ServerConfig
 from collector.shipper import Backoff, Outcome, Result, Shipper, parse_retry_after
-from collector.syslog import parse, to_otlp
+from collector.syslog import parse
+from collector.syslog_otlp import to_otlp
 from tests.conftest import SQLITE_ONLY, Persona, Server, free_port, register
 from tests.receivers import Answer, recording_receiver
 

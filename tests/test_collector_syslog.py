@@ -18,7 +18,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
 
-from collector.syslog import Framer, SyslogMessage, encode_request, parse, to_log_record, to_otlp
+from collector.syslog import Framer, SyslogMessage, parse
+from collector.syslog_otlp import encode_request, to_log_record, to_otlp
 
 RECEIVED = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 
@@ -379,7 +380,6 @@ def test_a_malformed_octet_count_is_counted_and_the_framer_resyncs_at_the_next_n
 def test_the_wire_encoder_writes_exactly_what_the_protobuf_runtime_writes() -> None:
     """`encode_request` (collector/otlp_wire.py, the hot path) against `to_otlp` through the runtime."""
     from bench.collector import messages as bench_messages
-    from collector.syslog import encode_request
 
     lines = [
         b'<165>1 2003-10-11T22:14:15.003Z mymachine evntslog 77 ID47 [exampleSDID@32473 iut="3" iut="4" '
