@@ -1,7 +1,8 @@
 """Sign-in providers for tests/test_oauth.py, on real sockets: a GitHub-shaped
 OAuth 2 server (authorize → code → token → /user and /user/emails, PKCE S256
 checked) and a small OpenID Connect provider whose tokens can be made wrong
-on purpose (audience, expiry), signed for real (RS256, joserfc). The main
+on purpose (audience, expiry, missing claims, alg none or HS256 keyed with the
+client secret), signed for real (RS256, joserfc). The main
 OpenID flows run against oidc-provider-mock; this one covers what that
 provider cannot be asked to get wrong."""
 
@@ -21,14 +22,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import OctKey, RSAKey
 
 CLIENT_ID = "observe-test-client"
 CLIENT_SECRET = "observe-test-secret"
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return _b64(hashlib.sha256(verifier.encode()).digest())
 
 
 @dataclass
@@ -116,6 +121,9 @@ class GitHub(_Base):
         super().__init__()
         self.signed_in: GitHubAccount | None = None
         self.tokens: dict[str, GitHubAccount] = {}
+        # Set: /user/emails answers only once this many callers wait there, so
+        # concurrent sign-ins reach the database together (the race tests).
+        self.barrier: threading.Barrier | None = None
 
     @property
     def api_url(self) -> str:
@@ -136,6 +144,8 @@ class GitHub(_Base):
         elif path == "/api/user":
             handler._reply(200, {"id": account.id, "login": account.login, "name": account.name or None})
         elif path == "/api/user/emails":
+            if self.barrier is not None:
+                self.barrier.wait(10)
             handler._reply(200, [{**e, "visibility": None} for e in account.emails])
         else:
             handler._reply(404, {"message": "Not Found"})
@@ -167,6 +177,8 @@ class TokenFaults:
     audience: str | None = None
     expires_in: int = 300
     extra: dict[str, Any] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()  # claims left out
+    alg: str = "RS256"  # "HS256": keyed with the client secret; "none": unsigned
 
 
 class TinyOidc(_Base):
@@ -190,7 +202,8 @@ class TinyOidc(_Base):
                     "jwks_uri": self.url + "/jwks",
                     "response_types_supported": ["code"],
                     "subject_types_supported": ["public"],
-                    "id_token_signing_alg_values_supported": ["RS256"],
+                    # As a hostile provider might: the client must refuse the last two anyway.
+                    "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
                     "token_endpoint_auth_methods_supported": ["client_secret_basic"],
                 },
             )
@@ -224,7 +237,14 @@ class TinyOidc(_Base):
             "email_verified": account.email_verified,
             **self.faults.extra,
         }
-        id_token = jwt.encode({"alg": "RS256", "kid": "test-key"}, claims, self.key)
+        for name in self.faults.drop:
+            claims.pop(name, None)
+        if self.faults.alg == "none":
+            id_token = ".".join(_b64(json.dumps(part).encode()) for part in ({"alg": "none"}, claims)) + "."
+        elif self.faults.alg == "HS256":
+            id_token = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(CLIENT_SECRET))
+        else:
+            id_token = jwt.encode({"alg": "RS256", "kid": "test-key"}, claims, self.key)
         handler._reply(200, {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "id_token": id_token})
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, options_pb2
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,6 +16,7 @@ from core.accounts import passwords, plans
 from core.config import Settings
 from core.errors import ErrorCode, ObserveError, not_found
 from core.mail.sender import Mailer
+from core.oauth.tables import oauth_identities
 from core.rpc.auth import SESSION_COOKIE
 from core.rpc.context import ROLES_BY_NAME, CallContext
 from core.storage import tables as t
@@ -31,8 +32,11 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def session_cookie(token: str, max_age: int) -> tuple[str, str]:
-    return ("set-cookie", f"{SESSION_COOKIE}={token}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax")
+def session_cookie(token: str, max_age: int, *, secure: bool) -> tuple[str, str]:
+    """The session's Set-Cookie header; ``secure`` (an https OBSERVE_PUBLIC_URL)
+    keeps the browser from sending it over plain http."""
+    attributes = f"Max-Age={max_age}; Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+    return ("set-cookie", f"{SESSION_COOKIE}={token}; {attributes}")
 
 
 async def insert_account(
@@ -131,7 +135,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 token, expires = await self._new_session(conn, user_id, org_id)
         except IntegrityError as exc:
             raise ObserveError(ErrorCode.ERROR_CODE_CONFLICT, "an account with this email exists") from exc
-        ctx.response_headers.append(session_cookie(token, self._session_seconds))
+        ctx.response_headers.append(session_cookie(token, self._session_seconds, secure=self._secure))
         ctx.audit.resource = f"user:{user_id}"
         ctx.audit.actor_user_id, ctx.audit.actor_org_id, ctx.audit.actor_email = user_id, org_id, email
         return accounts_pb2.RegisterResponse(
@@ -163,7 +167,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                     .values(password_hash=await passwords.hash_password(request.password))
                 )
             token, expires = await self._new_session(conn, user.id, user.org_id)
-        ctx.response_headers.append(session_cookie(token, self._session_seconds))
+        ctx.response_headers.append(session_cookie(token, self._session_seconds, secure=self._secure))
         return accounts_pb2.LoginResponse(
             user=accounts_pb2.User(id=user.id, email=user.email, name=user.name),
             session_token=token,
@@ -178,7 +182,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 await conn.execute(
                     update(t.api_tokens).where(t.api_tokens.c.id == principal.token_id).values(revoked_at=clock.now())
                 )
-            ctx.response_headers.append(session_cookie("", 0))
+            ctx.response_headers.append(session_cookie("", 0, secure=self._secure))
         return accounts_pb2.LogoutResponse()
 
     async def ForgotPassword(
@@ -187,7 +191,11 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         email = normalize_email(request.email)
         async with self.db.write() as conn:
             user_id = (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).scalar_one_or_none()
+            linked = False
             if user_id is not None:
+                linked = (
+                    await conn.execute(select(oauth_identities.c.id).where(oauth_identities.c.user_id == user_id))
+                ).first() is not None
                 token = secrets.new_token(secrets.RESET_PREFIX)
                 now = clock.now()
                 await conn.execute(
@@ -205,7 +213,13 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 "Reset your observe password",
                 f"Someone asked to reset the password of your observe account.\n\n"
                 f"Reset token: {token}\nLink: {link}\n\n"
-                "The token works once, for one hour. If it was not you, ignore this mail.\n",
+                "The token works once, for one hour. If it was not you, ignore this mail.\n"
+                + (
+                    "\nResetting the password also unlinks the Google and GitHub accounts linked to this account: "
+                    "sign in with the new password and link yours again from your account settings.\n"
+                    if linked
+                    else ""
+                ),
             )
         return accounts_pb2.ForgotPasswordResponse()
 
@@ -236,6 +250,9 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 update(t.users).where(t.users.c.id == row.user_id).values(password_hash=password_hash, updated_at=now)
             )
             await end_sessions(conn, row.user_id, keep=None)
+            # Whoever can reset the password owns the address: a provider account linked
+            # before (by someone who registered the address first) must not sign in any more.
+            await conn.execute(delete(oauth_identities).where(oauth_identities.c.user_id == row.user_id))
             who = (
                 await conn.execute(
                     select(t.users.c.email, t.memberships.c.org_id)
@@ -247,6 +264,10 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
         if who is not None:
             ctx.audit.actor_user_id, ctx.audit.actor_org_id, ctx.audit.actor_email = row.user_id, who.org_id, who.email
         return accounts_pb2.ResetPasswordResponse()
+
+    @property
+    def _secure(self) -> bool:
+        return self.settings.public_url.startswith("https://")
 
     @property
     def _session_seconds(self) -> int:

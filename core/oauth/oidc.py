@@ -1,7 +1,7 @@
 """Google, or any OpenID Connect provider named by its issuer (Keycloak,
 Authentik): discovery, authorization code with PKCE, and the id_token checked
 as OpenID Connect Core §3.1.3.7 says (signature from the provider's JWKS,
-iss, aud, azp, exp, nonce). The account is keyed on ``sub``."""
+iss, aud, azp, exp, iat, nonce). The account is keyed on ``sub``."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ class OpenIdProvider:
             iss={"essential": True, "values": issuers},
             aud={"essential": True, "value": self.client_id},
             exp={"essential": True},
+            iat={"essential": True},  # OpenID Connect Core §2: required; not in the future either
             sub={"essential": True},
             nonce={"essential": True, "value": nonce},
         )
@@ -119,7 +120,9 @@ class OpenIdProvider:
             claim = getattr(exc, "claim", "") or "a claim"
             raise failed(f"the id_token from {self.label} failed its check of '{claim}'") from None
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        if len(audiences) > 1 and claims.get("azp") != self.client_id:
+        # azp names the party the token was issued to: when present (or needed,
+        # with several audiences) it must be us.
+        if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != self.client_id:
             raise failed(f"the id_token from {self.label} was issued to another party (azp)")
         return claims
 

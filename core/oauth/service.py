@@ -36,6 +36,7 @@ from core.oauth.oidc import OpenIdProvider
 from core.oauth.provider import HTTP_TIMEOUT, Identity, Provider, failed
 from core.oauth.tables import oauth_identities as oi
 from core.oauth.tables import oauth_used_states
+from core.rpc.auth import Authenticator
 from core.rpc.context import CallContext
 from core.storage import tables as t
 from core.storage.db import Database
@@ -43,12 +44,16 @@ from core.storage.sealing import Sealer
 
 PROVIDERS = ("google", "github")
 SUBJECT_MAX, EMAIL_MAX = 255, 320  # the columns' lengths
+REDIRECT_MAX = 1000  # the proto's max_len: the flow cookie stays far below the 4096 bytes browsers keep
 
 
 def safe_path(path: str) -> str:
-    """``path`` when it is a path on this server, else "/": the proto's
-    pattern refuses the rest already; this keeps a redirect from ever
-    leaving the site whatever reached it."""
+    """``path`` when it is a path on this server in printable ASCII (what a
+    Location header carries as is) and at most REDIRECT_MAX long, else "/":
+    the proto's pattern refuses the rest already; this keeps a redirect from
+    ever leaving the site, or breaking the answer, whatever reached it."""
+    if len(path) > REDIRECT_MAX or not all("!" <= c <= "~" for c in path):
+        return "/"
     parts = urlsplit(path)
     if not path.startswith("/") or path.startswith("//") or "\\" in path or parts.scheme or parts.netloc:
         return "/"
@@ -75,6 +80,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         plans: PlanBook,
     ) -> None:
         self.db = db
+        self.authenticator = Authenticator(db=db)
         self.sealer = sealer
         self.plans = plans
         self.public_url = settings.public_url
@@ -98,6 +104,14 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
     async def StartOAuthLink(self, request: oauth_pb2.StartOAuthLinkRequest, ctx: CallContext) -> httpbody_pb2.HttpBody:
         principal = ctx.require_principal()
         provider = self._provider(request.provider)
+        if principal.token_kind != "session":
+            # The callback links to the browser's signed-in session only: a token (and
+            # whoever holds one) cannot add a way to sign in as its user.
+            raise ObserveError(
+                ErrorCode.ERROR_CODE_PAT_SCOPE_INSUFFICIENT,
+                f"linking {provider.label} needs the browser's session: sign in there, then start again; "
+                "an API token cannot link a sign-in provider",
+            )
         flow = Flow.start(provider.name, redirect=safe_path(request.redirect or "/"), link_user_id=principal.user_id)
         return await self._begin(provider, flow, ctx)
 
@@ -134,14 +148,32 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
             )
         if len(identity.subject) > SUBJECT_MAX or len(identity.email) > EMAIL_MAX:
             raise failed(f"{provider.label}'s account id or e-mail address is longer than this server keeps")
+        if flow.link_user_id is not None:
+            await self._require_session_of(flow.link_user_id, ctx)
+        token = ""
         async with self.db.write() as conn:
             await self._spend(conn, flow)
-            if flow.link_user_id is not None:
-                await self._link(conn, flow.link_user_id, provider, identity, ctx)
-            else:
-                user_id, org_id = await self._sign_in(conn, provider, identity, flow, ctx)
+            # Another callback (a second tab) may insert the same user, e-mail or link
+            # between our look and our insert: its unique key stops ours, and a second
+            # look sees what it made (PostgreSQL reads what committed since).
+            for attempt in range(2):
+                try:
+                    async with conn.begin_nested():
+                        if flow.link_user_id is not None:
+                            await self._link(conn, flow.link_user_id, provider, identity, ctx)
+                        else:
+                            user_id, org_id = await self._sign_in(conn, provider, identity, flow, ctx)
+                    break
+                except IntegrityError:
+                    if attempt:
+                        raise failed(
+                            f"this {provider.label} account was signed in or linked elsewhere at the same time; "
+                            "start again"
+                        ) from None
+            if flow.link_user_id is None:
                 token, _ = await new_session(conn, user_id, org_id, ttl_days=self.session_ttl_days)
-                ctx.response_headers.append(session_cookie(token, self.session_ttl_days * 86400))
+        if token:
+            ctx.response_headers.append(session_cookie(token, self.session_ttl_days * 86400, secure=self.secure))
         ctx.response_headers.append(("location", self.public_url + safe_path(flow.redirect)))
         ctx.response_headers.append(("cache-control", "no-store"))
         return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8")
@@ -178,7 +210,9 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
             row = rows.get(provider.name)
             if user is None or row is None:
                 raise not_found(f"linked {provider.label} account")
-            if user.password_hash is None and len(rows) == 1:
+            # A link to a provider this server no longer has configured signs no one in.
+            others = [name for name in rows if name != provider.name and name in self.providers]
+            if user.password_hash is None and not others:
                 raise ObserveError(
                     ErrorCode.ERROR_CODE_LAST_SIGN_IN_METHOD,
                     f"{provider.label} is the only way to sign in to this account: set a password first "
@@ -199,6 +233,21 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
 
     def _redirect_uri(self, name: str) -> str:
         return f"{self.public_url}/api/v1/auth/{name}/callback"
+
+    async def _require_session_of(self, user_id: int, ctx: CallContext) -> None:
+        """A link finishes in the browser still signed in as the user who
+        started it: its session cookie must be live and that user's."""
+        try:
+            principal = await self.authenticator.authenticate(
+                CallContext(transport=ctx.transport, session_cookie=ctx.session_cookie)
+            )
+        except ObserveError:
+            principal = None
+        if principal is None or principal.token_kind != "session" or principal.user_id != user_id:
+            raise failed(
+                "this browser is no longer signed in to the account the link was started for: "
+                "sign in, then link again from your account settings"
+            )
 
     async def _begin(self, provider: Provider, flow: Flow, ctx: CallContext) -> httpbody_pb2.HttpBody:
         async with _client() as http:
@@ -228,15 +277,31 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
     ) -> tuple[int, int]:
         """The user this identity signs in as, made first when it signs up;
         returns (user id, org id) and fills the audit note."""
-        known = (
-            await conn.execute(
-                select(oi.c.user_id, oi.c.email.label("linked_email"), t.users.c.email, t.memberships.c.org_id)
-                .join(t.users, t.users.c.id == oi.c.user_id)
-                .join(t.memberships, t.memberships.c.user_id == oi.c.user_id)
-                .where((oi.c.provider == provider.name) & (oi.c.subject == identity.subject))
-            )
-        ).first()
+        known = await self._known(conn, provider, identity)
+        if known is None:
+            if not identity.email or not identity.email_verified:
+                raise failed(
+                    f"{provider.label} has not verified the e-mail address of this account: "
+                    "verify it there, then start again"
+                )
+            email = normalize_email(identity.email)
+            if (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).first() is not None:
+                # A second tab signing up this same account may have committed the user
+                # (and its link, in the same transaction) since the first look.
+                known = await self._known(conn, provider, identity)
+                if known is None:
+                    raise failed(
+                        f"an account with the e-mail address {email} exists and has not linked {provider.label}: "
+                        f"sign in with its password, then link {provider.label} from your account settings "
+                        f"(GET /api/v1/me/oauth/{provider.name}/start)"
+                    )
         if known is not None:
+            if known.org_id is None:
+                # Removed from their organisation: the password login refuses them too.
+                raise failed(
+                    f"the account linked to this {provider.label} account is no longer a member of an "
+                    "organisation, so it cannot sign in"
+                )
             if identity.email and identity.email != known.linked_email:
                 await conn.execute(
                     update(oi)
@@ -245,22 +310,19 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
                 )
             self._note(ctx, "OAUTH_LOGIN", known.user_id, known.org_id, known.email, provider, identity)
             return int(known.user_id), int(known.org_id)
-        if not identity.email or not identity.email_verified:
-            raise failed(
-                f"{provider.label} has not verified the e-mail address of this account: "
-                "verify it there, then start again"
-            )
-        email = normalize_email(identity.email)
-        taken = (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).first()
-        if taken is not None:
-            raise failed(
-                f"an account with the e-mail address {email} exists and has not linked {provider.label}: "
-                f"sign in with its password, then link {provider.label} from your account settings "
-                f"(GET /api/v1/me/oauth/{provider.name}/start)"
-            )
         name = identity.name.strip()[:100]
         if flow.invite:
-            user_id, org_id, _, _ = await accept_invite(conn, flow.invite, email=email, name=name, password_hash=None)
+            try:
+                user_id, org_id, _, _ = await accept_invite(
+                    conn, flow.invite, email=email, name=name, password_hash=None
+                )
+            except ObserveError as err:
+                if err.code != ErrorCode.ERROR_CODE_NOT_FOUND:
+                    raise
+                raise failed(
+                    f"the invite is unknown, used, expired or for another e-mail address than {email} "
+                    f"(your {provider.label} account's): ask for a new invite to that address"
+                ) from None
         else:
             user_id, org_id = await insert_account(
                 conn,
@@ -281,6 +343,19 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         )
         self._note(ctx, "OAUTH_REGISTER", user_id, org_id, email, provider, identity)
         return user_id, org_id
+
+    @staticmethod
+    async def _known(conn: AsyncConnection, provider: Provider, identity: Identity) -> Any:
+        """The user linked to this provider account (its org_id None when they
+        were removed from their organisation), or None."""
+        return (
+            await conn.execute(
+                select(oi.c.user_id, oi.c.email.label("linked_email"), t.users.c.email, t.memberships.c.org_id)
+                .join(t.users, t.users.c.id == oi.c.user_id)
+                .outerjoin(t.memberships, t.memberships.c.user_id == oi.c.user_id)
+                .where((oi.c.provider == provider.name) & (oi.c.subject == identity.subject))
+            )
+        ).first()
 
     async def _link(
         self, conn: AsyncConnection, user_id: int, provider: Provider, identity: Identity, ctx: CallContext
@@ -303,19 +378,23 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
             raise failed(f"this {provider.label} account is linked to another user")
         if owner is None:
             mine = (
-                await conn.execute(select(oi.c.id).where((oi.c.user_id == user_id) & (oi.c.provider == provider.name)))
-            ).first()
-            if mine is not None:
-                raise failed(f"another {provider.label} account is linked to yours: unlink it first")
-            await conn.execute(
-                insert(oi).values(
-                    user_id=user_id,
-                    provider=provider.name,
-                    subject=identity.subject,
-                    email=identity.email,
-                    created_at=clock.now(),
+                await conn.execute(
+                    select(oi.c.subject).where((oi.c.user_id == user_id) & (oi.c.provider == provider.name))
                 )
-            )
+            ).first()
+            # The same account linked by a second tab since the first look is linked: done.
+            if mine is not None and mine.subject != identity.subject:
+                raise failed(f"another {provider.label} account is linked to yours: unlink it first")
+            if mine is None:
+                await conn.execute(
+                    insert(oi).values(
+                        user_id=user_id,
+                        provider=provider.name,
+                        subject=identity.subject,
+                        email=identity.email,
+                        created_at=clock.now(),
+                    )
+                )
         self._note(ctx, "LINK_OAUTH", user_id, user.org_id, user.email, provider, identity)
 
     @staticmethod

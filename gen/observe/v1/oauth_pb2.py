@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from observe.v1 import options_pb2 as observe_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16observe/v1/oauth.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\xe1\x01\n\x17StartOAuthSignInRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12~\n\x08redirect\x18\x02 \x01(\tBl\xbaH5r3\x18\xd0\x0f\x32.^(/|/[^/\\\\\\x00-\\x20\\x7f][^\\\\\\x00-\\x20\\x7f]*)?$\x92\xb5\x18\x30*.Expected a path on this server, like /monitors\x12\x1d\n\x06invite\x18\x03 \x01(\tB\r\xbaH\x04r\x02\x18@\x92\xb5\x18\x02\x08\x01\"\x83\x02\n\x12\x46inishOAuthRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12\x1c\n\x04\x63ode\x18\x02 \x01(\tB\x0e\xbaH\x05r\x03\x18\x80\x10\x92\xb5\x18\x02\x08\x01\x12\x1d\n\x05state\x18\x03 \x01(\tB\x0e\xbaH\x05r\x03\x18\x80\x04\x92\xb5\x18\x02\x08\x01\x12\x17\n\x05\x65rror\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12#\n\x11\x65rror_description\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x15\n\x03iss\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x32\n\x0b\x66low_cookie\x18\x07 \x01(\tB\x1d\xbaH\x05r\x03\x18\x80 \x92\xb5\x18\x11\x08\x01\x42\robserve_oauth\"\x1b\n\x19ListOAuthProvidersRequest\"\x83\x01\n\rOAuthProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nconfigured\x18\x02 \x01(\x08\x12\x0e\n\x06linked\x18\x03 \x01(\x08\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12-\n\tlinked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x1aListOAuthProvidersResponse\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.observe.v1.OAuthProvider\"\xc0\x01\n\x15StartOAuthLinkRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12~\n\x08redirect\x18\x02 \x01(\tBl\xbaH5r3\x18\xd0\x0f\x32.^(/|/[^/\\\\\\x00-\\x20\\x7f][^\\\\\\x00-\\x20\\x7f]*)?$\x92\xb5\x18\x30*.Expected a path on this server, like /settings\"E\n\x1aUnlinkOAuthProviderRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\"\x1d\n\x1bUnlinkOAuthProviderResponse2\xe0\x05\n\x0cOAuthService\x12\x7f\n\x10StartOAuthSignIn\x12#.observe.v1.StartOAuthSignInRequest\x1a\x14.google.api.HttpBody\"0\x8a\xb5\x18\x07\x18\x01(\xae\x02\x38\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/auth/{provider}/start\x12\x89\x01\n\x0b\x46inishOAuth\x12\x1e.observe.v1.FinishOAuthRequest\x1a\x14.google.api.HttpBody\"D\x8a\xb5\x18\x18\x18\x01 \x01(\xae\x02\x38\x01\x42\x0bOAUTH_LOGINX\x01\x82\xd3\xe4\x93\x02\"\x12 /api/v1/auth/{provider}/callback\x12\x81\x01\n\x12ListOAuthProviders\x12%.observe.v1.ListOAuthProvidersRequest\x1a&.observe.v1.ListOAuthProvidersResponse\"\x1c\x8a\xb5\x18\x00\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/me/oauth\x12\x8a\x01\n\x0eStartOAuthLink\x12!.observe.v1.StartOAuthLinkRequest\x1a\x14.google.api.HttpBody\"?\x8a\xb5\x18\x12\n\raccount:write(\xae\x02\x82\xd3\xe4\x93\x02#\x12!/api/v1/me/oauth/{provider}/start\x12\xb1\x01\n\x13UnlinkOAuthProvider\x12&.observe.v1.UnlinkOAuthProviderRequest\x1a\'.observe.v1.UnlinkOAuthProviderResponse\"I\x8a\xb5\x18\"\n\raccount:write \x01(\xcc\x01\x42\x0cUNLINK_OAUTH\x82\xd3\xe4\x93\x02\x1d*\x1b/api/v1/me/oauth/{provider}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16observe/v1/oauth.proto\x12\nobserve.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18observe/v1/options.proto\"\x82\x02\n\x17StartOAuthSignInRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12\x9e\x01\n\x08redirect\x18\x02 \x01(\tB\x8b\x01\xbaHAr?\x18\xe8\x07\x32:^(/|/[\\x21-\\x2e\\x30-\\x5b\\x5d-\\x7e][\\x21-\\x5b\\x5d-\\x7e]*)?$\x92\xb5\x18\x43*AExpected a path on this server in printable ASCII, like /monitors\x12\x1d\n\x06invite\x18\x03 \x01(\tB\r\xbaH\x04r\x02\x18@\x92\xb5\x18\x02\x08\x01\"\x83\x02\n\x12\x46inishOAuthRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12\x1c\n\x04\x63ode\x18\x02 \x01(\tB\x0e\xbaH\x05r\x03\x18\x80\x10\x92\xb5\x18\x02\x08\x01\x12\x1d\n\x05state\x18\x03 \x01(\tB\x0e\xbaH\x05r\x03\x18\x80\x04\x92\xb5\x18\x02\x08\x01\x12\x17\n\x05\x65rror\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12#\n\x11\x65rror_description\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x15\n\x03iss\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x32\n\x0b\x66low_cookie\x18\x07 \x01(\tB\x1d\xbaH\x05r\x03\x18\x80 \x92\xb5\x18\x11\x08\x01\x42\robserve_oauth\"\x1b\n\x19ListOAuthProvidersRequest\"\x83\x01\n\rOAuthProvider\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x12\n\nconfigured\x18\x02 \x01(\x08\x12\x0e\n\x06linked\x18\x03 \x01(\x08\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12-\n\tlinked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x1aListOAuthProvidersResponse\x12,\n\tproviders\x18\x01 \x03(\x0b\x32\x19.observe.v1.OAuthProvider\"\xe1\x01\n\x15StartOAuthLinkRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\x12\x9e\x01\n\x08redirect\x18\x02 \x01(\tB\x8b\x01\xbaHAr?\x18\xe8\x07\x32:^(/|/[\\x21-\\x2e\\x30-\\x5b\\x5d-\\x7e][\\x21-\\x5b\\x5d-\\x7e]*)?$\x92\xb5\x18\x43*AExpected a path on this server in printable ASCII, like /settings\"E\n\x1aUnlinkOAuthProviderRequest\x12\'\n\x08provider\x18\x01 \x01(\tB\x15\xbaH\x12r\x10R\x06googleR\x06github\"\x1d\n\x1bUnlinkOAuthProviderResponse2\xe0\x05\n\x0cOAuthService\x12\x7f\n\x10StartOAuthSignIn\x12#.observe.v1.StartOAuthSignInRequest\x1a\x14.google.api.HttpBody\"0\x8a\xb5\x18\x07\x18\x01(\xae\x02\x38\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/auth/{provider}/start\x12\x89\x01\n\x0b\x46inishOAuth\x12\x1e.observe.v1.FinishOAuthRequest\x1a\x14.google.api.HttpBody\"D\x8a\xb5\x18\x18\x18\x01 \x01(\xae\x02\x38\x01\x42\x0bOAUTH_LOGINX\x01\x82\xd3\xe4\x93\x02\"\x12 /api/v1/auth/{provider}/callback\x12\x81\x01\n\x12ListOAuthProviders\x12%.observe.v1.ListOAuthProvidersRequest\x1a&.observe.v1.ListOAuthProvidersResponse\"\x1c\x8a\xb5\x18\x00\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/me/oauth\x12\x8a\x01\n\x0eStartOAuthLink\x12!.observe.v1.StartOAuthLinkRequest\x1a\x14.google.api.HttpBody\"?\x8a\xb5\x18\x12\n\raccount:write(\xae\x02\x82\xd3\xe4\x93\x02#\x12!/api/v1/me/oauth/{provider}/start\x12\xb1\x01\n\x13UnlinkOAuthProvider\x12&.observe.v1.UnlinkOAuthProviderRequest\x1a\'.observe.v1.UnlinkOAuthProviderResponse\"I\x8a\xb5\x18\"\n\raccount:write \x01(\xcc\x01\x42\x0cUNLINK_OAUTH\x82\xd3\xe4\x93\x02\x1d*\x1b/api/v1/me/oauth/{provider}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['provider']._serialized_options = b'\272H\022r\020R\006googleR\006github'
   _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['redirect']._loaded_options = None
-  _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['redirect']._serialized_options = b'\272H5r3\030\320\0172.^(/|/[^/\\\\\\x00-\\x20\\x7f][^\\\\\\x00-\\x20\\x7f]*)?$\222\265\0300*.Expected a path on this server, like /monitors'
+  _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['redirect']._serialized_options = b'\272HAr?\030\350\0072:^(/|/[\\x21-\\x2e\\x30-\\x5b\\x5d-\\x7e][\\x21-\\x5b\\x5d-\\x7e]*)?$\222\265\030C*AExpected a path on this server in printable ASCII, like /monitors'
   _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['invite']._loaded_options = None
   _globals['_STARTOAUTHSIGNINREQUEST'].fields_by_name['invite']._serialized_options = b'\272H\004r\002\030@\222\265\030\002\010\001'
   _globals['_FINISHOAUTHREQUEST'].fields_by_name['provider']._loaded_options = None
@@ -59,7 +59,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTOAUTHLINKREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_STARTOAUTHLINKREQUEST'].fields_by_name['provider']._serialized_options = b'\272H\022r\020R\006googleR\006github'
   _globals['_STARTOAUTHLINKREQUEST'].fields_by_name['redirect']._loaded_options = None
-  _globals['_STARTOAUTHLINKREQUEST'].fields_by_name['redirect']._serialized_options = b'\272H5r3\030\320\0172.^(/|/[^/\\\\\\x00-\\x20\\x7f][^\\\\\\x00-\\x20\\x7f]*)?$\222\265\0300*.Expected a path on this server, like /settings'
+  _globals['_STARTOAUTHLINKREQUEST'].fields_by_name['redirect']._serialized_options = b'\272HAr?\030\350\0072:^(/|/[\\x21-\\x2e\\x30-\\x5b\\x5d-\\x7e][\\x21-\\x5b\\x5d-\\x7e]*)?$\222\265\030C*AExpected a path on this server in printable ASCII, like /settings'
   _globals['_UNLINKOAUTHPROVIDERREQUEST'].fields_by_name['provider']._loaded_options = None
   _globals['_UNLINKOAUTHPROVIDERREQUEST'].fields_by_name['provider']._serialized_options = b'\272H\022r\020R\006googleR\006github'
   _globals['_OAUTHSERVICE'].methods_by_name['StartOAuthSignIn']._loaded_options = None
@@ -73,21 +73,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OAUTHSERVICE'].methods_by_name['UnlinkOAuthProvider']._loaded_options = None
   _globals['_OAUTHSERVICE'].methods_by_name['UnlinkOAuthProvider']._serialized_options = b'\212\265\030\"\n\raccount:write \001(\314\001B\014UNLINK_OAUTH\202\323\344\223\002\035*\033/api/v1/me/oauth/{provider}'
   _globals['_STARTOAUTHSIGNINREQUEST']._serialized_start=184
-  _globals['_STARTOAUTHSIGNINREQUEST']._serialized_end=409
-  _globals['_FINISHOAUTHREQUEST']._serialized_start=412
-  _globals['_FINISHOAUTHREQUEST']._serialized_end=671
-  _globals['_LISTOAUTHPROVIDERSREQUEST']._serialized_start=673
-  _globals['_LISTOAUTHPROVIDERSREQUEST']._serialized_end=700
-  _globals['_OAUTHPROVIDER']._serialized_start=703
-  _globals['_OAUTHPROVIDER']._serialized_end=834
-  _globals['_LISTOAUTHPROVIDERSRESPONSE']._serialized_start=836
-  _globals['_LISTOAUTHPROVIDERSRESPONSE']._serialized_end=910
-  _globals['_STARTOAUTHLINKREQUEST']._serialized_start=913
-  _globals['_STARTOAUTHLINKREQUEST']._serialized_end=1105
-  _globals['_UNLINKOAUTHPROVIDERREQUEST']._serialized_start=1107
-  _globals['_UNLINKOAUTHPROVIDERREQUEST']._serialized_end=1176
-  _globals['_UNLINKOAUTHPROVIDERRESPONSE']._serialized_start=1178
-  _globals['_UNLINKOAUTHPROVIDERRESPONSE']._serialized_end=1207
-  _globals['_OAUTHSERVICE']._serialized_start=1210
-  _globals['_OAUTHSERVICE']._serialized_end=1946
+  _globals['_STARTOAUTHSIGNINREQUEST']._serialized_end=442
+  _globals['_FINISHOAUTHREQUEST']._serialized_start=445
+  _globals['_FINISHOAUTHREQUEST']._serialized_end=704
+  _globals['_LISTOAUTHPROVIDERSREQUEST']._serialized_start=706
+  _globals['_LISTOAUTHPROVIDERSREQUEST']._serialized_end=733
+  _globals['_OAUTHPROVIDER']._serialized_start=736
+  _globals['_OAUTHPROVIDER']._serialized_end=867
+  _globals['_LISTOAUTHPROVIDERSRESPONSE']._serialized_start=869
+  _globals['_LISTOAUTHPROVIDERSRESPONSE']._serialized_end=943
+  _globals['_STARTOAUTHLINKREQUEST']._serialized_start=946
+  _globals['_STARTOAUTHLINKREQUEST']._serialized_end=1171
+  _globals['_UNLINKOAUTHPROVIDERREQUEST']._serialized_start=1173
+  _globals['_UNLINKOAUTHPROVIDERREQUEST']._serialized_end=1242
+  _globals['_UNLINKOAUTHPROVIDERRESPONSE']._serialized_start=1244
+  _globals['_UNLINKOAUTHPROVIDERRESPONSE']._serialized_end=1273
+  _globals['_OAUTHSERVICE']._serialized_start=1276
+  _globals['_OAUTHSERVICE']._serialized_end=2012
 # @@protoc_insertion_point(module_scope)

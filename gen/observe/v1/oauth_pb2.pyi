@@ -32,7 +32,8 @@ class StartOAuthSignInRequest(_message.Message):
     """The provider: google or github."""
     redirect: _builtins.str
     """Where to land after signing in: a path on this server (no scheme, no
-    host), e.g. /monitors. Default /.
+    host), e.g. /monitors, in printable ASCII (percent-encode the rest) and
+    at most 1000 characters. Default /.
     """
     invite: _builtins.str
     """Invite token from an invite e-mail: a new user joins that organisation."""
@@ -189,7 +190,9 @@ class StartOAuthLinkRequest(_message.Message):
     provider: _builtins.str
     """The provider: google or github."""
     redirect: _builtins.str
-    """Where to land after linking: a path on this server. Default /."""
+    """Where to land after linking: a path on this server in printable ASCII
+    (percent-encode the rest), at most 1000 characters. Default /.
+    """
     def __init__(
         self,
         *,

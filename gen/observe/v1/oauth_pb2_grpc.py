@@ -105,7 +105,9 @@ class OAuthServiceServicer:
 
     def StartOAuthLink(self, request, context):
         """Starts linking a provider account to the caller: a 302 to the provider,
-        as StartOAuthSignIn; the callback links instead of signing in.
+        as StartOAuthSignIn; the callback links instead of signing in. Only a
+        browser's session may start it (a PAT is PAT_SCOPE_INSUFFICIENT), and the
+        callback links only in that browser still signed in as the same user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
