@@ -25,7 +25,7 @@ from core.app import build_core
 from core.config import Settings
 from core.rpc.context import ROLES_BY_NAME
 from core.rpc.methods import HttpBinding, Method
-from tests.conftest import Persona, Server, SmtpSink, Team, make_team, register
+from tests.conftest import SQLITE_ONLY, Persona, Server, SmtpSink, Team, make_team, register
 
 MISSING_ID = "999999999"
 DENIED = {401, 403}
@@ -47,6 +47,11 @@ def call(client: httpx.Client, binding: HttpBinding, ids: dict[str, str]) -> htt
         if not r.headers.get("content-type", "").startswith("text/event-stream"):
             r.read()
         return r
+
+
+# Who may call what is decided in the pipeline from the method's rule and the caller's role and
+# scopes, the same code over either database: one backend proves it (the suite's time is tight).
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture(scope="module")

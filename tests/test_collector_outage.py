@@ -25,6 +25,7 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
+from tests.background import BackgroundRun
 from tests.conftest import ROOT, Persona, Server, free_port, register, start_server, stop_server, wait_ready
 from tests.test_collector_agent import metric, wait_healthy
 
@@ -135,45 +136,25 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-class Scenario(threading.Thread):
-    """The whole run in a thread of its own: it mostly waits (30 s of outage), so the suite starts it
-    first (``background_start``) and checks it last (``background_finish``) instead of waiting."""
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(daemon=True, name="collector-outage")
-        self.tmp = tmp
-        self.error: BaseException | None = None
-        self.summary = ""
-
-    def run(self) -> None:
-        try:
-            self.summary = outage_and_two_sigkills(self.tmp)
-        except BaseException as error:  # re-raised by the test that checks the result
-            self.error = error
-
-
 @pytest.fixture(scope="session")
-def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    scenario = Scenario(tmp_path_factory.mktemp("collector-outage"))
-    scenario.start()
-    yield scenario
-    scenario.join(timeout=120)
+def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundRun]:
+    tmp = tmp_path_factory.mktemp("collector-outage")
+    run = BackgroundRun("collector-outage", lambda: outage_and_two_sigkills(tmp))
+    run.start()
+    yield run
+    run.join(timeout=120)
 
 
 @pytest.mark.slow
 @pytest.mark.background_start
-def test_the_outage_run_starts(outage: Scenario) -> None:
+def test_the_outage_run_starts(outage: BackgroundRun) -> None:
     assert outage.is_alive() or outage.error is None
 
 
 @pytest.mark.slow
 @pytest.mark.background_finish
-def test_a_30_s_outage_and_two_sigkills_lose_nothing_acknowledged(outage: Scenario) -> None:
-    outage.join(timeout=180)
-    assert not outage.is_alive(), "the outage run did not finish within 3 minutes"
-    if outage.error is not None:
-        raise outage.error
-    print(outage.summary)
+def test_a_30_s_outage_and_two_sigkills_lose_nothing_acknowledged(outage: BackgroundRun) -> None:
+    print(outage.result(timeout=180))
 
 
 def outage_and_two_sigkills(tmp_path: Path) -> str:

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from core.storage import tables as t
+from tests.background import BackgroundRun
 from tests.conftest import PG_URL, Server, register, start_server, stop_server
 from tests.polling import wait_for
 from tests.targets import http_target
@@ -66,7 +67,7 @@ def held(server: Server) -> float:
     raise AssertionError("no observe_scheduler_monitors")
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
     url = scaleout_database()
     servers: list[Server] = []
@@ -91,6 +92,26 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 stop_server(srv)
 
 
+@pytest.fixture(scope="session")
+def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundRun]:
+    """The run mostly waits for intervals to pass: it goes on in a thread beside the suite."""
+    tmp = tmp_path_factory.mktemp("scaleout")
+    run = BackgroundRun("scaleout", lambda: two_checkers(tmp))
+    run.start()
+    yield run
+    run.join(timeout=120)
+
+
+@pytest.mark.background_start
+def test_the_scaleout_run_starts(scaleout: BackgroundRun) -> None:
+    assert scaleout.is_alive() or scaleout.error is None
+
+
+@pytest.mark.background_finish
+def test_two_checkers_check_each_monitor_once_per_interval(scaleout: BackgroundRun) -> None:
+    scaleout.result(timeout=180)
+
+
 def starts_by_monitor(api: Server, since: float) -> dict[int, list[float]]:
     r = t.check_results
     out: dict[int, list[float]] = {}
@@ -101,7 +122,13 @@ def starts_by_monitor(api: Server, since: float) -> dict[int, list[float]]:
     return out
 
 
-def test_two_checkers_check_each_monitor_once_per_interval(cluster: dict[str, Any]) -> None:
+def two_checkers(tmp_path: Path) -> str:
+    with cluster(tmp_path) as servers:
+        check_each_monitor_once_per_interval(servers)
+    return "ok"
+
+
+def check_each_monitor_once_per_interval(cluster: dict[str, Any]) -> None:
     api: Server = cluster["api"]
     a, b = cluster["checkers"]
     owner = register(api)
