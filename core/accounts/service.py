@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from observe.v1 import accounts_pb2, accounts_pb2_grpc, options_pb2
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -105,6 +105,13 @@ async def accept_invite(
     return user_id, invite.org_id, invite.role, invite.org_name
 
 
+def foreign_identities(user_id: int, email: str) -> Select[tuple[int]]:
+    """The user's linked provider accounts whose verified e-mail is not the account's own."""
+    return select(oauth_identities.c.id).where(
+        (oauth_identities.c.user_id == user_id) & (func.lower(oauth_identities.c.email) != email.lower())
+    )
+
+
 class AuthService(accounts_pb2_grpc.AuthServiceServicer):
     def __init__(self, *, db: Database, settings: Settings, mailer: Mailer, plans: plans.PlanBook) -> None:
         self.plans = plans
@@ -193,9 +200,7 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
             user_id = (await conn.execute(select(t.users.c.id).where(t.users.c.email == email))).scalar_one_or_none()
             linked = False
             if user_id is not None:
-                linked = (
-                    await conn.execute(select(oauth_identities.c.id).where(oauth_identities.c.user_id == user_id))
-                ).first() is not None
+                linked = (await conn.execute(foreign_identities(user_id, email))).first() is not None
                 token = secrets.new_token(secrets.RESET_PREFIX)
                 now = clock.now()
                 await conn.execute(
@@ -215,8 +220,9 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 f"Reset token: {token}\nLink: {link}\n\n"
                 "The token works once, for one hour. If it was not you, ignore this mail.\n"
                 + (
-                    "\nResetting the password also unlinks the Google and GitHub accounts linked to this account: "
-                    "sign in with the new password and link yours again from your account settings.\n"
+                    "\nResetting the password also unlinks the Google and GitHub accounts of other e-mail addresses "
+                    "linked to this account: sign in with the new password and link yours again from your account "
+                    "settings.\n"
                     if linked
                     else ""
                 ),
@@ -250,9 +256,6 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                 update(t.users).where(t.users.c.id == row.user_id).values(password_hash=password_hash, updated_at=now)
             )
             await end_sessions(conn, row.user_id, keep=None)
-            # Whoever can reset the password owns the address: a provider account linked
-            # before (by someone who registered the address first) must not sign in any more.
-            await conn.execute(delete(oauth_identities).where(oauth_identities.c.user_id == row.user_id))
             who = (
                 await conn.execute(
                     select(t.users.c.email, t.memberships.c.org_id)
@@ -260,6 +263,15 @@ class AuthService(accounts_pb2_grpc.AuthServiceServicer):
                     .where(t.users.c.id == row.user_id)
                 )
             ).first()
+            # Whoever can reset the password owns the address: a provider account of another address
+            # linked before (by someone who registered the address first) must not sign in any more.
+            # A provider account of this very address proved it owns it, and stays.
+            account_email = who.email if who is not None else ""
+            await conn.execute(
+                delete(oauth_identities).where(
+                    oauth_identities.c.id.in_(foreign_identities(row.user_id, account_email))
+                )
+            )
         ctx.audit.resource = f"user:{row.user_id}"
         if who is not None:
             ctx.audit.actor_user_id, ctx.audit.actor_org_id, ctx.audit.actor_email = row.user_id, who.org_id, who.email
