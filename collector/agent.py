@@ -137,6 +137,7 @@ class Flight:
     """One request being shipped."""
 
     position: Position
+    stored: bytes
     task: asyncio.Task[Outcome]
     counters: InputCounters
     records: int
@@ -364,7 +365,13 @@ class Agent:
                     appended.cancel()
             while flights and flights[0].task.done():
                 flight = flights.popleft()
-                outcome = flight.task.result()
+                try:
+                    outcome = flight.task.result()
+                except Exception:  # a bug, not the server: never lose the request, never stop shipping
+                    log.exception("shipping a request failed unexpectedly; sending it again in 1 s")
+                    await asyncio.sleep(1)
+                    flights.appendleft(self._take_off(flight.position, flight.stored))
+                    break
                 if outcome.result is Result.RETRYABLE:
                     flights.appendleft(flight)
                     return  # only after stop: it and everything after it stay buffered
@@ -381,7 +388,7 @@ class Agent:
         task = asyncio.get_running_loop().create_task(
             self.shipper.ship(payload, records=records, on_retry=counters.count_retry)
         )
-        return Flight(position, task, counters, records, resent)
+        return Flight(position, stored, task, counters, records, resent)
 
     def request_stop(self) -> None:
         self._stop_requested.set()
