@@ -6,7 +6,10 @@ first by tests/conftest.py) starts one through a session fixture, and a test mar
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
 
 
 class BackgroundRun(threading.Thread):
@@ -29,3 +32,14 @@ class BackgroundRun(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.summary
+
+
+def run_beside(
+    tmp_path_factory: pytest.TempPathFactory, name: str, work: Callable[[Path], str]
+) -> Iterator[BackgroundRun]:
+    """For a session fixture: ``work`` started in a thread with a temporary folder of its own."""
+    tmp = tmp_path_factory.mktemp(name)
+    run = BackgroundRun(name, lambda: work(tmp))
+    run.start()
+    yield run
+    run.join(timeout=120)

@@ -25,7 +25,7 @@ import httpx
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from tests.background import BackgroundRun
+from tests.background import BackgroundRun, run_beside
 from tests.conftest import ROOT, Persona, Server, free_port, register, start_server, stop_server, wait_ready
 from tests.test_collector_agent import metric, wait_healthy
 
@@ -138,11 +138,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 @pytest.fixture(scope="session")
 def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundRun]:
-    tmp = tmp_path_factory.mktemp("collector-outage")
-    run = BackgroundRun("collector-outage", lambda: outage_and_two_sigkills(tmp))
-    run.start()
-    yield run
-    run.join(timeout=120)
+    yield from run_beside(tmp_path_factory, "collector-outage", outage_and_two_sigkills)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from core.storage import tables as t
-from tests.background import BackgroundRun
+from tests.background import BackgroundRun, run_beside
 from tests.conftest import PG_URL, Server, register, start_server, stop_server
 from tests.polling import wait_for
 from tests.targets import http_target
@@ -95,11 +95,7 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def scaleout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundRun]:
     """The run mostly waits for intervals to pass: it goes on in a thread beside the suite."""
-    tmp = tmp_path_factory.mktemp("scaleout")
-    run = BackgroundRun("scaleout", lambda: two_checkers(tmp))
-    run.start()
-    yield run
-    run.join(timeout=120)
+    yield from run_beside(tmp_path_factory, "scaleout", two_checkers)
 
 
 @pytest.mark.background_start

@@ -332,15 +332,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
                 password_hash=None,
                 plan=self.plans.default,
             )
-        await conn.execute(
-            insert(oi).values(
-                user_id=user_id,
-                provider=provider.name,
-                subject=identity.subject,
-                email=identity.email,
-                created_at=clock.now(),
-            )
-        )
+        await _insert_identity(conn, user_id, provider, identity)
         self._note(ctx, "OAUTH_REGISTER", user_id, org_id, email, provider, identity)
         return user_id, org_id
 
@@ -386,15 +378,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
             if mine is not None and mine.subject != identity.subject:
                 raise failed(f"another {provider.label} account is linked to yours: unlink it first")
             if mine is None:
-                await conn.execute(
-                    insert(oi).values(
-                        user_id=user_id,
-                        provider=provider.name,
-                        subject=identity.subject,
-                        email=identity.email,
-                        created_at=clock.now(),
-                    )
-                )
+                await _insert_identity(conn, user_id, provider, identity)
         self._note(ctx, "LINK_OAUTH", user_id, user.org_id, user.email, provider, identity)
 
     @staticmethod
@@ -405,6 +389,18 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         note.action, note.resource = action, f"user:{user_id}"
         note.actor_user_id, note.actor_org_id, note.actor_email = user_id, org_id, email
         note.after = oauth_pb2.OAuthProvider(provider=provider.name, configured=True, linked=True, email=identity.email)
+
+
+async def _insert_identity(conn: AsyncConnection, user_id: int, provider: Provider, identity: Identity) -> None:
+    await conn.execute(
+        insert(oi).values(
+            user_id=user_id,
+            provider=provider.name,
+            subject=identity.subject,
+            email=identity.email,
+            created_at=clock.now(),
+        )
+    )
 
 
 def _provider_message(name: str, row: Any, *, configured: bool) -> oauth_pb2.OAuthProvider:
