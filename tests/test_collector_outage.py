@@ -32,6 +32,7 @@ from tests.test_collector_agent import metric, wait_healthy
 OUTAGE_SEC = 30.0
 CHUNK_RECORDS = 5
 CHUNK_EVERY_SEC = 0.02
+MAX_BACKOFF_SEC = 30  # the shipper's longest wait between retries (collector/shipper.py Backoff)
 
 
 class ForwardStream(threading.Thread):
@@ -200,7 +201,7 @@ tag = "fluent"
         # Kill the collector again while it ships the backlog.
         wait_until(
             lambda: metric(collector.metrics(), "observe_collector_shipped_records", "fluent") > 0,
-            20,
+            MAX_BACKOFF_SEC + 5,
             "shipping resumed",
         )
         collector.kill()

@@ -27,13 +27,17 @@ from core.alerts import AlertMessage, ChannelSettings
 from core.alerts.subscriber import SubscriberChannel, SubscriberTarget
 from core.config import SmtpSettings
 from core.incidents.tables import alert_outbox
-from tests.conftest import Persona, Server, SmtpSink, free_port
+from tests.conftest import SQLITE_ONLY, Persona, Server, SmtpSink, free_port
 from tests.polling import wait_for
 from tests.targets import http_target
 
 API = "/api/v1/status-pages"
 PUBLIC = "/api/v1/status-pages/public"
 ONE_CLICK = "List-Unsubscribe=One-Click"
+
+# Subscriptions, their links and their mail go through the same services, outbox and dispatcher on
+# either database (the dispatcher's claims are tested on both in test_alert_delivery): one backend
+# proves these flows (SQLITE_ONLY on each test of the session server), and the suite's time is tight.
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -131,6 +135,7 @@ def unsubscribe_header(mail: Message) -> str:
 # ---- the flow ------------------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_subscribe_confirm_get_incident_mail_and_unsubscribe_with_one_click(
     server: Server, owner: Persona, smtp_sink: SmtpSink
 ) -> None:
@@ -216,6 +221,7 @@ def test_subscribe_confirm_get_incident_mail_and_unsubscribe_with_one_click(
         assert r.status_code == 404, r.text
 
 
+@SQLITE_ONLY
 def test_pending_subscribers_and_other_pages_get_no_incident_mail(
     server: Server, owner: Persona, smtp_sink: SmtpSink
 ) -> None:
@@ -253,6 +259,7 @@ def test_pending_subscribers_and_other_pages_get_no_incident_mail(
         assert subscribers(owner, hidden["id"]) == {}
 
 
+@SQLITE_ONLY
 def test_maintenance_notices_go_to_the_pages_it_covers(server: Server, owner: Persona, smtp_sink: SmtpSink) -> None:
     frank, gina = address("frank"), address("gina")
     with owner.client() as c, visitor(server) as public:
@@ -305,6 +312,7 @@ def test_maintenance_notices_go_to_the_pages_it_covers(server: Server, owner: Pe
         assert not any("Old work" in str(m["Subject"]) for m in mails(smtp_sink, frank))
 
 
+@SQLITE_ONLY
 def test_a_monitor_going_down_and_up_mails_its_pages_subscribers(
     server: Server, owner: Persona, smtp_sink: SmtpSink
 ) -> None:
@@ -329,6 +337,7 @@ def test_a_monitor_going_down_and_up_mails_its_pages_subscribers(
                 assert private not in text.replace(f"/{p['slug']}/", "/"), (private, text)
 
 
+@SQLITE_ONLY
 def test_the_html_form_subscribes_and_the_api_link_unsubscribes(
     server: Server, owner: Persona, smtp_sink: SmtpSink
 ) -> None:
@@ -351,6 +360,7 @@ def test_the_html_form_subscribes_and_the_api_link_unsubscribes(
         assert (r.status_code, r.json()) == (200, {"unsubscribed": True}), r.text
 
 
+@SQLITE_ONLY
 def test_forged_and_garbled_links_are_refused(server: Server, owner: Persona, smtp_sink: SmtpSink) -> None:
     jo = address("jo")
     with owner.client() as c, visitor(server) as public:
@@ -439,6 +449,7 @@ def test_an_smtp_refusal_is_classified_and_never_names_the_address(code: int, ou
     assert (odd.outcome, odd.error) == ("failed", "no subscriber mail for 'test'")
 
 
+@SQLITE_ONLY
 def test_old_mail_links_unsubscribe_after_the_page_is_renamed(
     server: Server, owner: Persona, smtp_sink: SmtpSink
 ) -> None:
