@@ -269,14 +269,37 @@ def server(
         extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port), **CHECKING_ENV},
         role="all",
     )
-    if backend in request.config.stash.get(CONTRACT_BACKENDS, set()):
+    if backend == "sqlite" and backend in request.config.stash.get(CONTRACT_BACKENDS, set()):
         from tests import contract_runs
 
-        full = backend == "postgresql" or not PG_URL  # the full run on the production database when there is one
-        srv.contract_runs = contract_runs.start(srv, tmp_path_factory.mktemp(f"contract-{backend}"), full=full)
+        # The fuzz, and the full run too when there is no PostgreSQL (postgresql_contract_runs has it).
+        srv.contract_runs = contract_runs.start(srv, tmp_path_factory.mktemp("contract-sqlite"), full=not PG_URL)
     yield srv
     if srv.contract_runs is not None:
         srv.contract_runs.stop()
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def postgresql_contract_runs(tmp_path_factory: pytest.TempPathFactory, smtp_sink: SmtpSink) -> Iterator[Any]:
+    """The schemathesis runs on PostgreSQL (the full run and the fuzz), against a server and database of
+    their own. tests/test_contract_tools.py starts them first (``background_start``): they take minutes
+    of a busy client and server, spread over the whole suite instead of ending it. Role ``api``: the
+    hundreds of monitors they create are not checked (the session servers check theirs)."""
+    from tests import contract_runs
+
+    assert PG_URL
+    srv = start_server(
+        tmp_path_factory.mktemp("contract-pg-server"),
+        backend="postgresql",
+        database_url=database_beside(PG_URL, "_contract"),
+        extra_env={"OBSERVE_SMTP_HOST": "127.0.0.1", "OBSERVE_SMTP_PORT": str(smtp_sink.port), **CHECKING_ENV},
+        role="api",
+    )
+    runs = contract_runs.start(srv, tmp_path_factory.mktemp("contract-postgresql"), full=True)
+    yield runs
+    if runs is not None:
+        runs.stop()
     stop_server(srv)
 
 

@@ -52,21 +52,30 @@ from tests.contract_runs import ContractRuns, section
 pytestmark = pytest.mark.slow
 
 
-def _runs(server: Server) -> ContractRuns:
-    runs = server.contract_runs
+@pytest.mark.background_start
+@pytest.mark.skipif(not PG_URL, reason="needs OBSERVE_TEST_DATABASE_URL (CI sets it)")
+def test_the_postgresql_contract_runs_start(postgresql_contract_runs: Any) -> None:
+    """Only starts them (tests/conftest.py postgresql_contract_runs); the tests below read the outcomes."""
+
+
+def _runs(server: Server, request: pytest.FixtureRequest) -> ContractRuns:
+    if server.backend == "postgresql":
+        runs = request.getfixturevalue("postgresql_contract_runs")
+    else:
+        runs = server.contract_runs
     if runs is None:
         pytest.skip(f"schemathesis is not installed next to {sys.executable} (make setup installs it)")
     assert isinstance(runs, ContractRuns)
     return runs
 
 
-def test_schemathesis_finds_nothing(server: Server, record_property: Any) -> None:
+def test_schemathesis_finds_nothing(server: Server, record_property: Any, request: pytest.FixtureRequest) -> None:
     if server.backend == "sqlite" and PG_URL:
         # The rules it checks are the pipeline's, the same on every backend;
         # one run on the production database keeps the suite in its budget.
         # The fuzz below still runs on both.
         pytest.skip("runs on PostgreSQL when the suite has it (CI); SQLite is fuzzed below")
-    outcome = _runs(server).result("all")
+    outcome = _runs(server, request).result("all")
     summary = section(outcome.output, "SUMMARY")
     record_property("monitors_created", outcome.monitors_created)
     record_property("monitors_left", outcome.monitors_left)
@@ -75,10 +84,10 @@ def test_schemathesis_finds_nothing(server: Server, record_property: Any) -> Non
     assert outcome.monitors_created > 0, summary
 
 
-def test_no_malformed_input_gets_a_server_error(server: Server) -> None:
+def test_no_malformed_input_gets_a_server_error(server: Server, request: pytest.FixtureRequest) -> None:
     """Every route fed malformed values (NUL characters, huge numbers, wrong
     types, overlong strings, bad times and cursors): never a 5xx."""
-    outcome = _runs(server).result("fuzz")
+    outcome = _runs(server, request).result("fuzz")
     summary = section(outcome.output, "SUMMARY")
     print(f"\nschemathesis, malformed input only:\n{summary}")
     assert outcome.returncode == 0, section(outcome.output, "FAILURES", "WARNINGS", "SUMMARY") + "\n\n" + summary

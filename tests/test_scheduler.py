@@ -15,7 +15,8 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -69,8 +70,7 @@ def status(c: httpx.Client, monitor_id: int) -> str:
     return str(c.get(f"/api/v1/monitors/{monitor_id}").json()["status"])
 
 
-@SQLITE_ONLY
-def test_thresholds_flip_the_status_after_exactly_the_configured_counts(
+def thresholds_flip_the_status_after_exactly_the_configured_counts(
     owner: Persona, server: Server, target: Target
 ) -> None:
     target.status = 500
@@ -94,8 +94,7 @@ def test_thresholds_flip_the_status_after_exactly_the_configured_counts(
     assert rows[third_failure].reason == "status"
 
 
-@SQLITE_ONLY
-def test_a_down_monitor_stays_down_until_recovery_threshold(owner: Persona, server: Server, target: Target) -> None:
+def a_down_monitor_stays_down_until_recovery_threshold(owner: Persona, server: Server, target: Target) -> None:
     target.status = 200
     with owner.client() as c:
         m = create(c, target, "/recover", failureThreshold=1, recoveryThreshold=3)
@@ -112,10 +111,7 @@ def test_a_down_monitor_stays_down_until_recovery_threshold(owner: Persona, serv
     assert changes[2].at == rows[last_failure + 3].checked_at
 
 
-@SQLITE_ONLY
-def test_intervals_run_start_to_start_and_paused_monitors_never_run(
-    owner: Persona, server: Server, target: Target
-) -> None:
+def intervals_run_start_to_start_and_paused_monitors_never_run(owner: Persona, server: Server, target: Target) -> None:
     with owner.client() as c:
         running = create(c, target, "/cadence")
         paused = create(c, target, "/paused", paused=True)
@@ -131,8 +127,7 @@ def test_intervals_run_start_to_start_and_paused_monitors_never_run(
     assert all(abs(gap - INTERVAL) < 0.3 for gap in gaps), gaps
 
 
-@SQLITE_ONLY
-def test_an_edit_takes_effect_at_the_next_run_and_delete_stops_checks(
+def an_edit_takes_effect_at_the_next_run_and_delete_stops_checks(
     owner: Persona, server: Server, target: Target
 ) -> None:
     with owner.client() as c:
@@ -150,6 +145,28 @@ def test_an_edit_takes_effect_at_the_next_run_and_delete_stops_checks(
         new = target.count("/new")
         time.sleep(2 * INTERVAL)
         assert target.count("/new") == new
+
+
+SCHEDULING = [
+    thresholds_flip_the_status_after_exactly_the_configured_counts,
+    a_down_monitor_stays_down_until_recovery_threshold,
+    intervals_run_start_to_start_and_paused_monitors_never_run,
+    an_edit_takes_effect_at_the_next_run_and_delete_stops_checks,
+]
+
+
+@SQLITE_ONLY
+def test_scheduling_scenarios(owner: Persona, server: Server) -> None:
+    """Each scenario waits on the server's own clock, not on the others: they run side by side in
+    threads, each with a target of its own (a scenario sets its target's answer)."""
+
+    def run(scenario: Callable[[Persona, Server, Target], None]) -> None:
+        with http_target() as target:
+            scenario(owner, server, target)
+
+    with ThreadPoolExecutor(len(SCHEDULING)) as pool:
+        for future in [pool.submit(run, scenario) for scenario in SCHEDULING]:
+            future.result()
 
 
 def test_check_types_and_expectations_reach_the_checker(owner: Persona, server: Server, target: Target) -> None:
