@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, free_port, register
+from tests.conftest import ROOT, SQLITE_ONLY, Server, free_port, register
 
 
 def _observe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -39,6 +39,7 @@ def test_create_user_prints_a_working_owner_token(server: Server) -> None:
     assert token not in result.stderr
 
 
+@SQLITE_ONLY  # the same accounts code; prints_a_working_owner_token runs on both
 def test_create_user_refuses_a_taken_email(server: Server) -> None:
     # Taken by a sign-up (a command's own account: test_create_user_prints_a_working_owner_token), rather
     # than by a first command: one process start less.
@@ -48,6 +49,7 @@ def test_create_user_refuses_a_taken_email(server: Server) -> None:
     assert "CONFLICT" in again.stderr
 
 
+@SQLITE_ONLY  # the same accounts code; prints_a_working_owner_token runs on both
 def test_create_user_with_exist_ok_mints_a_token_for_the_account_there(server: Server) -> None:
     email = f"again-{os.getpid()}-{id(server)}@example.com"
     args = ("admin", "create-user", "--email", email, "--print-token", "--exist-ok")

@@ -4,25 +4,44 @@ acknowledged. Each backend gets a server of its own (killed here)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.conftest import BACKENDS, Persona, register, start_server, stop_server
+from tests.background import BackgroundRun
+from tests.conftest import BACKENDS, PG_URL, Persona, database_beside, register, start_server, stop_server
 from tests.polling import wait_for
 
 SENDERS = 8
 BATCH = 200
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(scope="session")
+def kills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BackgroundRun]]:
+    """Each backend's run in a thread beside the suite (it checks data, not timing): started first, checked
+    last. On PostgreSQL in a database of its own, so the session server's reset cannot meet it."""
+    runs = {
+        backend: BackgroundRun(f"log-kill-{backend}", functools.partial(kill_during_ingest, backend, tmp_path_factory))
+        for backend in BACKENDS
+    }
+    for run in runs.values():
+        run.start()
+    yield runs
+    for run in runs.values():
+        run.join(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.background_start
+def test_the_kill_runs_start(kills: dict[str, BackgroundRun]) -> None:
+    assert set(kills) == set(BACKENDS)
 
 
 def send(persona: Persona, sender: int, acked: list[str], stop: threading.Event) -> None:
@@ -61,14 +80,21 @@ def stored_batches(persona: Persona) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.background_finish
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_during_sustained_ingest_loses_no_acknowledged_record(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, kills: dict[str, BackgroundRun]
 ) -> None:
     """8 clients post 200-record batches; the server is SIGKILLed once 100
     batches are acknowledged. After restart every acknowledged batch is
     found whole, and no batch is found in part."""
+    kills[backend].result(timeout=180)
+
+
+def kill_during_ingest(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp: Path = tmp_path_factory.mktemp(f"log-kill-{backend}")
-    first = start_server(tmp, backend=backend)
+    database_url = database_beside(PG_URL, "_logkill") if backend == "postgresql" and PG_URL else None
+    first = start_server(tmp, backend=backend, database_url=database_url)
     stop = threading.Event()
     acked: list[str] = []
     senders: list[threading.Thread] = []
@@ -87,7 +113,9 @@ def test_sigkill_during_sustained_ingest_loses_no_acknowledged_record(
         stop_server(first)
     answered = set(acked)
     # The same data directory (SQLite files, server key) under new ports.
-    again = start_server(tmp / "after", backend=backend, extra_env={"OBSERVE_DATA_DIR": str(tmp / "data")})
+    again = start_server(
+        tmp / "after", backend=backend, database_url=database_url, extra_env={"OBSERVE_DATA_DIR": str(tmp / "data")}
+    )
     try:
         persona.server = again
         stored = stored_batches(persona)
@@ -100,3 +128,4 @@ def test_sigkill_during_sustained_ingest_loses_no_acknowledged_record(
     wrong = {tag: sorted(ks) for tag, ks in stored.items() if sorted(ks) != list(range(BATCH))}
     assert not wrong, f"batches stored in part: {wrong}"
     assert len(stored) >= len(answered)  # some unanswered ones may have been committed before the kill
+    return f"{len(answered)} batches acknowledged, {len(stored)} stored"

@@ -21,7 +21,7 @@ from observe.v1 import monitors_pb2, monitors_pb2_grpc
 from sqlalchemy import select
 
 from core.storage import tables as t
-from tests.conftest import Persona, Server, free_port, register, set_plan, start_server, stop_server
+from tests.conftest import SQLITE_ONLY, Persona, Server, free_port, register, set_plan, start_server, stop_server
 
 SLACK = "https://hooks.slack.com/services/T000/B000/SLACKSECRET"
 
@@ -169,6 +169,7 @@ def test_the_walkthrough_python_runs_verbatim(owner: Persona, server: Server, ta
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("npx") is None, reason="needs Node.js (npx) to run TypeScript")
+@SQLITE_ONLY  # the page's TypeScript against the API: the same replies from either database
 def test_the_walkthrough_typescript_runs_verbatim(
     owner: Persona, server: Server, target_url: str, tmp_path: Path
 ) -> None:
