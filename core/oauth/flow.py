@@ -76,15 +76,12 @@ def unseal(sealer: Sealer, cookie: str) -> Flow | None:
     return flow if flow.expires > time.time() else None
 
 
-def set_cookie(value: str, *, secure: bool) -> tuple[str, str]:
-    """The Set-Cookie header of the flow cookie. SameSite=Lax: the provider's
-    redirect back is a top-level navigation, which Lax cookies go along with."""
-    attributes = f"Max-Age={TTL_SECONDS}; Path={COOKIE_PATH}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+def set_cookie(value: str, *, secure: bool, max_age: int = TTL_SECONDS) -> tuple[str, str]:
+    """The Set-Cookie header of the flow cookie (``max_age=0`` with no value clears it). SameSite=Lax:
+    the provider's redirect back is a top-level navigation, which Lax cookies go along with."""
+    attributes = f"Max-Age={max_age}; Path={COOKIE_PATH}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     return ("set-cookie", f"{COOKIE}={value}; {attributes}")
 
 
 def clear_cookie(*, secure: bool) -> tuple[str, str]:
-    return (
-        "set-cookie",
-        f"{COOKIE}=; Max-Age=0; Path={COOKIE_PATH}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else ""),
-    )
+    return set_cookie("", secure=secure, max_age=0)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 from google.api import httpbody_pb2
 from observe.v1 import oauth_pb2, oauth_pb2_grpc
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +64,13 @@ def _client() -> httpx.AsyncClient:
     """A client for one flow's calls to its provider: sign-ins are rare, and
     a client per flow leaves nothing open to close at shutdown."""
     return httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
+
+
+def _redirect(ctx: CallContext, url: str) -> httpbody_pb2.HttpBody:
+    """The 302's headers (the route's success status) and its empty body."""
+    ctx.response_headers.append(("location", url))
+    ctx.response_headers.append(("cache-control", "no-store"))
+    return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8")
 
 
 def _state_hash(state: str) -> str:
@@ -174,9 +181,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
                 token, _ = await new_session(conn, user_id, org_id, ttl_days=self.session_ttl_days)
         if token:
             ctx.response_headers.append(session_cookie(token, self.session_ttl_days * 86400, secure=self.secure))
-        ctx.response_headers.append(("location", self.public_url + safe_path(flow.redirect)))
-        ctx.response_headers.append(("cache-control", "no-store"))
-        return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8")
+        return _redirect(ctx, self.public_url + safe_path(flow.redirect))
 
     # ---- the caller's links -------------------------------------------------------
 
@@ -253,9 +258,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         async with _client() as http:
             url = await provider.authorize_url(http, flow, self._redirect_uri(provider.name))
         ctx.response_headers.append(flows.set_cookie(flows.seal(self.sealer, flow), secure=self.secure))
-        ctx.response_headers.append(("location", url))
-        ctx.response_headers.append(("cache-control", "no-store"))
-        return httpbody_pb2.HttpBody(content_type="text/plain; charset=utf-8")
+        return _redirect(ctx, url)
 
     async def _spend(self, conn: AsyncConnection, flow: Flow) -> None:
         """Records the flow's state as used; a second use of it fails here
@@ -303,11 +306,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
                     "organisation, so it cannot sign in"
                 )
             if identity.email and identity.email != known.linked_email:
-                await conn.execute(
-                    update(oi)
-                    .where((oi.c.provider == provider.name) & (oi.c.subject == identity.subject))
-                    .values(email=identity.email)
-                )
+                await conn.execute(update(oi).where(_is_identity(provider, identity)).values(email=identity.email))
             self._note(ctx, "OAUTH_LOGIN", known.user_id, known.org_id, known.email, provider, identity)
             return int(known.user_id), int(known.org_id)
         name = identity.name.strip()[:100]
@@ -345,7 +344,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
                 select(oi.c.user_id, oi.c.email.label("linked_email"), t.users.c.email, t.memberships.c.org_id)
                 .join(t.users, t.users.c.id == oi.c.user_id)
                 .outerjoin(t.memberships, t.memberships.c.user_id == oi.c.user_id)
-                .where((oi.c.provider == provider.name) & (oi.c.subject == identity.subject))
+                .where(_is_identity(provider, identity))
             )
         ).first()
 
@@ -361,11 +360,7 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         ).first()
         if user is None:
             raise failed("the account this link was started for no longer exists")
-        owner = (
-            await conn.execute(
-                select(oi.c.user_id).where((oi.c.provider == provider.name) & (oi.c.subject == identity.subject))
-            )
-        ).first()
+        owner = (await conn.execute(select(oi.c.user_id).where(_is_identity(provider, identity)))).first()
         if owner is not None and owner.user_id != user_id:
             raise failed(f"this {provider.label} account is linked to another user")
         if owner is None:
@@ -389,6 +384,11 @@ class OAuthService(oauth_pb2_grpc.OAuthServiceServicer):
         note.action, note.resource = action, f"user:{user_id}"
         note.actor_user_id, note.actor_org_id, note.actor_email = user_id, org_id, email
         note.after = oauth_pb2.OAuthProvider(provider=provider.name, configured=True, linked=True, email=identity.email)
+
+
+def _is_identity(provider: Provider, identity: Identity) -> ColumnElement[bool]:
+    """The oauth_identities row of this provider account."""
+    return (oi.c.provider == provider.name) & (oi.c.subject == identity.subject)
 
 
 async def _insert_identity(conn: AsyncConnection, user_id: int, provider: Provider, identity: Identity) -> None:
